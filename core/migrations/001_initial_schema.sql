@@ -1,0 +1,151 @@
+-- tasker_core schema: the catalogue (namespaces, templates, named steps), the
+-- runtime rows (tasks, workflow steps, edges) and their transition history.
+-- Allowed state transitions live in tables so the database refuses an
+-- invalid transition even when a caller bypasses the Rust state machines.
+
+CREATE TABLE tasker_task_states (state text PRIMARY KEY);
+INSERT INTO tasker_task_states (state) VALUES
+  ('pending'), ('in_progress'), ('complete'), ('error'), ('cancelled');
+
+CREATE TABLE tasker_step_states (state text PRIMARY KEY);
+INSERT INTO tasker_step_states (state) VALUES
+  ('pending'), ('enqueued'), ('in_progress'), ('complete'), ('error'),
+  ('waiting_for_retry'), ('cancelled'), ('resolved_manually');
+
+-- from_state '' stands for "no previous state" (the initial transition).
+CREATE TABLE tasker_task_allowed_transitions (
+  from_state text NOT NULL,
+  to_state   text NOT NULL REFERENCES tasker_task_states (state),
+  PRIMARY KEY (from_state, to_state)
+);
+INSERT INTO tasker_task_allowed_transitions (from_state, to_state) VALUES
+  ('', 'pending'),
+  ('pending', 'in_progress'), ('pending', 'cancelled'),
+  ('in_progress', 'complete'), ('in_progress', 'error'), ('in_progress', 'cancelled'),
+  ('error', 'in_progress'), ('error', 'cancelled');
+
+CREATE TABLE tasker_step_allowed_transitions (
+  from_state text NOT NULL,
+  to_state   text NOT NULL REFERENCES tasker_step_states (state),
+  PRIMARY KEY (from_state, to_state)
+);
+INSERT INTO tasker_step_allowed_transitions (from_state, to_state) VALUES
+  ('', 'pending'),
+  ('pending', 'enqueued'), ('pending', 'cancelled'), ('pending', 'resolved_manually'),
+  ('enqueued', 'in_progress'), ('enqueued', 'cancelled'), ('enqueued', 'resolved_manually'),
+  ('in_progress', 'complete'), ('in_progress', 'error'), ('in_progress', 'waiting_for_retry'),
+  ('in_progress', 'enqueued'), ('in_progress', 'cancelled'), ('in_progress', 'resolved_manually'),
+  ('waiting_for_retry', 'enqueued'), ('waiting_for_retry', 'cancelled'),
+  ('waiting_for_retry', 'resolved_manually'),
+  ('error', 'pending'), ('error', 'resolved_manually'), ('error', 'cancelled');
+
+CREATE TABLE tasker_namespaces (
+  name       text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,39}$'),
+  queue_name text NOT NULL UNIQUE,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE tasker_task_templates (
+  template_id bigserial PRIMARY KEY,
+  namespace   text NOT NULL REFERENCES tasker_namespaces (name),
+  name        text NOT NULL,
+  version     text NOT NULL,
+  description text,
+  definition  jsonb NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  updated_at  timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (namespace, name, version)
+);
+
+CREATE TABLE tasker_named_steps (
+  named_step_id    bigserial PRIMARY KEY,
+  template_id      bigint NOT NULL REFERENCES tasker_task_templates (template_id) ON DELETE CASCADE,
+  name             text NOT NULL,
+  position         integer NOT NULL,
+  handler_callable text NOT NULL,
+  handler_config   jsonb NOT NULL DEFAULT '{}',
+  retryable        boolean NOT NULL DEFAULT true,
+  max_attempts     integer NOT NULL DEFAULT 3 CHECK (max_attempts >= 1),
+  backoff_base_ms  integer NOT NULL DEFAULT 1000 CHECK (backoff_base_ms >= 0),
+  max_backoff_ms   integer NOT NULL DEFAULT 30000 CHECK (max_backoff_ms >= 0),
+  timeout_seconds  integer CHECK (timeout_seconds > 0),
+  UNIQUE (template_id, name)
+);
+
+CREATE TABLE tasker_tasks (
+  task_uuid      uuid PRIMARY KEY,
+  template_id    bigint NOT NULL REFERENCES tasker_task_templates (template_id),
+  namespace      text NOT NULL,
+  name           text NOT NULL,
+  version        text NOT NULL,
+  context        jsonb NOT NULL DEFAULT '{}',
+  status         text NOT NULL DEFAULT 'pending' REFERENCES tasker_task_states (state),
+  identity_key   text UNIQUE,
+  correlation_id uuid NOT NULL,
+  created_at     timestamptz NOT NULL DEFAULT now(),
+  updated_at     timestamptz NOT NULL DEFAULT now(),
+  completed_at   timestamptz
+);
+CREATE INDEX tasker_tasks_active_idx ON tasker_tasks (status) WHERE status IN ('pending', 'in_progress');
+
+CREATE TABLE tasker_workflow_steps (
+  step_uuid     uuid PRIMARY KEY,
+  task_uuid     uuid NOT NULL REFERENCES tasker_tasks (task_uuid) ON DELETE CASCADE,
+  named_step_id bigint NOT NULL REFERENCES tasker_named_steps (named_step_id),
+  name          text NOT NULL,
+  position      integer NOT NULL,
+  status        text NOT NULL DEFAULT 'pending' REFERENCES tasker_step_states (state),
+  attempts      integer NOT NULL DEFAULT 0,
+  max_attempts  integer NOT NULL,
+  results       jsonb,
+  last_error    jsonb,
+  retry_at      timestamptz,
+  enqueued_at   timestamptz,
+  started_at    timestamptz,
+  completed_at  timestamptz,
+  created_at    timestamptz NOT NULL DEFAULT now(),
+  updated_at    timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (task_uuid, name)
+);
+CREATE INDEX tasker_workflow_steps_task_idx ON tasker_workflow_steps (task_uuid, status);
+CREATE INDEX tasker_workflow_steps_retry_idx ON tasker_workflow_steps (retry_at)
+  WHERE status = 'waiting_for_retry';
+
+CREATE TABLE tasker_workflow_step_edges (
+  task_uuid      uuid NOT NULL REFERENCES tasker_tasks (task_uuid) ON DELETE CASCADE,
+  from_step_uuid uuid NOT NULL REFERENCES tasker_workflow_steps (step_uuid) ON DELETE CASCADE,
+  to_step_uuid   uuid NOT NULL REFERENCES tasker_workflow_steps (step_uuid) ON DELETE CASCADE,
+  PRIMARY KEY (to_step_uuid, from_step_uuid),
+  CHECK (from_step_uuid <> to_step_uuid)
+);
+CREATE INDEX tasker_workflow_step_edges_from_idx ON tasker_workflow_step_edges (from_step_uuid);
+
+CREATE TABLE tasker_task_transitions (
+  id          bigserial PRIMARY KEY,
+  task_uuid   uuid NOT NULL REFERENCES tasker_tasks (task_uuid) ON DELETE CASCADE,
+  from_state  text NOT NULL DEFAULT '',
+  to_state    text NOT NULL,
+  metadata    jsonb NOT NULL DEFAULT '{}',
+  sort_key    integer NOT NULL,
+  most_recent boolean NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+  UNIQUE (task_uuid, sort_key),
+  FOREIGN KEY (from_state, to_state) REFERENCES tasker_task_allowed_transitions (from_state, to_state)
+);
+CREATE UNIQUE INDEX tasker_task_transitions_most_recent_idx
+  ON tasker_task_transitions (task_uuid) WHERE most_recent;
+
+CREATE TABLE tasker_workflow_step_transitions (
+  id          bigserial PRIMARY KEY,
+  step_uuid   uuid NOT NULL REFERENCES tasker_workflow_steps (step_uuid) ON DELETE CASCADE,
+  from_state  text NOT NULL DEFAULT '',
+  to_state    text NOT NULL,
+  metadata    jsonb NOT NULL DEFAULT '{}',
+  sort_key    integer NOT NULL,
+  most_recent boolean NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+  UNIQUE (step_uuid, sort_key),
+  FOREIGN KEY (from_state, to_state) REFERENCES tasker_step_allowed_transitions (from_state, to_state)
+);
+CREATE UNIQUE INDEX tasker_workflow_step_transitions_most_recent_idx
+  ON tasker_workflow_step_transitions (step_uuid) WHERE most_recent;

@@ -1,0 +1,303 @@
+//! One typed configuration. Precedence: explicit options, then the
+//! environment (`DATABASE_URL`, `TASKER_*`), then the config file, then
+//! defaults. [`Config::resolve`] merges the layers and reports every bad key
+//! and value at once.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+pub(crate) const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/tasker_development";
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// PostgreSQL URL: the source of truth, and the PGMQ queues.
+    pub database_url: String,
+    /// Connections in this process's pool.
+    pub max_connections: u32,
+    /// Folders (or files) holding YAML task templates.
+    pub template_paths: Vec<PathBuf>,
+    pub messaging: MessagingConfig,
+    pub orchestration: OrchestrationConfig,
+    pub worker: WorkerConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MessagingProvider {
+    /// Queues in the same PostgreSQL database (the default).
+    #[default]
+    Pgmq,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagingConfig {
+    pub provider: MessagingProvider,
+    /// How long a received message stays invisible before it is redelivered
+    /// to someone else, unless acked.
+    pub visibility_timeout_seconds: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrchestrationConfig {
+    /// Result messages read per poll.
+    pub batch_size: u32,
+    /// Most steps enqueued for one task per pass.
+    pub enqueue_batch_size: u32,
+    /// Longest wait between polls when no notification arrives.
+    pub poll_interval_ms: u64,
+    /// How often steps whose retry backoff elapsed are looked for.
+    pub sweep_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Namespaces whose queues this worker polls.
+    pub namespaces: Vec<String>,
+    /// Steps in flight at once in this worker.
+    pub concurrency: u32,
+    /// Longest wait between polls when no notification arrives.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            max_connections: 10,
+            template_paths: Vec::new(),
+            messaging: MessagingConfig::default(),
+            orchestration: OrchestrationConfig::default(),
+            worker: WorkerConfig::default(),
+        }
+    }
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self { provider: MessagingProvider::Pgmq, visibility_timeout_seconds: 30 }
+    }
+}
+
+impl Default for OrchestrationConfig {
+    fn default() -> Self {
+        Self { batch_size: 50, enqueue_batch_size: 500, poll_interval_ms: 200, sweep_interval_ms: 1000 }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self { namespaces: Vec::new(), concurrency: 4, poll_interval_ms: 200 }
+    }
+}
+
+/// Environment variables and the config keys they set.
+const ENV_KEYS: &[(&str, &[&str])] = &[
+    ("TASKER_DATABASE_URL", &["database_url"]),
+    ("DATABASE_URL", &["database_url"]),
+    ("TASKER_MAX_CONNECTIONS", &["max_connections"]),
+    ("TASKER_MESSAGING_PROVIDER", &["messaging", "provider"]),
+    ("TASKER_VISIBILITY_TIMEOUT_SECONDS", &["messaging", "visibility_timeout_seconds"]),
+    ("TASKER_WORKER_CONCURRENCY", &["worker", "concurrency"]),
+];
+
+impl Config {
+    /// Defaults, overridden by `file`, then by the environment, then by
+    /// `explicit`. Both layers are JSON objects shaped like the config.
+    pub fn resolve(file: Value, explicit: Value) -> Result<Self> {
+        Self::resolve_with_env(file, explicit, |name| std::env::var(name).ok())
+    }
+
+    /// [`Config::resolve`] with the environment given as a function, for tests.
+    pub fn resolve_with_env(
+        file: Value,
+        explicit: Value,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let mut merged = serde_json::to_value(Config::default()).expect("config serializes");
+        merge(&mut merged, file);
+        // The first variable listed for a key wins, so apply them in reverse.
+        for (name, path) in ENV_KEYS.iter().rev() {
+            if let Some(raw) = env(name).filter(|v| !v.is_empty()) {
+                let value = raw.parse::<u64>().map(Value::from).unwrap_or(Value::String(raw));
+                merge(&mut merged, nest(path, value));
+            }
+        }
+        merge(&mut merged, explicit);
+        let config: Config = serde_json::from_value(merged)
+            .map_err(|e| Error::config(format!("invalid configuration: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value and reports all problems in one error.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        if !(self.database_url.starts_with("postgres://") || self.database_url.starts_with("postgresql://")) {
+            problems.push(format!(
+                "database_url must be a postgres:// URL, got {:?}",
+                redact_url(&self.database_url)
+            ));
+        }
+        let positive = [
+            ("max_connections", u64::from(self.max_connections)),
+            ("messaging.visibility_timeout_seconds", u64::from(self.messaging.visibility_timeout_seconds)),
+            ("orchestration.batch_size", u64::from(self.orchestration.batch_size)),
+            ("orchestration.enqueue_batch_size", u64::from(self.orchestration.enqueue_batch_size)),
+            ("orchestration.poll_interval_ms", self.orchestration.poll_interval_ms),
+            ("orchestration.sweep_interval_ms", self.orchestration.sweep_interval_ms),
+            ("worker.concurrency", u64::from(self.worker.concurrency)),
+            ("worker.poll_interval_ms", self.worker.poll_interval_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                problems.push(format!("{key} must be at least 1, got 0"));
+            }
+        }
+        if self.orchestration.batch_size > 1000 {
+            problems.push(format!(
+                "orchestration.batch_size must be at most 1000, got {}",
+                self.orchestration.batch_size
+            ));
+        }
+        for ns in &self.worker.namespaces {
+            if let Err(problem) = crate::template::check_identifier("namespace", ns) {
+                problems.push(format!("worker.namespaces: {problem}"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::config(format!("invalid configuration: {}", problems.join("; "))))
+        }
+    }
+
+    /// The database URL with any password replaced, for logs and errors.
+    pub fn redacted_database_url(&self) -> String {
+        redact_url(&self.database_url)
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &self.redacted_database_url())
+            .field("max_connections", &self.max_connections)
+            .field("template_paths", &self.template_paths)
+            .field("messaging", &self.messaging)
+            .field("orchestration", &self.orchestration)
+            .field("worker", &self.worker)
+            .finish()
+    }
+}
+
+/// Replaces the password in `scheme://user:password@host/...` with `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else { return url.to_owned() };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.find('@') else { return url.to_owned() };
+    match rest[..at].find(':') {
+        Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &rest[..colon], &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+fn nest(path: &[&str], value: Value) -> Value {
+    path.iter().rev().fold(value, |inner, key| {
+        let mut map = Map::new();
+        map.insert((*key).to_owned(), inner);
+        Value::Object(map)
+    })
+}
+
+/// Deep-merges `overlay` into `base`; objects merge key by key, anything
+/// else (including null, which means "not given") replaces or is skipped.
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (_, Value::Null) => {}
+        (Value::Object(base), Value::Object(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(slot) => merge(slot, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (slot, value) => *slot = value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::resolve_with_env(Value::Null, Value::Null, no_env).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn explicit_beats_env_beats_file() {
+        let env = |name: &str| match name {
+            "DATABASE_URL" => Some("postgres://env@localhost/env".to_owned()),
+            "TASKER_WORKER_CONCURRENCY" => Some("7".to_owned()),
+            _ => None,
+        };
+        let file = json!({"database_url": "postgres://file@localhost/file", "max_connections": 3,
+                          "worker": {"concurrency": 2, "poll_interval_ms": 50}});
+        let explicit = json!({"database_url": "postgres://explicit@localhost/x"});
+        let config = Config::resolve_with_env(file, explicit, env).unwrap();
+        assert_eq!(config.database_url, "postgres://explicit@localhost/x");
+        assert_eq!(config.max_connections, 3);
+        assert_eq!(config.worker.concurrency, 7);
+        assert_eq!(config.worker.poll_interval_ms, 50);
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let explicit = json!({"database_url": "mysql://u:secret@h/db", "max_connections": 0,
+                              "worker": {"namespaces": ["Bad-Name"]}});
+        let err = Config::resolve_with_env(Value::Null, explicit, no_env).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("database_url must be a postgres:// URL, got \"mysql://u:***@h/db\""), "{msg}");
+        assert!(msg.contains("max_connections must be at least 1"), "{msg}");
+        assert!(msg.contains("worker.namespaces: namespace \"Bad-Name\""), "{msg}");
+        assert!(!msg.contains("secret"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::resolve_with_env(Value::Null, json!({"worker": {"concurency": 3}}), no_env)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field `concurency`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_provider_is_named() {
+        let err = Config::resolve_with_env(Value::Null, json!({"messaging": {"provider": "sqs"}}), no_env)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown variant `sqs`"), "{err}");
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,75 @@
+//! The connection pool, migrations (PGMQ's SQL and the engine's own), and
+//! every SQL statement the engine runs (in `queries`).
+
+pub(crate) mod queries;
+
+use std::time::Duration;
+
+use pgmq::PGMQueueExt;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::messaging::{MessageRouter, MessagingService};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Any fixed number: only migrators take this advisory lock.
+const MIGRATION_LOCK: i64 = 0x7461_736b_6572;
+
+pub(crate) async fn connect(config: &Config) -> Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&config.database_url)
+        .await
+        .map_err(|e| {
+            Error::with_source(
+                ErrorKind::Database,
+                format!(
+                    "cannot connect to PostgreSQL at {}: {e} (is it running? \
+                     pg_ctlcluster 15 main start; does the database exist? createdb)",
+                    config.redacted_database_url()
+                ),
+                e,
+            )
+        })
+}
+
+/// Installs PGMQ's SQL and runs the engine's migrations; idempotent, and
+/// safe when several processes migrate at once.
+pub async fn migrate(pool: &PgPool) -> Result<()> {
+    let mut lock = pool.acquire().await.map_err(Error::db("migrating"))?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *lock)
+        .await
+        .map_err(Error::db("taking the migration lock"))?;
+    let result = migrate_locked(pool).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *lock)
+        .await;
+    result
+}
+
+async fn migrate_locked(pool: &PgPool) -> Result<()> {
+    let pgmq = PGMQueueExt::new_with_pool(pool.clone()).await;
+    pgmq.install_sql_from_embedded()
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Database, format!("installing PGMQ's SQL: {e}"), e))?;
+    MIGRATOR
+        .run(pool)
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Database, format!("running migrations: {e}"), e))?;
+    Ok(())
+}
+
+/// Creates the queues the orchestrator reads.
+pub(crate) async fn create_orchestration_queues(messaging: &dyn MessagingService) -> Result<()> {
+    for queue in MessageRouter::orchestration_queues() {
+        messaging.create_queue(queue).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,430 @@
+//! Every SQL statement the engine runs. State changes call the SQL functions
+//! defined in the migrations, so each is one round trip.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor, PgPool, Row};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::messaging::QueueStats;
+use crate::model::{StepTransition, Task, TaskTransition, WorkflowStep};
+use crate::template::TaskTemplate;
+
+/// The LISTEN channel woken by sends to `queue`.
+pub(crate) fn queue_channel(queue: &str) -> String {
+    format!("tasker_queue_{queue}")
+}
+
+/// The LISTEN channel told the uuid of every task that finishes.
+pub(crate) const TASK_FINISHED_CHANNEL: &str = "tasker_task_finished";
+
+pub(crate) async fn install_queue_notify_trigger(pool: &PgPool, queue: &str) -> Result<()> {
+    sqlx::query("SELECT tasker_install_queue_notify($1)")
+        .bind(queue)
+        .execute(pool)
+        .await
+        .map_err(Error::db(format!("installing the notify trigger on queue {queue}")))?;
+    Ok(())
+}
+
+pub(crate) async fn pgmq_queue_stats(pool: &PgPool, queue: &str) -> Result<QueueStats> {
+    let row = sqlx::query(
+        "SELECT queue_length, queue_visible_length, total_messages, oldest_msg_age_sec \
+         FROM pgmq.metrics($1)",
+    )
+    .bind(queue)
+    .fetch_one(pool)
+    .await
+    .map_err(Error::db(format!("reading stats of queue {queue}")))?;
+    Ok(QueueStats {
+        queue: queue.to_owned(),
+        depth: row.get(0),
+        visible: row.get(1),
+        total_sent: row.get(2),
+        oldest_age_seconds: row.get::<Option<i32>, _>(3).map(i64::from),
+    })
+}
+
+// ---- templates -------------------------------------------------------------
+
+/// Stores a template and its steps; returns its id and each step's id.
+pub(crate) async fn upsert_template(
+    conn: &mut PgConnection,
+    template: &TaskTemplate,
+    queue_name: &str,
+) -> Result<(i64, HashMap<String, i64>)> {
+    let key = template.key();
+    sqlx::query("INSERT INTO tasker_namespaces (name, queue_name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(&template.namespace)
+        .bind(queue_name)
+        .execute(&mut *conn)
+        .await
+        .map_err(Error::db(format!("registering namespace {}", template.namespace)))?;
+    let definition = serde_json::to_value(template).expect("templates serialize");
+    let template_id: i64 = sqlx::query_scalar(
+        "INSERT INTO tasker_task_templates (namespace, name, version, description, definition) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (namespace, name, version) DO UPDATE \
+           SET description = EXCLUDED.description, definition = EXCLUDED.definition, updated_at = now() \
+         RETURNING template_id",
+    )
+    .bind(&template.namespace)
+    .bind(&template.name)
+    .bind(&template.version)
+    .bind(&template.description)
+    .bind(&definition)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(Error::db(format!("registering template {key}")))?;
+
+    let mut ids = HashMap::new();
+    for (position, step) in template.steps.iter().enumerate() {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tasker_named_steps (template_id, name, position, handler_callable, handler_config, \
+               retryable, max_attempts, backoff_base_ms, max_backoff_ms, timeout_seconds) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (template_id, name) DO UPDATE SET position = EXCLUDED.position, \
+               handler_callable = EXCLUDED.handler_callable, handler_config = EXCLUDED.handler_config, \
+               retryable = EXCLUDED.retryable, max_attempts = EXCLUDED.max_attempts, \
+               backoff_base_ms = EXCLUDED.backoff_base_ms, max_backoff_ms = EXCLUDED.max_backoff_ms, \
+               timeout_seconds = EXCLUDED.timeout_seconds \
+             RETURNING named_step_id",
+        )
+        .bind(template_id)
+        .bind(&step.name)
+        .bind(i32::try_from(position).unwrap_or(i32::MAX))
+        .bind(&step.handler.callable)
+        .bind(if step.handler.initialization.is_null() { serde_json::json!({}) } else { step.handler.initialization.clone() })
+        .bind(step.retry.retryable)
+        .bind(i32::try_from(step.retry.max_attempts).unwrap_or(i32::MAX))
+        .bind(i32::try_from(step.retry.backoff_base_ms).unwrap_or(i32::MAX))
+        .bind(i32::try_from(step.retry.max_backoff_ms).unwrap_or(i32::MAX))
+        .bind(step.timeout_seconds.map(|t| i32::try_from(t).unwrap_or(i32::MAX)))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(Error::db(format!("registering step {:?} of template {key}", step.name)))?;
+        ids.insert(step.name.clone(), id);
+    }
+    Ok((template_id, ids))
+}
+
+/// A stored template: its id, definition and step ids.
+pub(crate) async fn load_template(
+    pool: &PgPool,
+    namespace: &str,
+    name: &str,
+    version: &str,
+) -> Result<Option<(i64, Value, HashMap<String, i64>)>> {
+    let key = format!("{namespace}/{name}@{version}");
+    let Some(row) = sqlx::query(
+        "SELECT template_id, definition FROM tasker_task_templates WHERE namespace = $1 AND name = $2 AND version = $3",
+    )
+    .bind(namespace)
+    .bind(name)
+    .bind(version)
+    .fetch_optional(pool)
+    .await
+    .map_err(Error::db(format!("loading template {key}")))?
+    else {
+        return Ok(None);
+    };
+    let template_id: i64 = row.get(0);
+    let steps: Vec<(String, i64)> =
+        sqlx::query_as("SELECT name, named_step_id FROM tasker_named_steps WHERE template_id = $1")
+            .bind(template_id)
+            .fetch_all(pool)
+            .await
+            .map_err(Error::db(format!("loading the steps of template {key}")))?;
+    Ok(Some((template_id, row.get(1), steps.into_iter().collect())))
+}
+
+// ---- tasks -----------------------------------------------------------------
+
+/// A task's rows, ready to insert.
+#[derive(Debug)]
+pub(crate) struct NewTask<'a> {
+    pub(crate) task_uuid: Uuid,
+    pub(crate) template_id: i64,
+    pub(crate) template: &'a TaskTemplate,
+    pub(crate) context: &'a Value,
+    pub(crate) identity_key: Option<&'a str>,
+    pub(crate) correlation_id: Uuid,
+    /// (step uuid, named step id, name, position, max attempts)
+    pub(crate) steps: Vec<(Uuid, i64, String, i32, i32)>,
+    /// (from step uuid, to step uuid)
+    pub(crate) edges: Vec<(Uuid, Uuid)>,
+}
+
+pub(crate) async fn task_by_identity(conn: &mut PgConnection, key: &str) -> Result<Option<Uuid>> {
+    sqlx::query_scalar("SELECT task_uuid FROM tasker_tasks WHERE identity_key = $1")
+        .bind(key)
+        .fetch_optional(conn)
+        .await
+        .map_err(Error::db(format!("looking up the task with identity key {key:?}")))
+}
+
+/// Inserts the task, its steps, edges and initial transitions. Returns false
+/// when a task with the same identity key already exists (nothing inserted).
+pub(crate) async fn insert_task(conn: &mut PgConnection, task: &NewTask<'_>) -> Result<bool> {
+    let key = task.template.key();
+    let inserted = sqlx::query(
+        "INSERT INTO tasker_tasks (task_uuid, template_id, namespace, name, version, context, identity_key, correlation_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (identity_key) DO NOTHING",
+    )
+    .bind(task.task_uuid)
+    .bind(task.template_id)
+    .bind(&task.template.namespace)
+    .bind(&task.template.name)
+    .bind(&task.template.version)
+    .bind(task.context)
+    .bind(task.identity_key)
+    .bind(task.correlation_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(Error::db(format!("creating a task of {key}")))?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let (uuids, named, names, positions, max_attempts) = unzip5(&task.steps);
+    sqlx::query(
+        "WITH steps AS ( \
+           INSERT INTO tasker_workflow_steps (step_uuid, task_uuid, named_step_id, name, position, max_attempts) \
+           SELECT s.uuid, $1, s.named, s.name, s.position, s.max_attempts \
+             FROM unnest($2::uuid[], $3::bigint[], $4::text[], $5::int[], $6::int[]) \
+                  AS s(uuid, named, name, position, max_attempts) \
+           RETURNING step_uuid) \
+         INSERT INTO tasker_workflow_step_transitions (step_uuid, from_state, to_state, sort_key, most_recent) \
+         SELECT step_uuid, '', 'pending', 1, true FROM steps",
+    )
+    .bind(task.task_uuid)
+    .bind(&uuids)
+    .bind(&named)
+    .bind(&names)
+    .bind(&positions)
+    .bind(&max_attempts)
+    .execute(&mut *conn)
+    .await
+    .map_err(Error::db(format!("creating the steps of a task of {key}")))?;
+    let (from, to): (Vec<Uuid>, Vec<Uuid>) = task.edges.iter().copied().unzip();
+    sqlx::query(
+        "WITH edges AS ( \
+           INSERT INTO tasker_workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid) \
+           SELECT $1, f, t FROM unnest($2::uuid[], $3::uuid[]) AS e(f, t)) \
+         INSERT INTO tasker_task_transitions (task_uuid, from_state, to_state, sort_key, most_recent) \
+         VALUES ($1, '', 'pending', 1, true)",
+    )
+    .bind(task.task_uuid)
+    .bind(&from)
+    .bind(&to)
+    .execute(&mut *conn)
+    .await
+    .map_err(Error::db(format!("creating the edges of a task of {key}")))?;
+    Ok(true)
+}
+
+fn unzip5(steps: &[(Uuid, i64, String, i32, i32)]) -> (Vec<Uuid>, Vec<i64>, Vec<String>, Vec<i32>, Vec<i32>) {
+    let mut out = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (a, b, c, d, e) in steps {
+        out.0.push(*a);
+        out.1.push(*b);
+        out.2.push(c.clone());
+        out.3.push(*d);
+        out.4.push(*e);
+    }
+    out
+}
+
+/// Locks a task row for the rest of the transaction; returns its status,
+/// namespace and correlation id.
+pub(crate) async fn lock_task(conn: &mut PgConnection, task_uuid: Uuid) -> Result<Option<(String, String, Uuid)>> {
+    sqlx::query_as("SELECT status, namespace, correlation_id FROM tasker_tasks WHERE task_uuid = $1 FOR UPDATE")
+        .bind(task_uuid)
+        .fetch_optional(conn)
+        .await
+        .map_err(Error::db(format!("locking task {task_uuid}")))
+}
+
+/// Compare-and-swap on a task's state; returns the state it left, or None
+/// when it was not in one of `from`.
+pub(crate) async fn transition_task(
+    conn: &mut PgConnection,
+    task_uuid: Uuid,
+    from: &[&str],
+    to: &str,
+    metadata: &Value,
+) -> Result<Option<String>> {
+    sqlx::query_scalar("SELECT tasker_transition_task($1, $2, $3, $4)")
+        .bind(task_uuid)
+        .bind(from)
+        .bind(to)
+        .bind(metadata)
+        .fetch_one(conn)
+        .await
+        .map_err(Error::db(format!("moving task {task_uuid} to {to}")))
+}
+
+pub(crate) async fn enqueue_ready_steps(conn: &mut PgConnection, task_uuid: Uuid, limit: u32) -> Result<Vec<Uuid>> {
+    sqlx::query_scalar("SELECT ready_step_uuid FROM tasker_enqueue_ready_steps($1, $2)")
+        .bind(task_uuid)
+        .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+        .fetch_all(conn)
+        .await
+        .map_err(Error::db(format!("enqueuing the ready steps of task {task_uuid}")))
+}
+
+pub(crate) async fn finalize_task(conn: &mut PgConnection, task_uuid: Uuid) -> Result<Option<String>> {
+    sqlx::query_scalar("SELECT tasker_finalize_task($1)")
+        .bind(task_uuid)
+        .fetch_one(conn)
+        .await
+        .map_err(Error::db(format!("finalizing task {task_uuid}")))
+}
+
+/// What a worker needs to run a step it claimed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct ClaimedStep {
+    pub(crate) task_uuid: Uuid,
+    pub(crate) step_name: String,
+    pub(crate) handler_callable: String,
+    pub(crate) attempts: i32,
+    pub(crate) retryable: bool,
+    pub(crate) max_attempts: i32,
+    pub(crate) backoff_base_ms: i32,
+    pub(crate) max_backoff_ms: i32,
+    pub(crate) timeout_seconds: Option<i32>,
+}
+
+pub(crate) async fn claim_step(pool: &PgPool, step_uuid: Uuid, worker_id: &str) -> Result<Option<ClaimedStep>> {
+    sqlx::query_as("SELECT * FROM tasker_claim_step($1, $2)")
+        .bind(step_uuid)
+        .bind(worker_id)
+        .fetch_optional(pool)
+        .await
+        .map_err(Error::db(format!("claiming step {step_uuid}")))
+}
+
+pub(crate) async fn complete_step(
+    conn: &mut PgConnection,
+    step_uuid: Uuid,
+    results: &Value,
+    metadata: &Value,
+) -> Result<bool> {
+    sqlx::query_scalar("SELECT tasker_complete_step($1, $2, $3)")
+        .bind(step_uuid)
+        .bind(results)
+        .bind(metadata)
+        .fetch_one(conn)
+        .await
+        .map_err(Error::db(format!("recording the result of step {step_uuid}")))
+}
+
+pub(crate) async fn fail_step(
+    conn: &mut PgConnection,
+    step_uuid: Uuid,
+    error: &Value,
+    retryable: bool,
+    retry_at: DateTime<Utc>,
+) -> Result<Option<String>> {
+    sqlx::query_scalar("SELECT tasker_fail_step($1, $2, $3, $4)")
+        .bind(step_uuid)
+        .bind(error)
+        .bind(retryable)
+        .bind(retry_at)
+        .fetch_one(conn)
+        .await
+        .map_err(Error::db(format!("recording the failure of step {step_uuid}")))
+}
+
+/// Tasks with a step whose retry backoff has elapsed.
+pub(crate) async fn tasks_with_due_retries(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT task_uuid FROM tasker_workflow_steps \
+         WHERE status = 'waiting_for_retry' AND retry_at <= clock_timestamp() LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db("looking for steps due a retry"))
+}
+
+// ---- reads -----------------------------------------------------------------
+
+const TASK_COLUMNS: &str =
+    "task_uuid, namespace, name, version, context, status, identity_key, correlation_id, created_at, completed_at";
+
+pub(crate) async fn get_task<'e>(executor: impl PgExecutor<'e>, task_uuid: Uuid) -> Result<Option<Task>> {
+    sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasker_tasks WHERE task_uuid = $1"))
+        .bind(task_uuid)
+        .fetch_optional(executor)
+        .await
+        .map_err(Error::db(format!("reading task {task_uuid}")))
+}
+
+pub(crate) async fn task_status(pool: &PgPool, task_uuid: Uuid) -> Result<Option<String>> {
+    sqlx::query_scalar("SELECT status FROM tasker_tasks WHERE task_uuid = $1")
+        .bind(task_uuid)
+        .fetch_optional(pool)
+        .await
+        .map_err(Error::db(format!("reading the status of task {task_uuid}")))
+}
+
+pub(crate) async fn task_steps(pool: &PgPool, task_uuid: Uuid) -> Result<Vec<WorkflowStep>> {
+    sqlx::query_as(
+        "SELECT step_uuid, task_uuid, name, position, status, attempts, max_attempts, results, last_error, retry_at \
+         FROM tasker_workflow_steps WHERE task_uuid = $1 ORDER BY position",
+    )
+    .bind(task_uuid)
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db(format!("reading the steps of task {task_uuid}")))
+}
+
+pub(crate) async fn task_transitions(pool: &PgPool, task_uuid: Uuid) -> Result<Vec<TaskTransition>> {
+    sqlx::query_as(
+        "SELECT task_uuid, from_state, to_state, metadata, sort_key, most_recent \
+         FROM tasker_task_transitions WHERE task_uuid = $1 ORDER BY sort_key",
+    )
+    .bind(task_uuid)
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db(format!("reading the transitions of task {task_uuid}")))
+}
+
+/// Every step transition of a task, grouped by step in template order.
+pub(crate) async fn step_transitions(pool: &PgPool, task_uuid: Uuid) -> Result<Vec<StepTransition>> {
+    sqlx::query_as(
+        "SELECT t.step_uuid, t.from_state, t.to_state, t.metadata, t.sort_key, t.most_recent \
+         FROM tasker_workflow_step_transitions t JOIN tasker_workflow_steps s USING (step_uuid) \
+         WHERE s.task_uuid = $1 ORDER BY s.position, t.sort_key",
+    )
+    .bind(task_uuid)
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db(format!("reading the step transitions of task {task_uuid}")))
+}
+
+/// The results of a step's direct dependencies, by step name.
+pub(crate) async fn dependency_results(pool: &PgPool, step_uuid: Uuid) -> Result<HashMap<String, Option<Value>>> {
+    let rows: Vec<(String, Option<Value>)> = sqlx::query_as(
+        "SELECT p.name, p.results FROM tasker_workflow_step_edges e \
+         JOIN tasker_workflow_steps p ON p.step_uuid = e.from_step_uuid WHERE e.to_step_uuid = $1",
+    )
+    .bind(step_uuid)
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db(format!("reading the dependency results of step {step_uuid}")))?;
+    Ok(rows.into_iter().collect())
+}
+
+pub(crate) async fn release_step(pool: &PgPool, step_uuid: Uuid, reason: &str) -> Result<bool> {
+    sqlx::query_scalar("SELECT tasker_release_step($1, $2)")
+        .bind(step_uuid)
+        .bind(reason)
+        .fetch_one(pool)
+        .await
+        .map_err(Error::db(format!("releasing step {step_uuid}")))
+}

@@ -1,0 +1,36 @@
+//! tasker-core: DAG workflow orchestration on PostgreSQL.
+//!
+//! The crate has no Ruby dependency. A [`Context`] owns the connection pool,
+//! the messaging provider and the template registry; the orchestrator, the
+//! worker and the client all work through one.
+
+#![deny(unsafe_code)]
+#![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+
+mod client;
+mod config;
+mod context;
+mod lifecycle;
+mod db;
+mod error;
+mod messaging;
+mod model;
+mod orchestration;
+mod state;
+mod template;
+mod worker;
+
+pub use client::{CreateTask, TaskerClient};
+pub use config::{Config, MessagingConfig, MessagingProvider, OrchestrationConfig, WorkerConfig};
+pub use context::Context;
+pub use db::migrate;
+pub use error::{Error, ErrorKind, Result};
+pub use messaging::{
+    MessageRouter, MessagingService, PgmqProvider, QueueStats, ReceivedMessage, StepMessage,
+    StepResultMessage,
+};
+pub use model::{StepTransition, Task, TaskTransition, WorkflowStep};
+pub use orchestration::{backoff_delay, OrchestratorHandle};
+pub use state::{StepState, TaskState};
+pub use template::{HandlerSpec, RetryPolicy, StepTemplate, TaskTemplate};
+pub use worker::{StepFailure, StepJob, WorkerHandle};

@@ -1,0 +1,158 @@
+//! The messaging abstraction: a provider trait, the tiny messages the
+//! engine sends, and the router that names queues.
+
+mod pgmq;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgConnection;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::context::AbortOnDrop;
+use crate::error::Result;
+
+pub use self::pgmq::PgmqProvider;
+
+/// A step to run: identifiers only; everything else is read from the
+/// database by whoever receives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepMessage {
+    pub task_uuid: Uuid,
+    pub step_uuid: Uuid,
+    pub correlation_id: Uuid,
+}
+
+/// A step's outcome was recorded: the orchestrator should look at its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepResultMessage {
+    pub task_uuid: Uuid,
+    pub step_uuid: Uuid,
+    pub correlation_id: Uuid,
+}
+
+/// A message taken from a queue, invisible to others until acked, nacked or
+/// its visibility timeout passes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedMessage {
+    pub queue: String,
+    /// The provider's handle for ack and nack.
+    pub receipt: i64,
+    /// How many times this message has been delivered, this time included.
+    pub delivery_count: u32,
+    pub payload: Value,
+}
+
+impl ReceivedMessage {
+    /// The payload as a typed message; an error names the queue and receipt.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.payload.clone()).map_err(|e| {
+            crate::Error::new(
+                crate::ErrorKind::Messaging,
+                format!("message {} on queue {} is malformed: {e}", self.receipt, self.queue),
+            )
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    pub queue: String,
+    /// Messages in the queue, in flight or not.
+    pub depth: i64,
+    /// Messages a receive would get now.
+    pub visible: i64,
+    /// Messages ever sent to the queue.
+    pub total_sent: i64,
+    pub oldest_age_seconds: Option<i64>,
+}
+
+/// A queue transport. Every provider passes the same conformance tests.
+#[async_trait]
+pub trait MessagingService: Send + Sync + Debug {
+    fn provider_name(&self) -> &'static str;
+
+    /// Creates the queue if it does not exist.
+    async fn create_queue(&self, queue: &str) -> Result<()>;
+    async fn delete_queue(&self, queue: &str) -> Result<()>;
+    /// Removes every message; returns how many.
+    async fn purge_queue(&self, queue: &str) -> Result<u64>;
+
+    async fn send(&self, queue: &str, payload: &Value) -> Result<i64>;
+    async fn send_batch(&self, queue: &str, payloads: &[Value]) -> Result<Vec<i64>>;
+    /// Up to `max` messages, each invisible to other receivers for
+    /// `visibility_timeout` unless acked or nacked first.
+    async fn receive(&self, queue: &str, max: u32, visibility_timeout: Duration) -> Result<Vec<ReceivedMessage>>;
+    /// Done with the message: it is removed for good.
+    async fn ack(&self, queue: &str, receipt: i64) -> Result<()>;
+    /// Not done: the message becomes visible again after `delay`.
+    async fn nack(&self, queue: &str, receipt: i64, delay: Duration) -> Result<()>;
+    /// Keeps a message invisible for `visibility_timeout` from now, for work
+    /// that runs long.
+    async fn extend_visibility(&self, queue: &str, receipt: i64, visibility_timeout: Duration) -> Result<()>;
+    /// Takes a message that can never be processed out of the queue and
+    /// keeps it for inspection (PGMQ: the queue's archive table).
+    async fn dead_letter(&self, queue: &str, receipt: i64) -> Result<()>;
+    async fn stats(&self, queue: &str) -> Result<QueueStats>;
+
+    /// Sends inside the caller's PostgreSQL transaction, so the messages
+    /// exist if and only if the transaction commits. Returns `None` when the
+    /// provider's queues are not in PostgreSQL; the caller then sends after
+    /// commit.
+    async fn send_batch_in_transaction(
+        &self,
+        _conn: &mut PgConnection,
+        _queue: &str,
+        _payloads: &[Value],
+    ) -> Result<Option<Vec<i64>>> {
+        Ok(None)
+    }
+
+    /// A notifier woken when a message may have arrived on one of the
+    /// queues. Wake-ups are hints: callers still poll on a timer, so a lost
+    /// notification costs latency, never a message.
+    async fn wakeups(&self, queues: &[String]) -> Result<Wakeups>;
+}
+
+/// Wake-up hints for a set of queues; stops listening when dropped.
+#[derive(Debug)]
+pub struct Wakeups {
+    notify: Arc<Notify>,
+    _listener: Option<AbortOnDrop>,
+}
+
+impl Wakeups {
+    pub(crate) fn new(notify: Arc<Notify>, listener: Option<tokio::task::JoinHandle<()>>) -> Self {
+        Self { notify, _listener: listener.map(AbortOnDrop) }
+    }
+
+    /// Waits for a hint or `max_wait`, whichever comes first.
+    pub async fn wait(&self, max_wait: Duration) {
+        let _ = tokio::time::timeout(max_wait, self.notify.notified()).await;
+    }
+}
+
+/// Names the queues: one per namespace for steps, and the orchestration
+/// queues.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MessageRouter;
+
+impl MessageRouter {
+    /// Step results, read by orchestrators.
+    pub const STEP_RESULTS: &'static str = "orchestration_step_results";
+
+    /// The queue a namespace's steps are sent to.
+    pub fn step_queue(namespace: &str) -> String {
+        format!("{namespace}_queue")
+    }
+
+    /// The queues the engine itself reads.
+    pub fn orchestration_queues() -> [&'static str; 1] {
+        [Self::STEP_RESULTS]
+    }
+}

@@ -1,0 +1,48 @@
+//! The orchestrator: small components, one per lifecycle concern, started
+//! in order and stopped in reverse.
+//!
+//! - `step_enqueuer`: moves ready steps to `enqueued`, sends their messages
+//!   and finalizes the task, in one transaction (used at creation too).
+//! - `result_processor`: reads `orchestration_step_results` and advances the
+//!   task each result belongs to.
+//! - `retry_sweeper`: advances tasks whose steps' retry backoff elapsed.
+
+mod backoff;
+mod result_processor;
+mod retry_sweeper;
+pub(crate) mod step_enqueuer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::context::Context;
+use crate::error::Result;
+use crate::lifecycle::Lifecycle;
+
+pub use backoff::backoff_delay;
+
+/// A running orchestrator. Any number may run against one database.
+#[derive(Debug)]
+pub struct OrchestratorHandle {
+    lifecycle: Lifecycle,
+}
+
+impl OrchestratorHandle {
+    pub async fn start(ctx: Arc<Context>) -> Result<Self> {
+        let lifecycle = Lifecycle::new();
+        let results = result_processor::ResultProcessor::new(ctx.clone()).await?;
+        lifecycle.spawn("result_processor", move |stop| results.run(stop));
+        let sweeper = retry_sweeper::RetrySweeper::new(ctx);
+        lifecycle.spawn("retry_sweeper", move |stop| sweeper.run(stop));
+        Ok(Self { lifecycle })
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.lifecycle.is_running()
+    }
+
+    /// Stops taking results; what is being processed finishes first.
+    pub async fn shutdown(&self, timeout: Duration) -> Result<()> {
+        self.lifecycle.shutdown(timeout).await
+    }
+}

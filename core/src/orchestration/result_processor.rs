@@ -1,0 +1,88 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::messaging::{MessageRouter, ReceivedMessage, StepResultMessage, Wakeups};
+
+use super::step_enqueuer::advance_task;
+
+/// Reads step results and advances each result's task.
+pub(crate) struct ResultProcessor {
+    ctx: Arc<Context>,
+    wakeups: Wakeups,
+}
+
+impl ResultProcessor {
+    pub(crate) async fn new(ctx: Arc<Context>) -> Result<Self> {
+        let wakeups = ctx.messaging().wakeups(&[MessageRouter::STEP_RESULTS.to_owned()]).await?;
+        Ok(Self { ctx, wakeups })
+    }
+
+    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
+        let config = &self.ctx.config();
+        let poll = Duration::from_millis(config.orchestration.poll_interval_ms);
+        let visibility = Duration::from_secs(u64::from(config.messaging.visibility_timeout_seconds));
+        while !*stop.borrow() {
+            let received = self
+                .ctx
+                .messaging()
+                .receive(MessageRouter::STEP_RESULTS, config.orchestration.batch_size, visibility)
+                .await;
+            match received {
+                Ok(messages) if !messages.is_empty() => {
+                    self.process(messages).await;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reading step results failed; retrying"),
+            }
+            tokio::select! {
+                () = self.wakeups.wait(poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Groups a batch by task so each task is advanced once, then acks what
+    /// was handled. A message that fails is left for redelivery.
+    async fn process(&self, messages: Vec<ReceivedMessage>) {
+        let mut by_task: BTreeMap<Uuid, Vec<ReceivedMessage>> = BTreeMap::new();
+        for message in messages {
+            match message.decode::<StepResultMessage>() {
+                Ok(result) => by_task.entry(result.task_uuid).or_default().push(message),
+                Err(e) => self.dead_letter(&message, &e).await,
+            }
+        }
+        for (task_uuid, messages) in by_task {
+            let outcome = async {
+                let tx = self.ctx.pool().begin().await.map_err(Error::db(format!("advancing task {task_uuid}")))?;
+                advance_task(&self.ctx, tx, task_uuid).await
+            }
+            .await;
+            match outcome {
+                Ok(status) => {
+                    tracing::debug!(%task_uuid, status, results = messages.len(), "processed step results");
+                    for message in &messages {
+                        if let Err(e) = self.ctx.messaging().ack(&message.queue, message.receipt).await {
+                            tracing::warn!(error = %e, "acking a step result failed; it will be redelivered");
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(%task_uuid, error = %e, "advancing a task failed; its results will be redelivered"),
+            }
+        }
+    }
+
+    async fn dead_letter(&self, message: &ReceivedMessage, error: &Error) {
+        tracing::error!(queue = message.queue, receipt = message.receipt, payload = %message.payload,
+                        error = %error, "poison message moved to the dead-letter archive");
+        if let Err(e) = self.ctx.messaging().dead_letter(&message.queue, message.receipt).await {
+            tracing::error!(error = %e, "archiving a poison message failed");
+        }
+    }
+}

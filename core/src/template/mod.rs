@@ -1,0 +1,353 @@
+//! YAML task templates: parse, validate, register in the database, cache.
+
+mod registry;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+pub(crate) use registry::TemplateRegistry;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskTemplate {
+    pub namespace: String,
+    pub name: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema the task context must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<Value>,
+    pub steps: Vec<StepTemplate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepTemplate {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    pub handler: HandlerSpec,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerSpec {
+    /// The handler's class (Ruby) or registered name.
+    pub callable: String,
+    /// Free-form settings handed to the handler.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub initialization: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryPolicy {
+    pub retryable: bool,
+    /// Total attempts, the first one included.
+    pub max_attempts: u32,
+    pub backoff_base_ms: u32,
+    pub max_backoff_ms: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { retryable: true, max_attempts: 3, backoff_base_ms: 1000, max_backoff_ms: 30_000 }
+    }
+}
+
+impl TaskTemplate {
+    /// Parses and validates one template. `origin` (a file name) prefixes
+    /// errors.
+    pub fn from_yaml(yaml: &str, origin: &str) -> Result<Self> {
+        let template: TaskTemplate = serde_yaml_ng::from_str(yaml)
+            .map_err(|e| Error::template(format!("template {origin}: {e}")))?;
+        template.validate()?;
+        Ok(template)
+    }
+
+    /// Reads and validates one YAML file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let yaml = std::fs::read_to_string(path)
+            .map_err(|e| Error::template(format!("template {}: cannot read: {e}", path.display())))?;
+        Self::from_yaml(&yaml, &path.display().to_string())
+    }
+
+    /// Every `.yml`/`.yaml` file below the given folders (or the files
+    /// themselves), sorted by path so errors come in a stable order.
+    pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Self>> {
+        let mut files = Vec::new();
+        for path in paths {
+            collect_yaml(path.as_ref(), &mut files)?;
+        }
+        files.sort();
+        files.iter().map(|f| Self::from_file(f)).collect()
+    }
+
+    /// `namespace/name@version`, as errors and logs name a template.
+    pub fn key(&self) -> String {
+        format!("{}/{}@{}", self.namespace, self.name, self.version)
+    }
+
+    /// Refuses duplicate and unknown step names, cycles, empty step lists,
+    /// bad versions and bad retry settings; names every problem found.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        for (what, value) in [("namespace", &self.namespace), ("name", &self.name)] {
+            if let Err(p) = check_identifier(what, value) {
+                problems.push(p);
+            }
+        }
+        if semver::Version::parse(&self.version).is_err() {
+            problems.push(format!("version {:?} is not a semantic version like 1.0.0", self.version));
+        }
+        if self.steps.is_empty() {
+            problems.push("it has no steps".to_owned());
+        }
+        if let Some(schema) = &self.input_schema {
+            if !schema.is_object() {
+                problems.push("input_schema must be a JSON Schema object".to_owned());
+            }
+        }
+        let mut seen = HashSet::new();
+        for step in &self.steps {
+            if let Err(p) = check_identifier("step name", &step.name) {
+                problems.push(p);
+            }
+            if !seen.insert(step.name.as_str()) {
+                problems.push(format!("step {:?} is defined more than once", step.name));
+            }
+        }
+        for step in &self.steps {
+            let mut deps = HashSet::new();
+            for dep in &step.dependencies {
+                if dep == &step.name {
+                    problems.push(format!("step {:?} depends on itself", step.name));
+                } else if !seen.contains(dep.as_str()) {
+                    problems.push(format!("step {:?} depends on unknown step {:?}", step.name, dep));
+                }
+                if !deps.insert(dep) {
+                    problems.push(format!("step {:?} lists dependency {:?} twice", step.name, dep));
+                }
+            }
+            if !is_constant_path(&step.handler.callable) {
+                problems.push(format!(
+                    "step {:?} has handler.callable {:?}, which is not a class name like Module::Handler",
+                    step.name, step.handler.callable
+                ));
+            }
+            let retry = &step.retry;
+            if retry.max_attempts == 0 {
+                problems.push(format!("step {:?} has retry.max_attempts 0; it must be at least 1", step.name));
+            }
+            if retry.backoff_base_ms > retry.max_backoff_ms {
+                problems.push(format!(
+                    "step {:?} has retry.backoff_base_ms {} above retry.max_backoff_ms {}",
+                    step.name, retry.backoff_base_ms, retry.max_backoff_ms
+                ));
+            }
+            if step.timeout_seconds == Some(0) {
+                problems.push(format!("step {:?} has timeout_seconds 0; it must be at least 1", step.name));
+            }
+        }
+        if problems.is_empty() {
+            if let Some(cycle) = self.find_cycle() {
+                problems.push(format!("steps form a cycle: {}", cycle.join(" -> ")));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::template(format!("template {}: {}", self.key(), problems.join("; "))))
+        }
+    }
+
+    /// Step names in an order where every step follows its dependencies
+    /// (template order among equals). Only valid on an acyclic template.
+    pub fn topological_order(&self) -> Vec<&str> {
+        let (order, _) = self.kahn();
+        order
+    }
+
+    fn find_cycle(&self) -> Option<Vec<String>> {
+        let (order, remaining) = self.kahn();
+        if order.len() == self.steps.len() {
+            return None;
+        }
+        // Walk dependencies from a remaining step until one repeats.
+        let deps: HashMap<&str, Vec<&str>> = self
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.dependencies.iter().map(String::as_str).collect()))
+            .collect();
+        let mut path: Vec<&str> = vec![*remaining.iter().next()?];
+        loop {
+            let current = *path.last()?;
+            let next = *deps[current].iter().find(|d| remaining.contains(*d))?;
+            if let Some(start) = path.iter().position(|p| *p == next) {
+                let mut cycle: Vec<String> = path[start..].iter().rev().map(|s| (*s).to_owned()).collect();
+                cycle.push(cycle[0].clone());
+                return Some(cycle);
+            }
+            path.push(next);
+        }
+    }
+
+    /// Kahn's algorithm: the order found and the steps left over (on a cycle).
+    fn kahn(&self) -> (Vec<&str>, HashSet<&str>) {
+        let mut indegree: BTreeMap<usize, usize> = BTreeMap::new();
+        let index: HashMap<&str, usize> =
+            self.steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let mut children: Vec<Vec<usize>> = vec![Vec::new(); self.steps.len()];
+        for (i, step) in self.steps.iter().enumerate() {
+            let known: Vec<usize> = step.dependencies.iter().filter_map(|d| index.get(d.as_str()).copied()).collect();
+            indegree.insert(i, known.len());
+            for parent in known {
+                children[parent].push(i);
+            }
+        }
+        let mut order = Vec::with_capacity(self.steps.len());
+        let mut ready: std::collections::BTreeSet<usize> =
+            indegree.iter().filter(|(_, d)| **d == 0).map(|(i, _)| *i).collect();
+        while let Some(i) = ready.pop_first() {
+            order.push(self.steps[i].name.as_str());
+            for &child in &children[i] {
+                let d = indegree.get_mut(&child).expect("every step has an indegree");
+                *d -= 1;
+                if *d == 0 {
+                    ready.insert(child);
+                }
+            }
+        }
+        let placed: HashSet<&str> = order.iter().copied().collect();
+        let remaining = self.steps.iter().map(|s| s.name.as_str()).filter(|n| !placed.contains(n)).collect();
+        (order, remaining)
+    }
+}
+
+/// Names used in queue names and SQL identifiers: lower snake case.
+pub(crate) fn check_identifier(what: &str, value: &str) -> std::result::Result<(), String> {
+    let ok = value.len() <= 40
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {value:?} must be 1-40 characters of a-z, 0-9 and _, starting with a letter"
+        ))
+    }
+}
+
+fn is_constant_path(callable: &str) -> bool {
+    !callable.is_empty()
+        && callable.split("::").all(|part| {
+            part.starts_with(|c: char| c.is_ascii_uppercase())
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+}
+
+fn collect_yaml(path: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::template(format!("template path {}: {e}", path.display())))?;
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| Error::template(format!("template path {}: {e}", path.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::template(format!("template path {}: {e}", path.display())))?;
+        let child = entry.path();
+        if child.is_dir() {
+            collect_yaml(&child, out)?;
+        } else if matches!(child.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")) {
+            out.push(child);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(steps: &str) -> String {
+        format!("namespace: demo\nname: flow\nversion: 1.0.0\nsteps:\n{steps}")
+    }
+
+    fn err(yaml: &str) -> String {
+        TaskTemplate::from_yaml(yaml, "test.yml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_a_diamond_in_dependency_order() {
+        let yaml = template(
+            "  - {name: finish, dependencies: [left, right], handler: {callable: D::Finish}}\n\
+             \x20 - {name: left, dependencies: [start], handler: {callable: D::Left}}\n\
+             \x20 - {name: right, dependencies: [start], handler: {callable: D::Right}}\n\
+             \x20 - {name: start, handler: {callable: D::Start}}\n",
+        );
+        let t = TaskTemplate::from_yaml(&yaml, "test.yml").unwrap();
+        assert_eq!(t.topological_order(), vec!["start", "left", "right", "finish"]);
+        assert_eq!(t.steps[0].retry, RetryPolicy::default());
+    }
+
+    #[test]
+    fn names_duplicates_and_unknown_dependencies() {
+        let msg = err(&template(
+            "  - {name: a, handler: {callable: A}}\n\
+             \x20 - {name: a, handler: {callable: A}}\n\
+             \x20 - {name: b, dependencies: [zzz], handler: {callable: B}}\n",
+        ));
+        assert!(msg.starts_with("template demo/flow@1.0.0: "), "{msg}");
+        assert!(msg.contains("step \"a\" is defined more than once"), "{msg}");
+        assert!(msg.contains("step \"b\" depends on unknown step \"zzz\""), "{msg}");
+    }
+
+    #[test]
+    fn names_the_cycle() {
+        let msg = err(&template(
+            "  - {name: a, handler: {callable: A}}\n\
+             \x20 - {name: b, dependencies: [a, d], handler: {callable: B}}\n\
+             \x20 - {name: c, dependencies: [b], handler: {callable: C}}\n\
+             \x20 - {name: d, dependencies: [c], handler: {callable: D}}\n",
+        ));
+        assert!(msg.contains("steps form a cycle: "), "{msg}");
+        for step in ["b", "c", "d"] {
+            assert!(msg.contains(step), "{msg}");
+        }
+        assert!(!msg.contains("a ->") && !msg.contains("-> a"), "{msg}");
+    }
+
+    #[test]
+    fn refuses_empty_steps_bad_version_and_bad_retry() {
+        let msg = err("namespace: demo\nname: flow\nversion: one\nsteps: []\n");
+        assert!(msg.contains("version \"one\" is not a semantic version"), "{msg}");
+        assert!(msg.contains("it has no steps"), "{msg}");
+        let msg = err(&template(
+            "  - {name: a, handler: {callable: A}, retry: {max_attempts: 0, backoff_base_ms: 10, max_backoff_ms: 5}}\n",
+        ));
+        assert!(msg.contains("step \"a\" has retry.max_attempts 0"), "{msg}");
+        assert!(msg.contains("retry.backoff_base_ms 10 above retry.max_backoff_ms 5"), "{msg}");
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_callables() {
+        let msg = err(&template("  - {name: a, handler: {callable: A}, retries: 3}\n"));
+        assert!(msg.contains("template test.yml: ") && msg.contains("unknown field `retries`"), "{msg}");
+        let msg = err(&template("  - {name: a, handler: {callable: 'not a class'}}\n"));
+        assert!(msg.contains("step \"a\" has handler.callable \"not a class\""), "{msg}");
+    }
+}

@@ -1,0 +1,370 @@
+//! The Rust side of a worker: a dispatcher polls the namespace queues,
+//! claims each step (a duplicate delivery of a step that is not enqueued is
+//! acked and skipped), and hands jobs over a bounded channel to whoever runs
+//! handlers (Ruby threads, or Rust in tests), who reports back with
+//! [`WorkerHandle::complete`] or [`WorkerHandle::fail`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+use crate::context::Context;
+use crate::db::queries::{self, ClaimedStep};
+use crate::error::{Error, ErrorKind, Result};
+use crate::lifecycle::Lifecycle;
+use crate::messaging::{MessageRouter, ReceivedMessage, StepMessage, StepResultMessage, Wakeups};
+use crate::orchestration::backoff_delay;
+use crate::template::check_identifier;
+
+/// Most messages read per poll of one queue.
+const MAX_BATCH: usize = 10;
+
+/// A claimed step, ready to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepJob {
+    pub task_uuid: Uuid,
+    pub step_uuid: Uuid,
+    pub correlation_id: Uuid,
+    pub namespace: String,
+    pub step_name: String,
+    pub handler_callable: String,
+    /// 1 for the first attempt.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    /// The template's limit on one attempt, if it sets one.
+    pub timeout_seconds: Option<i32>,
+}
+
+/// Why a handler failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepFailure {
+    pub error_class: String,
+    pub message: String,
+    #[serde(default)]
+    pub backtrace: Vec<String>,
+    /// False for a permanent failure: no further attempts.
+    #[serde(default = "yes")]
+    pub retryable: bool,
+    /// The handler's own wait before the next attempt, in seconds.
+    #[serde(default)]
+    pub retry_after_seconds: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+struct InFlight {
+    queue: String,
+    receipt: i64,
+    job: StepJob,
+    claim: ClaimedStep,
+    _permit: OwnedSemaphorePermit,
+}
+
+#[derive(Debug)]
+pub struct WorkerHandle {
+    ctx: Arc<Context>,
+    id: String,
+    jobs: tokio::sync::Mutex<mpsc::Receiver<StepJob>>,
+    in_flight: Arc<Mutex<HashMap<Uuid, InFlight>>>,
+    lifecycle: Lifecycle,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight").field("queue", &self.queue).field("receipt", &self.receipt).finish()
+    }
+}
+
+impl WorkerHandle {
+    /// Starts polling the namespaces' queues with at most `concurrency`
+    /// steps claimed at once.
+    pub async fn start(ctx: Arc<Context>, namespaces: &[String], concurrency: usize) -> Result<Self> {
+        if namespaces.is_empty() {
+            return Err(Error::config("a worker needs at least one namespace to poll"));
+        }
+        for ns in namespaces {
+            check_identifier("namespace", ns).map_err(Error::config)?;
+        }
+        let concurrency = concurrency.max(1);
+        let queues: Vec<String> = namespaces.iter().map(|ns| MessageRouter::step_queue(ns)).collect();
+        for queue in &queues {
+            ctx.messaging().create_queue(queue).await?;
+        }
+        let id = format!("{}:{}:{}", hostname(), std::process::id(), &Uuid::now_v7().simple().to_string()[20..]);
+        let (sender, receiver) = mpsc::channel(concurrency);
+        let in_flight = Arc::new(Mutex::new(HashMap::new()));
+        let dispatcher = Dispatcher {
+            ctx: ctx.clone(),
+            worker_id: id.clone(),
+            wakeups: ctx.messaging().wakeups(&queues).await?,
+            queues,
+            permits: Arc::new(Semaphore::new(concurrency)),
+            jobs: sender,
+            in_flight: in_flight.clone(),
+        };
+        let lifecycle = Lifecycle::new();
+        lifecycle.spawn("worker_dispatcher", move |stop| dispatcher.run(stop));
+        tracing::info!(worker = id, ?namespaces, concurrency, "worker started");
+        Ok(Self { ctx, id, jobs: tokio::sync::Mutex::new(receiver), in_flight, lifecycle })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.lifecycle.is_running()
+    }
+
+    /// The next claimed step, or None after `timeout` (or once stopped and
+    /// drained).
+    pub async fn next_job(&self, timeout: Duration) -> Result<Option<StepJob>> {
+        let mut jobs = match tokio::time::timeout(timeout, self.jobs.lock()).await {
+            Ok(jobs) => jobs,
+            Err(_) => return Ok(None),
+        };
+        if self.lifecycle.is_stopping() {
+            return Ok(None);
+        }
+        Ok(tokio::time::timeout(timeout, jobs.recv()).await.ok().flatten())
+    }
+
+    fn take(&self, step_uuid: Uuid) -> Result<InFlight> {
+        self.in_flight.lock().expect("in-flight lock").remove(&step_uuid).ok_or_else(|| {
+            Error::new(ErrorKind::State, format!("step {step_uuid} is not in flight in worker {}", self.id))
+        })
+    }
+
+    /// Records the handler's result and the transition in one transaction
+    /// with the result message, then acks the step's message.
+    pub async fn complete(&self, step_uuid: Uuid, result: Value) -> Result<()> {
+        let flight = self.take(step_uuid)?;
+        let meta = json!({"worker": self.id, "attempt": flight.job.attempt});
+        self.record(&flight, |tx| Box::pin(async move {
+            let recorded = queries::complete_step(tx, step_uuid, &result, &meta).await?;
+            Ok(recorded.then(|| "complete".to_owned()))
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    /// Records a failure: `waiting_for_retry` with a backoff while attempts
+    /// are left and the error is retryable, else `error`. Returns the state.
+    pub async fn fail(&self, step_uuid: Uuid, failure: StepFailure) -> Result<String> {
+        let flight = self.take(step_uuid)?;
+        let claim = &flight.claim;
+        let retry_after = failure.retry_after_seconds.filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64);
+        let delay = backoff_delay(
+            u32::try_from(claim.attempts).unwrap_or(1),
+            u32::try_from(claim.backoff_base_ms).unwrap_or(0),
+            u32::try_from(claim.max_backoff_ms).unwrap_or(0),
+            retry_after,
+        );
+        let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+        let retryable = claim.retryable && failure.retryable;
+        let error = json!({
+            "class": failure.error_class,
+            "message": failure.message,
+            "backtrace": failure.backtrace,
+            "attempt": claim.attempts,
+            "retryable": retryable,
+            "worker": self.id,
+        });
+        let state = self
+            .record(&flight, |tx| Box::pin(async move { queries::fail_step(tx, step_uuid, &error, retryable, retry_at).await }))
+            .await?;
+        Ok(state.unwrap_or_else(|| "unchanged".to_owned()))
+    }
+
+    async fn record<F>(&self, flight: &InFlight, change: F) -> Result<Option<String>>
+    where
+        F: for<'c> FnOnce(
+            &'c mut sqlx::PgConnection,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<String>>> + Send + 'c>>,
+    {
+        let job = &flight.job;
+        let mut tx = self.ctx.pool().begin().await.map_err(Error::db(format!("recording step {}", job.step_uuid)))?;
+        let state = change(&mut tx).await?;
+        let mut sent = true;
+        let payload = serde_json::to_value(StepResultMessage {
+            task_uuid: job.task_uuid,
+            step_uuid: job.step_uuid,
+            correlation_id: job.correlation_id,
+        })
+        .expect("messages serialize");
+        if state.is_some() {
+            sent = self
+                .ctx
+                .messaging()
+                .send_batch_in_transaction(&mut tx, MessageRouter::STEP_RESULTS, std::slice::from_ref(&payload))
+                .await?
+                .is_some();
+        } else {
+            tracing::warn!(step_uuid = %job.step_uuid, step = job.step_name,
+                           "step was no longer in progress when its outcome arrived; outcome not applied");
+        }
+        tx.commit().await.map_err(Error::db(format!("recording step {}", job.step_uuid)))?;
+        if !sent {
+            self.ctx.messaging().send(MessageRouter::STEP_RESULTS, &payload).await?;
+        }
+        self.ctx.messaging().ack(&flight.queue, flight.receipt).await?;
+        Ok(state)
+    }
+
+    /// Stops claiming work, waits up to `timeout` for steps being run to be
+    /// reported, then releases the rest (claimed, not finished) so another
+    /// worker runs them: nothing is lost.
+    pub async fn shutdown(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let stopped = self.lifecycle.shutdown(timeout).await;
+        // Jobs claimed but never handed out are released at once.
+        let mut jobs = self.jobs.lock().await;
+        jobs.close();
+        while let Ok(job) = jobs.try_recv() {
+            self.release(job.step_uuid, "worker shut down before starting it").await;
+        }
+        drop(jobs);
+        while !self.in_flight.lock().expect("in-flight lock").is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left: Vec<Uuid> = self.in_flight.lock().expect("in-flight lock").keys().copied().collect();
+        for step_uuid in left {
+            self.release(step_uuid, "worker shut down before it finished").await;
+        }
+        tracing::info!(worker = self.id, "worker stopped");
+        stopped
+    }
+
+    async fn release(&self, step_uuid: Uuid, reason: &str) {
+        let Ok(flight) = self.take(step_uuid) else { return };
+        let outcome = async {
+            queries::release_step(self.ctx.pool(), step_uuid, reason).await?;
+            self.ctx.messaging().nack(&flight.queue, flight.receipt, Duration::ZERO).await
+        }
+        .await;
+        match outcome {
+            Ok(()) => tracing::info!(%step_uuid, reason, "released step for redelivery"),
+            Err(e) => tracing::error!(%step_uuid, error = %e, "releasing a step failed; it is recovered after its visibility timeout"),
+        }
+    }
+}
+
+struct Dispatcher {
+    ctx: Arc<Context>,
+    worker_id: String,
+    queues: Vec<String>,
+    wakeups: Wakeups,
+    permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<StepJob>,
+    in_flight: Arc<Mutex<HashMap<Uuid, InFlight>>>,
+}
+
+impl Dispatcher {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let poll = Duration::from_millis(self.ctx.config().worker.poll_interval_ms);
+        let visibility = Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds));
+        let mut start = 0;
+        while !*stop.borrow() {
+            let first = tokio::select! {
+                permit = self.permits.clone().acquire_owned() => permit.expect("semaphore never closes"),
+                _ = stop.changed() => break,
+            };
+            let mut permits = vec![first];
+            while permits.len() < MAX_BATCH {
+                match self.permits.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let mut received_any = false;
+            for i in 0..self.queues.len() {
+                if permits.is_empty() {
+                    break;
+                }
+                let queue = &self.queues[(start + i) % self.queues.len()];
+                let want = u32::try_from(permits.len()).unwrap_or(1);
+                match self.ctx.messaging().receive(queue, want, visibility).await {
+                    Ok(messages) => {
+                        for message in messages {
+                            received_any = true;
+                            let permit = permits.pop().expect("never receive more than permits");
+                            self.dispatch(message, permit).await;
+                        }
+                    }
+                    Err(e) => tracing::warn!(queue, error = %e, "polling a step queue failed; retrying"),
+                }
+            }
+            start = start.wrapping_add(1);
+            drop(permits);
+            if !received_any {
+                tokio::select! {
+                    () = self.wakeups.wait(poll) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+
+    async fn dispatch(&self, message: ReceivedMessage, permit: OwnedSemaphorePermit) {
+        let step = match message.decode::<StepMessage>() {
+            Ok(step) => step,
+            Err(e) => {
+                tracing::error!(queue = message.queue, payload = %message.payload, error = %e,
+                                "poison message moved to the dead-letter archive");
+                if let Err(e) = self.ctx.messaging().dead_letter(&message.queue, message.receipt).await {
+                    tracing::error!(error = %e, "archiving a poison message failed");
+                }
+                return;
+            }
+        };
+        let claim = match queries::claim_step(self.ctx.pool(), step.step_uuid, &self.worker_id).await {
+            Ok(Some(claim)) => claim,
+            Ok(None) => {
+                // Not enqueued: a duplicate delivery, or already claimed,
+                // finished or cancelled. Never run it again.
+                tracing::debug!(step_uuid = %step.step_uuid, "skipping a step that is not enqueued");
+                if let Err(e) = self.ctx.messaging().ack(&message.queue, message.receipt).await {
+                    tracing::warn!(error = %e, "acking a skipped step message failed");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(step_uuid = %step.step_uuid, error = %e, "claiming a step failed; it will be redelivered");
+                return;
+            }
+        };
+        let job = StepJob {
+            task_uuid: claim.task_uuid,
+            step_uuid: step.step_uuid,
+            correlation_id: step.correlation_id,
+            namespace: message.queue.trim_end_matches("_queue").to_owned(),
+            step_name: claim.step_name.clone(),
+            handler_callable: claim.handler_callable.clone(),
+            attempt: claim.attempts,
+            max_attempts: claim.max_attempts,
+            timeout_seconds: claim.timeout_seconds,
+        };
+        self.in_flight.lock().expect("in-flight lock").insert(
+            step.step_uuid,
+            InFlight { queue: message.queue, receipt: message.receipt, job: job.clone(), claim, _permit: permit },
+        );
+        if self.jobs.send(job).await.is_err() {
+            tracing::debug!(step_uuid = %step.step_uuid, "worker stopping; step will be released");
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "worker".to_owned())
+}

@@ -1,0 +1,86 @@
+//! Shared fixtures: a migrated test database and per-test namespaces, so
+//! tests run in parallel and in any order.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tasker_core::{Config, Context, TaskTemplate, TaskerClient, WorkerHandle};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/tasker_test";
+
+pub fn test_config() -> Config {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
+    let explicit = json!({
+        "database_url": url,
+        "max_connections": 8,
+        "orchestration": {"poll_interval_ms": 100, "sweep_interval_ms": 100},
+        "worker": {"poll_interval_ms": 100},
+    });
+    Config::resolve(Value::Null, explicit).expect("test config is valid")
+}
+
+static MIGRATED: OnceCell<()> = OnceCell::const_new();
+
+/// A context on the migrated test database. Panics with how to start
+/// PostgreSQL when it cannot connect: a test never skips silently.
+pub async fn context() -> Arc<Context> {
+    let config = test_config();
+    let ctx = match Context::connect(config).await {
+        Ok(ctx) => ctx,
+        Err(e) => panic!(
+            "{e}\nThese tests need PostgreSQL: run bin/test (it starts and prepares it), or \
+             `pg_ctlcluster 15 main start && createdb -h 127.0.0.1 -U postgres tasker_test`."
+        ),
+    };
+    MIGRATED.get_or_init(|| async { ctx.migrate().await.expect("migrations run") }).await;
+    ctx
+}
+
+/// A namespace no other test uses.
+pub fn unique_namespace(prefix: &str) -> String {
+    format!("{prefix}_{}", &Uuid::now_v7().simple().to_string()[20..])
+}
+
+pub fn linear_template(namespace: &str) -> TaskTemplate {
+    let yaml = format!(
+        "namespace: {namespace}\nname: linear\nversion: 1.0.0\nsteps:\n\
+         \x20 - {{name: step_one, handler: {{callable: Squares::StepOne}}}}\n\
+         \x20 - {{name: step_two, dependencies: [step_one], handler: {{callable: Squares::StepTwo}}}}\n\
+         \x20 - {{name: step_three, dependencies: [step_two], handler: {{callable: Squares::StepThree}}}}\n\
+         \x20 - {{name: step_four, dependencies: [step_three], handler: {{callable: Squares::StepFour}}}}\n"
+    );
+    TaskTemplate::from_yaml(&yaml, "linear.yml").expect("linear template is valid")
+}
+
+pub fn diamond_template(namespace: &str) -> TaskTemplate {
+    let yaml = format!(
+        "namespace: {namespace}\nname: diamond\nversion: 1.0.0\nsteps:\n\
+         \x20 - {{name: start, handler: {{callable: Squares::Start}}}}\n\
+         \x20 - {{name: left, dependencies: [start], handler: {{callable: Squares::Left}}}}\n\
+         \x20 - {{name: right, dependencies: [start], handler: {{callable: Squares::Right}}}}\n\
+         \x20 - {{name: finish, dependencies: [left, right], handler: {{callable: Squares::Finish}}}}\n"
+    );
+    TaskTemplate::from_yaml(&yaml, "diamond.yml").expect("diamond template is valid")
+}
+
+/// Runs jobs until stopped: each step squares its input, which is the
+/// task's `n` for a root step and the product of its dependencies' results
+/// otherwise.
+pub async fn run_square_worker(worker: Arc<WorkerHandle>, client: TaskerClient) {
+    while worker.is_running() {
+        let Some(job) = worker.next_job(Duration::from_millis(200)).await.expect("next job") else { continue };
+        let deps = client.dependency_results(job.step_uuid).await.expect("dependency results");
+        let input: i64 = if deps.is_empty() {
+            let task = client.task(job.task_uuid).await.expect("task");
+            task.context["n"].as_i64().expect("n in context")
+        } else {
+            deps.values().map(|v| v.as_ref().and_then(Value::as_i64).expect("integer result")).product()
+        };
+        worker.complete(job.step_uuid, json!(input * input)).await.expect("complete");
+    }
+}

@@ -1,0 +1,252 @@
+//! Whole workflows through the Rust core: create, enqueue, work, decide,
+//! finalize, with exact results, states and transition history.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tasker_core::{CreateTask, OrchestratorHandle, StepFailure, TaskerClient, WorkerHandle};
+
+struct Harness {
+    client: TaskerClient,
+    orchestrator: OrchestratorHandle,
+    worker: Arc<WorkerHandle>,
+    runner: tokio::task::JoinHandle<()>,
+}
+
+async fn harness(namespace: &str, templates: Vec<tasker_core::TaskTemplate>) -> Harness {
+    let ctx = common::context().await;
+    for t in templates {
+        ctx.register_template(t).await.expect("register template");
+    }
+    let client = TaskerClient::new(ctx.clone());
+    let orchestrator = OrchestratorHandle::start(ctx.clone()).await.expect("orchestrator starts");
+    let worker = Arc::new(WorkerHandle::start(ctx, &[namespace.to_owned()], 4).await.expect("worker starts"));
+    let runner = tokio::spawn(common::run_square_worker(worker.clone(), client.clone()));
+    Harness { client, orchestrator, worker, runner }
+}
+
+impl Harness {
+    async fn stop(self) {
+        self.worker.shutdown(Duration::from_secs(5)).await.expect("worker stops cleanly");
+        self.runner.await.expect("runner did not panic");
+        self.orchestrator.shutdown(Duration::from_secs(5)).await.expect("orchestrator stops cleanly");
+        assert!(!self.orchestrator.is_running() && !self.worker.is_running());
+    }
+}
+
+fn request(namespace: &str, name: &str) -> CreateTask {
+    CreateTask {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        version: "1.0.0".to_owned(),
+        context: json!({"n": 6}),
+        identity_key: None,
+    }
+}
+
+async fn run_to_completion(h: &Harness, namespace: &str, name: &str) -> uuid::Uuid {
+    let task = h.client.create_task(&request(namespace, name)).await.expect("create task");
+    assert_eq!(task.status, "in_progress");
+    let done = h.client.wait_for_task(task.task_uuid, Duration::from_secs(30)).await.expect("task finishes");
+    assert_eq!(done.status, "complete");
+    assert!(done.completed_at.is_some());
+    task.task_uuid
+}
+
+fn states(transitions: &[(String, String)]) -> Vec<(&str, &str)> {
+    transitions.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linear_workflow_squares_four_times() {
+    let ns = common::unique_namespace("linear");
+    let h = harness(&ns, vec![common::linear_template(&ns)]).await;
+    let task_uuid = run_to_completion(&h, &ns, "linear").await;
+
+    let steps = h.client.steps(task_uuid).await.unwrap();
+    let got: Vec<_> = steps.iter().map(|s| (s.name.as_str(), s.status.as_str(), s.results.clone(), s.attempts)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("step_one", "complete", Some(json!(36)), 1),
+            ("step_two", "complete", Some(json!(1296)), 1),
+            ("step_three", "complete", Some(json!(1_679_616)), 1),
+            ("step_four", "complete", Some(json!(2_821_109_907_456_i64)), 1),
+        ]
+    );
+
+    let task_history: Vec<_> =
+        h.client.task_transitions(task_uuid).await.unwrap().into_iter().map(|t| (t.from_state, t.to_state)).collect();
+    assert_eq!(states(&task_history), vec![("", "pending"), ("pending", "in_progress"), ("in_progress", "complete")]);
+
+    let step_history = h.client.step_transitions(task_uuid).await.unwrap();
+    assert_eq!(step_history.len(), 4 * 4);
+    for step in &steps {
+        let mine: Vec<_> = step_history
+            .iter()
+            .filter(|t| t.step_uuid == step.step_uuid)
+            .map(|t| (t.from_state.clone(), t.to_state.clone()))
+            .collect();
+        assert_eq!(
+            states(&mine),
+            vec![("", "pending"), ("pending", "enqueued"), ("enqueued", "in_progress"), ("in_progress", "complete")],
+            "history of {}",
+            step.name
+        );
+        let keys: Vec<_> = step_history.iter().filter(|t| t.step_uuid == step.step_uuid).map(|t| (t.sort_key, t.most_recent)).collect();
+        assert_eq!(keys, vec![(1, false), (2, false), (3, false), (4, true)]);
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diamond_workflow_joins_both_branches() {
+    let ns = common::unique_namespace("diamond");
+    let h = harness(&ns, vec![common::diamond_template(&ns)]).await;
+    let task_uuid = run_to_completion(&h, &ns, "diamond").await;
+    let steps = h.client.steps(task_uuid).await.unwrap();
+    let got: Vec<_> = steps.iter().map(|s| (s.name.as_str(), s.status.as_str(), s.results.clone())).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("start", "complete", Some(json!(36))),
+            ("left", "complete", Some(json!(1296))),
+            ("right", "complete", Some(json!(1296))),
+            ("finish", "complete", Some(json!(2_821_109_907_456_i64))),
+        ]
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_share_one_orchestrator_and_worker() {
+    let ns = common::unique_namespace("many");
+    let h = harness(&ns, vec![common::linear_template(&ns), common::diamond_template(&ns)]).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let name = if i % 2 == 0 { "linear" } else { "diamond" };
+        tasks.push(h.client.create_task(&request(&ns, name)).await.unwrap().task_uuid);
+    }
+    for task_uuid in tasks {
+        let done = h.client.wait_for_task(task_uuid, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(done.status, "complete");
+        let last = h.client.steps(task_uuid).await.unwrap().pop().unwrap();
+        assert_eq!(last.results, Some(json!(2_821_109_907_456_i64)));
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_key_makes_creation_idempotent() {
+    let ns = common::unique_namespace("ident");
+    let ctx = common::context().await;
+    ctx.register_template(common::linear_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let mut req = request(&ns, "linear");
+    req.identity_key = Some(format!("order-{ns}"));
+    let first = client.create_task(&req).await.unwrap();
+    let second = client.create_task(&req).await.unwrap();
+    assert_eq!(first.task_uuid, second.task_uuid);
+    // Only the first step was enqueued, once.
+    let stats = ctx.messaging().stats(&tasker_core::MessageRouter::step_queue(&ns)).await.unwrap();
+    assert_eq!(stats.total_sent, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_template_is_named() {
+    let ctx = common::context().await;
+    let client = TaskerClient::new(ctx);
+    let err = client.create_task(&request("nowhere", "nothing")).await.unwrap_err();
+    assert_eq!(err.kind(), tasker_core::ErrorKind::NotFound);
+    assert!(err.to_string().contains("no task template nowhere/nothing@1.0.0 is registered"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failure_ends_the_task_in_error_and_blocks_descendants() {
+    let ns = common::unique_namespace("fail");
+    let ctx = common::context().await;
+    ctx.register_template(common::diamond_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let orchestrator = OrchestratorHandle::start(ctx.clone()).await.unwrap();
+    let worker = WorkerHandle::start(ctx, &[ns.clone()], 2).await.unwrap();
+    let task = client.create_task(&request(&ns, "diamond")).await.unwrap();
+
+    let job = worker.next_job(Duration::from_secs(10)).await.unwrap().expect("start is enqueued");
+    assert_eq!((job.step_name.as_str(), job.attempt, job.handler_callable.as_str()), ("start", 1, "Squares::Start"));
+    let failure = StepFailure {
+        error_class: "ArgumentError".into(),
+        message: "bad input".into(),
+        backtrace: vec!["handler.rb:1".into()],
+        retryable: false,
+        retry_after_seconds: None,
+    };
+    assert_eq!(worker.fail(job.step_uuid, failure).await.unwrap(), "error");
+
+    let done = client.wait_for_task(task.task_uuid, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(done.status, "error");
+    let steps = client.steps(task.task_uuid).await.unwrap();
+    let got: Vec<_> = steps.iter().map(|s| (s.name.as_str(), s.status.as_str())).collect();
+    assert_eq!(got, vec![("start", "error"), ("left", "pending"), ("right", "pending"), ("finish", "pending")]);
+    let error = steps[0].last_error.clone().unwrap();
+    assert_eq!(error["class"], "ArgumentError");
+    assert_eq!(error["message"], "bad input");
+    assert_eq!(error["backtrace"], json!(["handler.rb:1"]));
+    let last = client.task_transitions(task.task_uuid).await.unwrap().pop().unwrap();
+    assert_eq!((last.to_state.as_str(), last.metadata.clone()), ("error", json!({"failed_steps": ["start"]})));
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    orchestrator.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_failure_runs_again_after_backoff() {
+    let ns = common::unique_namespace("retry");
+    let yaml = format!(
+        "namespace: {ns}\nname: once\nversion: 1.0.0\nsteps:\n\
+         \x20 - {{name: only, handler: {{callable: Flaky}}, retry: {{max_attempts: 3, backoff_base_ms: 50, max_backoff_ms: 100}}}}\n"
+    );
+    let ctx = common::context().await;
+    ctx.register_template(tasker_core::TaskTemplate::from_yaml(&yaml, "once.yml").unwrap()).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let orchestrator = OrchestratorHandle::start(ctx.clone()).await.unwrap();
+    let worker = WorkerHandle::start(ctx, &[ns.clone()], 1).await.unwrap();
+    let task = client.create_task(&request(&ns, "once")).await.unwrap();
+
+    let first = worker.next_job(Duration::from_secs(10)).await.unwrap().unwrap();
+    let failure = StepFailure {
+        error_class: "Timeout::Error".into(),
+        message: "slow".into(),
+        backtrace: vec![],
+        retryable: true,
+        retry_after_seconds: None,
+    };
+    assert_eq!(worker.fail(first.step_uuid, failure).await.unwrap(), "waiting_for_retry");
+    let second = worker.next_job(Duration::from_secs(10)).await.unwrap().expect("retried after backoff");
+    assert_eq!((second.step_uuid, second.attempt), (first.step_uuid, 2));
+    worker.complete(second.step_uuid, json!("ok")).await.unwrap();
+    let done = client.wait_for_task(task.task_uuid, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(done.status, "complete");
+    let history: Vec<_> = client
+        .step_transitions(task.task_uuid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.from_state, t.to_state))
+        .collect();
+    assert_eq!(
+        states(&history),
+        vec![
+            ("", "pending"),
+            ("pending", "enqueued"),
+            ("enqueued", "in_progress"),
+            ("in_progress", "waiting_for_retry"),
+            ("waiting_for_retry", "enqueued"),
+            ("enqueued", "in_progress"),
+            ("in_progress", "complete"),
+        ]
+    );
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    orchestrator.shutdown(Duration::from_secs(5)).await.unwrap();
+}
