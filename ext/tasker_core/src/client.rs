@@ -1,0 +1,125 @@
+//! `TaskerCore::Native::Client`: a connection (pool, provider, templates)
+//! and the task operations. Wrapped by the Ruby `TaskerCore` module.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use magnus::{function, method, prelude::*, Error, RModule, Ruby, Value};
+use tasker_core::{Config, Context, CreateTask, ErrorKind, TaskTemplate, TaskerClient};
+use uuid::Uuid;
+
+use crate::{errors, gvl};
+
+#[magnus::wrap(class = "TaskerCore::Native::Client", free_immediately, size)]
+pub(crate) struct Client {
+    pub(crate) inner: TaskerClient,
+}
+
+pub(crate) fn parse_uuid(text: &str) -> Result<Uuid, Error> {
+    text.parse().map_err(|_| errors::new(ErrorKind::Validation, format!("{text:?} is not a UUID")))
+}
+
+pub(crate) fn to_ruby<T: serde::Serialize>(ruby: &Ruby, value: &T) -> Result<Value, Error> {
+    serde_magnus::serialize(ruby, value)
+}
+
+pub(crate) fn from_ruby<T: serde::de::DeserializeOwned>(ruby: &Ruby, value: Value) -> Result<T, Error> {
+    serde_magnus::deserialize(ruby, value)
+        .map_err(|e| errors::new(ErrorKind::Validation, format!("cannot convert {value}: {e}")))
+}
+
+impl Client {
+    /// `file` and `explicit` are config hashes (string keys); see
+    /// `Config::resolve` for precedence.
+    fn connect(ruby: &Ruby, file: Value, explicit: Value) -> Result<Self, Error> {
+        let file: serde_json::Value = from_ruby(ruby, file)?;
+        let explicit: serde_json::Value = from_ruby(ruby, explicit)?;
+        let config = Config::resolve(file, explicit).map_err(|e| errors::to_ruby(&e))?;
+        let ctx = gvl::run(Context::connect(config))?;
+        Ok(Self { inner: TaskerClient::new(ctx) })
+    }
+
+    pub(crate) fn ctx(&self) -> &Arc<Context> {
+        self.inner.context()
+    }
+
+    fn config(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
+        let mut config = serde_json::to_value(rb_self.ctx().config()).expect("config serializes");
+        config["database_url"] = rb_self.ctx().config().redacted_database_url().into();
+        to_ruby(ruby, &config)
+    }
+
+    /// The resolved database URL (with its password), for ActiveRecord.
+    fn database_url(&self) -> String {
+        self.ctx().config().database_url.clone()
+    }
+
+    fn migrate(&self) -> Result<(), Error> {
+        gvl::run(self.ctx().migrate())
+    }
+
+    /// Registers every template below the configured paths; returns their
+    /// keys (`namespace/name@version`).
+    fn register_templates(&self) -> Result<Vec<String>, Error> {
+        let templates = gvl::run(self.ctx().register_templates())?;
+        Ok(templates.iter().map(TaskTemplate::key).collect())
+    }
+
+    fn register_template_yaml(&self, yaml: String, origin: String) -> Result<String, Error> {
+        let template = TaskTemplate::from_yaml(&yaml, &origin).map_err(|e| errors::to_ruby(&e))?;
+        let key = template.key();
+        gvl::run(self.ctx().register_template(template))?;
+        Ok(key)
+    }
+
+    fn create_task(ruby: &Ruby, rb_self: &Self, request: Value) -> Result<Value, Error> {
+        let request: CreateTask = from_ruby(ruby, request)?;
+        let task = gvl::run(rb_self.inner.create_task(&request))?;
+        to_ruby(ruby, &task)
+    }
+
+    /// Waits (GVL released) until the task is complete, error or cancelled;
+    /// returns its status.
+    fn wait_for_task(&self, task_uuid: String, timeout_seconds: f64) -> Result<String, Error> {
+        let uuid = parse_uuid(&task_uuid)?;
+        let timeout = Duration::from_secs_f64(timeout_seconds.max(0.0));
+        Ok(gvl::run(self.inner.wait_for_task(uuid, timeout))?.status)
+    }
+
+    fn task(ruby: &Ruby, rb_self: &Self, task_uuid: String) -> Result<Value, Error> {
+        let uuid = parse_uuid(&task_uuid)?;
+        to_ruby(ruby, &gvl::run(rb_self.inner.task(uuid))?)
+    }
+
+    fn steps(ruby: &Ruby, rb_self: &Self, task_uuid: String) -> Result<Value, Error> {
+        let uuid = parse_uuid(&task_uuid)?;
+        to_ruby(ruby, &gvl::run(rb_self.inner.steps(uuid))?)
+    }
+
+    fn task_transitions(ruby: &Ruby, rb_self: &Self, task_uuid: String) -> Result<Value, Error> {
+        let uuid = parse_uuid(&task_uuid)?;
+        to_ruby(ruby, &gvl::run(rb_self.inner.task_transitions(uuid))?)
+    }
+
+    fn step_transitions(ruby: &Ruby, rb_self: &Self, task_uuid: String) -> Result<Value, Error> {
+        let uuid = parse_uuid(&task_uuid)?;
+        to_ruby(ruby, &gvl::run(rb_self.inner.step_transitions(uuid))?)
+    }
+}
+
+pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
+    let class = native.define_class("Client", ruby.class_object())?;
+    class.define_singleton_method("connect", function!(Client::connect, 2))?;
+    class.define_method("config", method!(Client::config, 0))?;
+    class.define_method("database_url", method!(Client::database_url, 0))?;
+    class.define_method("migrate", method!(Client::migrate, 0))?;
+    class.define_method("register_templates", method!(Client::register_templates, 0))?;
+    class.define_method("register_template_yaml", method!(Client::register_template_yaml, 2))?;
+    class.define_method("create_task", method!(Client::create_task, 1))?;
+    class.define_method("wait_for_task", method!(Client::wait_for_task, 2))?;
+    class.define_method("task", method!(Client::task, 1))?;
+    class.define_method("steps", method!(Client::steps, 1))?;
+    class.define_method("task_transitions", method!(Client::task_transitions, 1))?;
+    class.define_method("step_transitions", method!(Client::step_transitions, 1))?;
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! `TaskerCore::Native::Worker`: polling and claiming happen in Rust; Ruby
+//! threads take jobs with `next_job(timeout)` (GVL released while waiting),
+//! run the handler themselves, and report with `complete` or `fail`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use magnus::{function, method, prelude::*, Error, RModule, Ruby, Value};
+use tasker_core::{StepFailure, WorkerHandle};
+
+use crate::client::{from_ruby, parse_uuid, to_ruby, Client};
+use crate::gvl;
+
+#[magnus::wrap(class = "TaskerCore::Native::Worker", free_immediately, size)]
+struct Worker {
+    handle: Arc<WorkerHandle>,
+}
+
+impl Worker {
+    fn start(client: &Client, namespaces: Vec<String>, concurrency: usize) -> Result<Self, Error> {
+        let ctx = client.ctx().clone();
+        let handle = gvl::run(async move { WorkerHandle::start(ctx, &namespaces, concurrency).await })?;
+        Ok(Self { handle: Arc::new(handle) })
+    }
+
+    fn id(&self) -> String {
+        self.handle.id().to_owned()
+    }
+
+    fn is_running(&self) -> bool {
+        self.handle.is_running()
+    }
+
+    /// A Hash describing the claimed step, or nil after `timeout` seconds.
+    fn next_job(ruby: &Ruby, rb_self: &Self, timeout_seconds: f64) -> Result<Option<Value>, Error> {
+        let handle = rb_self.handle.clone();
+        let timeout = Duration::from_secs_f64(timeout_seconds.max(0.0));
+        match gvl::run(async move { handle.next_job(timeout).await })? {
+            Some(job) => Ok(Some(to_ruby(ruby, &job)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn complete(ruby: &Ruby, rb_self: &Self, step_uuid: String, result: Value) -> Result<(), Error> {
+        let uuid = parse_uuid(&step_uuid)?;
+        let result: serde_json::Value = from_ruby(ruby, result)?;
+        gvl::run(rb_self.handle.complete(uuid, result))
+    }
+
+    /// `failure`: {"error_class", "message", "backtrace", "retryable",
+    /// "retry_after_seconds"}. Returns the step's new state.
+    fn fail(ruby: &Ruby, rb_self: &Self, step_uuid: String, failure: Value) -> Result<String, Error> {
+        let uuid = parse_uuid(&step_uuid)?;
+        let failure: StepFailure = from_ruby(ruby, failure)?;
+        gvl::run(rb_self.handle.fail(uuid, failure))
+    }
+
+    fn shutdown(&self, timeout_seconds: f64) -> Result<(), Error> {
+        gvl::run(self.handle.shutdown(Duration::from_secs_f64(timeout_seconds.max(0.0))))
+    }
+}
+
+pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
+    let class = native.define_class("Worker", ruby.class_object())?;
+    class.define_singleton_method("start", function!(Worker::start, 3))?;
+    class.define_method("id", method!(Worker::id, 0))?;
+    class.define_method("running?", method!(Worker::is_running, 0))?;
+    class.define_method("next_job", method!(Worker::next_job, 1))?;
+    class.define_method("complete", method!(Worker::complete, 2))?;
+    class.define_method("fail", method!(Worker::fail, 2))?;
+    class.define_method("shutdown", method!(Worker::shutdown, 1))?;
+    Ok(())
+}

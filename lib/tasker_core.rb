@@ -1,0 +1,86 @@
+# frozen_string_literal: true
+
+require "json"
+require "logger"
+require "active_record"
+
+require "tasker_core/version"
+require "tasker_core/errors"
+require "tasker_core/native"
+require "tasker_core/configuration"
+require "tasker_core/models/base"
+require "tasker_core/models/task"
+require "tasker_core/models/workflow_step"
+require "tasker_core/models/transitions"
+require "tasker_core/step_sequence"
+require "tasker_core/step_handler/base"
+require "tasker_core/message_service"
+require "tasker_core/worker"
+require "tasker_core/runtime"
+
+# DAG workflow orchestration for Ruby and Rails, with a Rust core.
+module TaskerCore
+  class << self
+    attr_writer :logger
+
+    def configuration
+      @configuration ||= Configuration.new
+    end
+
+    # Yields the configuration; the next call that needs the database
+    # connects with it.
+    def configure
+      yield configuration
+      @client_lock.synchronize { @client = nil }
+      configuration
+    end
+
+    def logger
+      @logger ||= Logger.new($stderr, level: Logger::INFO)
+    end
+
+    # The native client (connection pool, provider, templates), made on
+    # first use.
+    def client
+      @client_lock.synchronize do
+        @client ||= Native::Client.connect({}, configuration.to_native).tap do |client|
+          Models::Base.ensure_connection!(client.database_url, pool: client.config["max_connections"] + 5)
+        end
+      end
+    end
+
+    # Installs PGMQ, the schema and the SQL functions. Idempotent.
+    def migrate!
+      client.migrate
+      true
+    end
+
+    # Loads, validates and stores every template below template_paths;
+    # returns their keys ("namespace/name@version"). Idempotent.
+    def register_templates!
+      client.register_templates
+    end
+
+    # Starts an orchestrator and/or a worker in this process.
+    #   TaskerCore.start(orchestrator: true, worker: { namespaces: %w[x], concurrency: 8 })
+    def start(orchestrator: true, worker: nil)
+      Runtime.new(orchestrator: orchestrator, worker: worker, client: client).start
+    end
+
+    # Creates a task and enqueues its first steps in one transaction;
+    # returns the TaskerCore::Models::Task.
+    def create_task(namespace:, name:, version:, context: {}, identity_key: nil)
+      row = client.create_task(
+        "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
+        "context" => context, "identity_key" => identity_key
+      )
+      Models::Task.find(row.fetch(:task_uuid))
+    end
+
+    def message_service
+      MessageService.new(client)
+    end
+  end
+
+  @client_lock = Mutex.new
+end

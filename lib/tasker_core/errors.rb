@@ -1,0 +1,33 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  # Every error tasker_core raises, from Ruby or from the Rust core, is a
+  # TaskerCore::Error. The native extension maps each Rust error kind to the
+  # subclass of the same name.
+  class Error < StandardError; end
+
+  class ConfigurationError < Error; end
+  class DatabaseError < Error; end
+  class MessagingError < Error; end
+  class TemplateError < Error; end
+  class ValidationError < Error; end
+  class NotFoundError < Error; end
+  class StateError < Error; end
+  class TimeoutError < Error; end
+  class ShutdownError < Error; end
+
+  # Raised by a step handler: the step failed but may succeed if tried
+  # again, after `retry_after` seconds when given (else the template's
+  # backoff). Any other StandardError is treated the same way.
+  class RetryableError < Error
+    attr_reader :retry_after
+
+    def initialize(message = nil, retry_after: nil)
+      super(message)
+      @retry_after = retry_after
+    end
+  end
+
+  # Raised by a step handler: the step failed for good; no more attempts.
+  class PermanentError < Error; end
+end

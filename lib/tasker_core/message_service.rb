@@ -1,0 +1,61 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  # Queue operations on the configured provider (PGMQ by default). Payloads
+  # are JSON objects; `receive` returns messages that stay invisible to
+  # other receivers until acked, nacked, or `visibility_timeout` passes.
+  class MessageService
+    Message = Struct.new(:queue, :receipt, :delivery_count, :payload, keyword_init: true)
+
+    def initialize(client = TaskerCore.client)
+      @native = Native::MessageService.new(client)
+    end
+
+    def provider
+      @native.provider.to_sym
+    end
+
+    def create_queue(queue)
+      @native.create_queue(queue.to_s)
+    end
+
+    def delete_queue(queue)
+      @native.delete_queue(queue.to_s)
+    end
+
+    # Returns how many messages were removed.
+    def purge_queue(queue)
+      @native.purge_queue(queue.to_s)
+    end
+
+    # Returns the message's receipt.
+    def send_message(queue, payload)
+      @native.send_message(queue.to_s, payload)
+    end
+
+    def send_batch(queue, payloads)
+      @native.send_batch(queue.to_s, payloads)
+    end
+
+    def receive(queue, max: 1, visibility_timeout: 30)
+      @native.receive(queue.to_s, max, visibility_timeout.to_f).map do |m|
+        Message.new(queue: m["queue"], receipt: m["receipt"], delivery_count: m["delivery_count"],
+                    payload: m["payload"])
+      end
+    end
+
+    def ack(queue, receipt)
+      @native.ack(queue.to_s, receipt)
+    end
+
+    # Makes the message visible again after `delay` seconds.
+    def nack(queue, receipt, delay: 0)
+      @native.nack(queue.to_s, receipt, delay.to_f)
+    end
+
+    # {"queue", "depth", "visible", "total_sent", "oldest_age_seconds"}
+    def stats(queue)
+      @native.stats(queue.to_s)
+    end
+  end
+end

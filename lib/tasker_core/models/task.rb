@@ -1,0 +1,47 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  module Models
+    class Task < Base
+      self.table_name = "tasker_tasks"
+      self.primary_key = "task_uuid"
+
+      FINISHED = %w[complete error cancelled].freeze
+
+      has_many :workflow_steps, -> { order(:position) },
+               class_name: "TaskerCore::Models::WorkflowStep", foreign_key: :task_uuid, inverse_of: :task
+      has_many :transitions, -> { order(:sort_key) },
+               class_name: "TaskerCore::Models::TaskTransition", foreign_key: :task_uuid, inverse_of: :task
+
+      def complete?
+        status == "complete"
+      end
+
+      def finished?
+        FINISHED.include?(status)
+      end
+
+      # Blocks until the task is complete, error or cancelled (the GVL is
+      # released while waiting, so other threads run), then reloads it.
+      # Raises TaskerCore::TimeoutError after `timeout` seconds.
+      def wait(timeout: 30)
+        deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+        loop do
+          left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
+          begin
+            # Short slices keep the thread responsive to Thread#raise/kill.
+            TaskerCore.client.wait_for_task(task_uuid, [left, 0.5].min.clamp(0, nil))
+            return reload
+          rescue TaskerCore::TimeoutError
+            raise if left <= 0.5
+          end
+        end
+      end
+
+      def step(name)
+        workflow_steps.find { |s| s.name == name } or
+          raise NotFoundError, "task #{task_uuid} (#{namespace}/#{self.name}) has no step #{name.inspect}"
+      end
+    end
+  end
+end

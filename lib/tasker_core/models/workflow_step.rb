@@ -1,0 +1,28 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  module Models
+    class WorkflowStep < Base
+      self.table_name = "tasker_workflow_steps"
+      self.primary_key = "step_uuid"
+
+      belongs_to :task, class_name: "TaskerCore::Models::Task", foreign_key: :task_uuid, inverse_of: :workflow_steps
+      has_many :transitions, -> { order(:sort_key) },
+               class_name: "TaskerCore::Models::WorkflowStepTransition", foreign_key: :step_uuid, inverse_of: :step
+      has_many :incoming_edges, class_name: "TaskerCore::Models::WorkflowStepEdge", foreign_key: :to_step_uuid
+      has_many :dependencies, through: :incoming_edges, source: :from_step
+
+      def complete?
+        status == "complete"
+      end
+    end
+
+    class WorkflowStepEdge < Base
+      self.table_name = "tasker_workflow_step_edges"
+      self.primary_key = nil
+
+      belongs_to :from_step, class_name: "TaskerCore::Models::WorkflowStep", foreign_key: :from_step_uuid
+      belongs_to :to_step, class_name: "TaskerCore::Models::WorkflowStep", foreign_key: :to_step_uuid
+    end
+  end
+end

@@ -1,0 +1,109 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  # Runs step handlers in this Ruby process. The Rust core polls the
+  # namespace queues and claims steps; `concurrency` Ruby threads each wait
+  # for a job with the GVL released, run its handler with an ActiveRecord
+  # connection checked out for that step only, and report the outcome.
+  class Worker
+    POLL_SLICE = 0.25
+
+    attr_reader :namespaces, :concurrency
+
+    def initialize(namespaces:, concurrency: 4, client: TaskerCore.client)
+      @namespaces = Array(namespaces).map(&:to_s)
+      @concurrency = Integer(concurrency)
+      @client = client
+      @handlers = {}
+      @handlers_lock = Mutex.new
+      @stopping = false
+    end
+
+    def start
+      @native = Native::Worker.start(@client, @namespaces, @concurrency)
+      @threads = Array.new(@concurrency) do |i|
+        Thread.new do
+          Thread.current.name = "tasker-worker-#{i}"
+          run_loop
+        end
+      end
+      self
+    end
+
+    def id
+      @native&.id
+    end
+
+    def running?
+      !@native.nil? && !@stopping && @native.running?
+    end
+
+    # Stops taking work; steps being run finish (up to `timeout` seconds);
+    # steps claimed but not started are released for another worker.
+    def stop(timeout: 10)
+      return unless @native
+
+      @stopping = true
+      deadline = monotonic + timeout
+      @threads.each { |t| t.join([deadline - monotonic, 0].max) }
+      @native.shutdown([deadline - monotonic, 0.1].max)
+    end
+
+    private
+
+    def run_loop
+      until @stopping
+        job = @native.next_job(POLL_SLICE)
+        perform(job) if job
+      end
+    rescue StandardError => e
+      TaskerCore.logger.error("tasker worker thread #{Thread.current.name} died: #{e.class}: #{e.message}")
+      raise
+    end
+
+    def perform(job)
+      step_uuid = job.fetch(:step_uuid)
+      result = ActiveRecord::Base.connection_pool.with_connection do
+        task = Models::Task.find(job.fetch(:task_uuid))
+        step = Models::WorkflowStep.find(step_uuid)
+        handler_for(job.fetch(:handler_callable)).call(task, StepSequence.new(task, step), step)
+      end
+      @native.complete(step_uuid, result)
+    rescue PermanentError => e
+      report_failure(step_uuid, e, retryable: false)
+    rescue RetryableError => e
+      report_failure(step_uuid, e, retryable: true, retry_after: e.retry_after)
+    rescue StandardError => e
+      report_failure(step_uuid, e, retryable: true)
+    end
+
+    def report_failure(step_uuid, error, retryable:, retry_after: nil)
+      @native.fail(step_uuid, {
+                     "error_class" => error.class.name,
+                     "message" => error.message,
+                     "backtrace" => Array(error.backtrace).first(50),
+                     "retryable" => retryable,
+                     "retry_after_seconds" => retry_after&.to_f
+                   })
+    end
+
+    def handler_for(callable)
+      @handlers_lock.synchronize do
+        @handlers[callable] ||= begin
+          klass = Object.const_get(callable)
+          unless klass.method_defined?(:call)
+            raise TemplateError, "handler #{callable} does not define call(task, sequence, step)"
+          end
+
+          klass
+        rescue NameError => e
+          raise TemplateError, "handler class #{callable} cannot be found: #{e.message}"
+        end
+      end.new
+    end
+
+    def monotonic
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+  end
+end
