@@ -8,7 +8,7 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::context::Context;
-use crate::db::queries::{self, NewTask};
+use crate::db::queries::{self, NewStep, NewTask};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{StepTransition, Task, TaskTransition, WorkflowStep};
 use crate::orchestration::step_enqueuer::advance_task;
@@ -46,10 +46,10 @@ impl TaskerClient {
     /// all in one transaction.
     pub async fn create_task(&self, request: &CreateTask) -> Result<Task> {
         let pool = self.ctx.pool();
-        let registered =
-            self.ctx.templates().get(pool, &request.namespace, &request.name, &request.version).await?;
+        let registered = self.ctx.templates().get(pool, &request.namespace, &request.name, &request.version).await?;
         let template = &registered.template;
-        let context = if request.context.is_null() { Value::Object(Default::default()) } else { request.context.clone() };
+        let context =
+            if request.context.is_null() { Value::Object(Default::default()) } else { request.context.clone() };
         if !context.is_object() {
             return Err(Error::new(
                 ErrorKind::Validation,
@@ -62,16 +62,20 @@ impl TaskerClient {
         let mut edges = Vec::new();
         for (position, step) in template.steps.iter().enumerate() {
             let named_step_id = *registered.named_step_ids.get(&step.name).ok_or_else(|| {
-                Error::template(format!("template {}: step {:?} is not stored; register it again", template.key(), step.name))
+                Error::template(format!(
+                    "template {}: step {:?} is not stored; register it again",
+                    template.key(),
+                    step.name
+                ))
             })?;
             let step_uuid = uuids[step.name.as_str()];
-            steps.push((
+            steps.push(NewStep {
                 step_uuid,
                 named_step_id,
-                step.name.clone(),
-                i32::try_from(position).unwrap_or(i32::MAX),
-                i32::try_from(step.retry.max_attempts).unwrap_or(i32::MAX),
-            ));
+                name: step.name.clone(),
+                position: i32::try_from(position).unwrap_or(i32::MAX),
+                max_attempts: i32::try_from(step.retry.max_attempts).unwrap_or(i32::MAX),
+            });
             edges.extend(step.dependencies.iter().map(|dep| (uuids[dep.as_str()], step_uuid)));
         }
         let new_task = NewTask {

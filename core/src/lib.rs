@@ -10,9 +10,9 @@
 mod client;
 mod config;
 mod context;
-mod lifecycle;
 mod db;
 mod error;
+mod lifecycle;
 mod messaging;
 mod model;
 mod orchestration;
@@ -26,8 +26,7 @@ pub use context::Context;
 pub use db::migrate;
 pub use error::{Error, ErrorKind, Result};
 pub use messaging::{
-    MessageRouter, MessagingService, PgmqProvider, QueueStats, ReceivedMessage, StepMessage,
-    StepResultMessage,
+    MessageRouter, MessagingService, PgmqProvider, QueueStats, ReceivedMessage, StepMessage, StepResultMessage,
 };
 pub use model::{StepTransition, Task, TaskTransition, WorkflowStep};
 pub use orchestration::{backoff_delay, OrchestratorHandle};

@@ -67,7 +67,8 @@ async fn linear_workflow_squares_four_times() {
     let task_uuid = run_to_completion(&h, &ns, "linear").await;
 
     let steps = h.client.steps(task_uuid).await.unwrap();
-    let got: Vec<_> = steps.iter().map(|s| (s.name.as_str(), s.status.as_str(), s.results.clone(), s.attempts)).collect();
+    let got: Vec<_> =
+        steps.iter().map(|s| (s.name.as_str(), s.status.as_str(), s.results.clone(), s.attempts)).collect();
     assert_eq!(
         got,
         vec![
@@ -96,7 +97,11 @@ async fn linear_workflow_squares_four_times() {
             "history of {}",
             step.name
         );
-        let keys: Vec<_> = step_history.iter().filter(|t| t.step_uuid == step.step_uuid).map(|t| (t.sort_key, t.most_recent)).collect();
+        let keys: Vec<_> = step_history
+            .iter()
+            .filter(|t| t.step_uuid == step.step_uuid)
+            .map(|t| (t.sort_key, t.most_recent))
+            .collect();
         assert_eq!(keys, vec![(1, false), (2, false), (3, false), (4, true)]);
     }
     h.stop().await;
@@ -171,7 +176,7 @@ async fn permanent_failure_ends_the_task_in_error_and_blocks_descendants() {
     ctx.register_template(common::diamond_template(&ns)).await.unwrap();
     let client = TaskerClient::new(ctx.clone());
     let orchestrator = OrchestratorHandle::start(ctx.clone()).await.unwrap();
-    let worker = WorkerHandle::start(ctx, &[ns.clone()], 2).await.unwrap();
+    let worker = WorkerHandle::start(ctx, std::slice::from_ref(&ns), 2).await.unwrap();
     let task = client.create_task(&request(&ns, "diamond")).await.unwrap();
 
     let job = worker.next_job(Duration::from_secs(10)).await.unwrap().expect("start is enqueued");
@@ -211,7 +216,7 @@ async fn retryable_failure_runs_again_after_backoff() {
     ctx.register_template(tasker_core::TaskTemplate::from_yaml(&yaml, "once.yml").unwrap()).await.unwrap();
     let client = TaskerClient::new(ctx.clone());
     let orchestrator = OrchestratorHandle::start(ctx.clone()).await.unwrap();
-    let worker = WorkerHandle::start(ctx, &[ns.clone()], 1).await.unwrap();
+    let worker = WorkerHandle::start(ctx, std::slice::from_ref(&ns), 1).await.unwrap();
     let task = client.create_task(&request(&ns, "once")).await.unwrap();
 
     let first = worker.next_job(Duration::from_secs(10)).await.unwrap().unwrap();

@@ -117,11 +117,7 @@ impl Config {
     }
 
     /// [`Config::resolve`] with the environment given as a function, for tests.
-    pub fn resolve_with_env(
-        file: Value,
-        explicit: Value,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self> {
+    pub fn resolve_with_env(file: Value, explicit: Value, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let mut merged = serde_json::to_value(Config::default()).expect("config serializes");
         merge(&mut merged, file);
         // The first variable listed for a key wins, so apply them in reverse.
@@ -132,8 +128,8 @@ impl Config {
             }
         }
         merge(&mut merged, explicit);
-        let config: Config = serde_json::from_value(merged)
-            .map_err(|e| Error::config(format!("invalid configuration: {e}")))?;
+        let config: Config =
+            serde_json::from_value(merged).map_err(|e| Error::config(format!("invalid configuration: {e}")))?;
         config.validate()?;
         Ok(config)
     }
@@ -142,10 +138,7 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
         if !(self.database_url.starts_with("postgres://") || self.database_url.starts_with("postgresql://")) {
-            problems.push(format!(
-                "database_url must be a postgres:// URL, got {:?}",
-                redact_url(&self.database_url)
-            ));
+            problems.push(format!("database_url must be a postgres:// URL, got {:?}", redact_url(&self.database_url)));
         }
         let positive = [
             ("max_connections", u64::from(self.max_connections)),
@@ -163,10 +156,8 @@ impl Config {
             }
         }
         if self.orchestration.batch_size > 1000 {
-            problems.push(format!(
-                "orchestration.batch_size must be at most 1000, got {}",
-                self.orchestration.batch_size
-            ));
+            problems
+                .push(format!("orchestration.batch_size must be at most 1000, got {}", self.orchestration.batch_size));
         }
         for ns in &self.worker.namespaces {
             if let Err(problem) = crate::template::check_identifier("namespace", ns) {
@@ -283,15 +274,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = Config::resolve_with_env(Value::Null, json!({"worker": {"concurency": 3}}), no_env)
-            .unwrap_err();
+        let err = Config::resolve_with_env(Value::Null, json!({"worker": {"concurency": 3}}), no_env).unwrap_err();
         assert!(err.to_string().contains("unknown field `concurency`"), "{err}");
     }
 
     #[test]
     fn unknown_provider_is_named() {
-        let err = Config::resolve_with_env(Value::Null, json!({"messaging": {"provider": "sqs"}}), no_env)
-            .unwrap_err();
+        let err = Config::resolve_with_env(Value::Null, json!({"messaging": {"provider": "sqs"}}), no_env).unwrap_err();
         assert!(err.to_string().contains("unknown variant `sqs`"), "{err}");
     }
 

@@ -47,10 +47,7 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
         .await
         .map_err(Error::db("taking the migration lock"))?;
     let result = migrate_locked(pool).await;
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(MIGRATION_LOCK)
-        .execute(&mut *lock)
-        .await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *lock).await;
     result
 }
 

@@ -97,7 +97,11 @@ pub(crate) async fn upsert_template(
         .bind(&step.name)
         .bind(i32::try_from(position).unwrap_or(i32::MAX))
         .bind(&step.handler.callable)
-        .bind(if step.handler.initialization.is_null() { serde_json::json!({}) } else { step.handler.initialization.clone() })
+        .bind(if step.handler.initialization.is_null() {
+            serde_json::json!({})
+        } else {
+            step.handler.initialization.clone()
+        })
         .bind(step.retry.retryable)
         .bind(i32::try_from(step.retry.max_attempts).unwrap_or(i32::MAX))
         .bind(i32::try_from(step.retry.backoff_base_ms).unwrap_or(i32::MAX))
@@ -143,6 +147,16 @@ pub(crate) async fn load_template(
 
 // ---- tasks -----------------------------------------------------------------
 
+/// One workflow step's row, ready to insert.
+#[derive(Debug)]
+pub(crate) struct NewStep {
+    pub(crate) step_uuid: Uuid,
+    pub(crate) named_step_id: i64,
+    pub(crate) name: String,
+    pub(crate) position: i32,
+    pub(crate) max_attempts: i32,
+}
+
 /// A task's rows, ready to insert.
 #[derive(Debug)]
 pub(crate) struct NewTask<'a> {
@@ -152,8 +166,7 @@ pub(crate) struct NewTask<'a> {
     pub(crate) context: &'a Value,
     pub(crate) identity_key: Option<&'a str>,
     pub(crate) correlation_id: Uuid,
-    /// (step uuid, named step id, name, position, max attempts)
-    pub(crate) steps: Vec<(Uuid, i64, String, i32, i32)>,
+    pub(crate) steps: Vec<NewStep>,
     /// (from step uuid, to step uuid)
     pub(crate) edges: Vec<(Uuid, Uuid)>,
 }
@@ -189,7 +202,11 @@ pub(crate) async fn insert_task(conn: &mut PgConnection, task: &NewTask<'_>) -> 
     if inserted == 0 {
         return Ok(false);
     }
-    let (uuids, named, names, positions, max_attempts) = unzip5(&task.steps);
+    let uuids: Vec<Uuid> = task.steps.iter().map(|s| s.step_uuid).collect();
+    let named: Vec<i64> = task.steps.iter().map(|s| s.named_step_id).collect();
+    let names: Vec<&str> = task.steps.iter().map(|s| s.name.as_str()).collect();
+    let positions: Vec<i32> = task.steps.iter().map(|s| s.position).collect();
+    let max_attempts: Vec<i32> = task.steps.iter().map(|s| s.max_attempts).collect();
     sqlx::query(
         "WITH steps AS ( \
            INSERT INTO tasker_workflow_steps (step_uuid, task_uuid, named_step_id, name, position, max_attempts) \
@@ -224,18 +241,6 @@ pub(crate) async fn insert_task(conn: &mut PgConnection, task: &NewTask<'_>) -> 
     .await
     .map_err(Error::db(format!("creating the edges of a task of {key}")))?;
     Ok(true)
-}
-
-fn unzip5(steps: &[(Uuid, i64, String, i32, i32)]) -> (Vec<Uuid>, Vec<i64>, Vec<String>, Vec<i32>, Vec<i32>) {
-    let mut out = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (a, b, c, d, e) in steps {
-        out.0.push(*a);
-        out.1.push(*b);
-        out.2.push(c.clone());
-        out.3.push(*d);
-        out.4.push(*e);
-    }
-    out
 }
 
 /// Locks a task row for the rest of the transaction; returns its status,

@@ -40,34 +40,21 @@ impl MessagingService for PgmqProvider {
     }
 
     async fn create_queue(&self, queue: &str) -> Result<()> {
-        self.pgmq
-            .create(queue)
-            .await
-            .map_err(Error::messaging(format!("creating queue {queue}")))?;
+        self.pgmq.create(queue).await.map_err(Error::messaging(format!("creating queue {queue}")))?;
         queries::install_queue_notify_trigger(&self.pool, queue).await
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<()> {
-        self.pgmq
-            .drop_queue(queue)
-            .await
-            .map_err(Error::messaging(format!("deleting queue {queue}")))
+        self.pgmq.drop_queue(queue).await.map_err(Error::messaging(format!("deleting queue {queue}")))
     }
 
     async fn purge_queue(&self, queue: &str) -> Result<u64> {
-        let n = self
-            .pgmq
-            .purge_queue(queue)
-            .await
-            .map_err(Error::messaging(format!("purging queue {queue}")))?;
+        let n = self.pgmq.purge_queue(queue).await.map_err(Error::messaging(format!("purging queue {queue}")))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn send(&self, queue: &str, payload: &Value) -> Result<i64> {
-        self.pgmq
-            .send(queue, payload)
-            .await
-            .map_err(Error::messaging(format!("sending to queue {queue}")))
+        self.pgmq.send(queue, payload).await.map_err(Error::messaging(format!("sending to queue {queue}")))
     }
 
     async fn send_batch(&self, queue: &str, payloads: &[Value]) -> Result<Vec<i64>> {
@@ -153,9 +140,8 @@ impl MessagingService for PgmqProvider {
     }
 
     async fn wakeups(&self, queues: &[String]) -> Result<Wakeups> {
-        let mut listener = PgListener::connect_with(&self.pool)
-            .await
-            .map_err(Error::db("connecting a LISTEN session"))?;
+        let mut listener =
+            PgListener::connect_with(&self.pool).await.map_err(Error::db("connecting a LISTEN session"))?;
         let channels: Vec<String> = queues.iter().map(|q| queries::queue_channel(q)).collect();
         listener
             .listen_all(channels.iter().map(String::as_str))

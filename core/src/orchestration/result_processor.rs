@@ -73,7 +73,9 @@ impl ResultProcessor {
                         }
                     }
                 }
-                Err(e) => tracing::error!(%task_uuid, error = %e, "advancing a task failed; its results will be redelivered"),
+                Err(e) => {
+                    tracing::error!(%task_uuid, error = %e, "advancing a task failed; its results will be redelivered")
+                }
             }
         }
     }

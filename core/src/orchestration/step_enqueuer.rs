@@ -11,7 +11,11 @@ use crate::messaging::{MessageRouter, StepMessage};
 /// `enqueued` and their messages are sent (in the same transaction where
 /// the provider allows, else right after commit), and the task is
 /// finalized if nothing is left to run. Returns the task's status.
-pub(crate) async fn advance_task(ctx: &Context, mut tx: Transaction<'static, Postgres>, task_uuid: Uuid) -> Result<String> {
+pub(crate) async fn advance_task(
+    ctx: &Context,
+    mut tx: Transaction<'static, Postgres>,
+    task_uuid: Uuid,
+) -> Result<String> {
     let Some((status, namespace, correlation_id)) = queries::lock_task(&mut tx, task_uuid).await? else {
         return Err(Error::not_found(format!("task {task_uuid} does not exist")));
     };
@@ -19,8 +23,7 @@ pub(crate) async fn advance_task(ctx: &Context, mut tx: Transaction<'static, Pos
         tx.commit().await.map_err(Error::db(format!("advancing task {task_uuid}")))?;
         return Ok(status);
     }
-    let ready =
-        queries::enqueue_ready_steps(&mut tx, task_uuid, ctx.config().orchestration.enqueue_batch_size).await?;
+    let ready = queries::enqueue_ready_steps(&mut tx, task_uuid, ctx.config().orchestration.enqueue_batch_size).await?;
     let queue = MessageRouter::step_queue(&namespace);
     let payloads: Vec<Value> = ready
         .iter()

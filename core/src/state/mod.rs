@@ -77,7 +77,9 @@ impl TaskState {
         use TaskState::*;
         matches!(
             (self, to),
-            (Pending, InProgress | Cancelled) | (InProgress, Complete | Error | Cancelled) | (Error, InProgress | Cancelled)
+            (Pending, InProgress | Cancelled)
+                | (InProgress, Complete | Error | Cancelled)
+                | (Error, InProgress | Cancelled)
         )
     }
 }

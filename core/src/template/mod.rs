@@ -71,8 +71,8 @@ impl TaskTemplate {
     /// Parses and validates one template. `origin` (a file name) prefixes
     /// errors.
     pub fn from_yaml(yaml: &str, origin: &str) -> Result<Self> {
-        let template: TaskTemplate = serde_yaml_ng::from_str(yaml)
-            .map_err(|e| Error::template(format!("template {origin}: {e}")))?;
+        let template: TaskTemplate =
+            serde_yaml_ng::from_str(yaml).map_err(|e| Error::template(format!("template {origin}: {e}")))?;
         template.validate()?;
         Ok(template)
     }
@@ -186,11 +186,8 @@ impl TaskTemplate {
             return None;
         }
         // Walk dependencies from a remaining step until one repeats.
-        let deps: HashMap<&str, Vec<&str>> = self
-            .steps
-            .iter()
-            .map(|s| (s.name.as_str(), s.dependencies.iter().map(String::as_str).collect()))
-            .collect();
+        let deps: HashMap<&str, Vec<&str>> =
+            self.steps.iter().map(|s| (s.name.as_str(), s.dependencies.iter().map(String::as_str).collect())).collect();
         let mut path: Vec<&str> = vec![*remaining.iter().next()?];
         loop {
             let current = *path.last()?;
@@ -207,8 +204,7 @@ impl TaskTemplate {
     /// Kahn's algorithm: the order found and the steps left over (on a cycle).
     fn kahn(&self) -> (Vec<&str>, HashSet<&str>) {
         let mut indegree: BTreeMap<usize, usize> = BTreeMap::new();
-        let index: HashMap<&str, usize> =
-            self.steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = self.steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
         let mut children: Vec<Vec<usize>> = vec![Vec::new(); self.steps.len()];
         for (i, step) in self.steps.iter().enumerate() {
             let known: Vec<usize> = step.dependencies.iter().filter_map(|d| index.get(d.as_str()).copied()).collect();
@@ -244,9 +240,7 @@ pub(crate) fn check_identifier(what: &str, value: &str) -> std::result::Result<(
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{what} {value:?} must be 1-40 characters of a-z, 0-9 and _, starting with a letter"
-        ))
+        Err(format!("{what} {value:?} must be 1-40 characters of a-z, 0-9 and _, starting with a letter"))
     }
 }
 
@@ -259,14 +253,14 @@ fn is_constant_path(callable: &str) -> bool {
 }
 
 fn collect_yaml(path: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::template(format!("template path {}: {e}", path.display())))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::template(format!("template path {}: {e}", path.display())))?;
     if meta.is_file() {
         out.push(path.to_path_buf());
         return Ok(());
     }
-    let entries = std::fs::read_dir(path)
-        .map_err(|e| Error::template(format!("template path {}: {e}", path.display())))?;
+    let entries =
+        std::fs::read_dir(path).map_err(|e| Error::template(format!("template path {}: {e}", path.display())))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::template(format!("template path {}: {e}", path.display())))?;
         let child = entry.path();

@@ -148,10 +148,12 @@ impl WorkerHandle {
     pub async fn complete(&self, step_uuid: Uuid, result: Value) -> Result<()> {
         let flight = self.take(step_uuid)?;
         let meta = json!({"worker": self.id, "attempt": flight.job.attempt});
-        self.record(&flight, |tx| Box::pin(async move {
-            let recorded = queries::complete_step(tx, step_uuid, &result, &meta).await?;
-            Ok(recorded.then(|| "complete".to_owned()))
-        }))
+        self.record(&flight, |tx| {
+            Box::pin(async move {
+                let recorded = queries::complete_step(tx, step_uuid, &result, &meta).await?;
+                Ok(recorded.then(|| "complete".to_owned()))
+            })
+        })
         .await
         .map(|_| ())
     }
@@ -161,7 +163,8 @@ impl WorkerHandle {
     pub async fn fail(&self, step_uuid: Uuid, failure: StepFailure) -> Result<String> {
         let flight = self.take(step_uuid)?;
         let claim = &flight.claim;
-        let retry_after = failure.retry_after_seconds.filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64);
+        let retry_after =
+            failure.retry_after_seconds.filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64);
         let delay = backoff_delay(
             u32::try_from(claim.attempts).unwrap_or(1),
             u32::try_from(claim.backoff_base_ms).unwrap_or(0),
@@ -179,7 +182,9 @@ impl WorkerHandle {
             "worker": self.id,
         });
         let state = self
-            .record(&flight, |tx| Box::pin(async move { queries::fail_step(tx, step_uuid, &error, retryable, retry_at).await }))
+            .record(&flight, |tx| {
+                Box::pin(async move { queries::fail_step(tx, step_uuid, &error, retryable, retry_at).await })
+            })
             .await?;
         Ok(state.unwrap_or_else(|| "unchanged".to_owned()))
     }
@@ -188,7 +193,8 @@ impl WorkerHandle {
     where
         F: for<'c> FnOnce(
             &'c mut sqlx::PgConnection,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<String>>> + Send + 'c>>,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<String>>> + Send + 'c>>,
     {
         let job = &flight.job;
         let mut tx = self.ctx.pool().begin().await.map_err(Error::db(format!("recording step {}", job.step_uuid)))?;
@@ -252,7 +258,9 @@ impl WorkerHandle {
         .await;
         match outcome {
             Ok(()) => tracing::info!(%step_uuid, reason, "released step for redelivery"),
-            Err(e) => tracing::error!(%step_uuid, error = %e, "releasing a step failed; it is recovered after its visibility timeout"),
+            Err(e) => {
+                tracing::error!(%step_uuid, error = %e, "releasing a step failed; it is recovered after its visibility timeout")
+            }
         }
     }
 }

@@ -1,0 +1,46 @@
+# frozen_string_literal: true
+
+# Specs run against the real PostgreSQL (bin/test prepares it). Examples
+# do not run inside transactions: the engine commits from its own
+# connections and wakes on LISTEN/NOTIFY, which a wrapping transaction
+# would hide. Each spec instead uses its own queues and tasks.
+require "tasker_core"
+require "securerandom"
+require_relative "../examples/handlers/squares"
+require_relative "fixtures/handlers/probe_handlers"
+
+ROOT = File.expand_path("..", __dir__)
+TEST_DATABASE_URL = ENV.fetch("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tasker_test")
+
+TaskerCore.configure do |c|
+  c.database_url = TEST_DATABASE_URL
+  c.template_paths = [File.join(ROOT, "examples/templates"), File.join(ROOT, "spec/fixtures/templates")]
+  c.worker_poll_interval_ms = 100
+  c.orchestration_poll_interval_ms = 100
+end
+TaskerCore.logger.level = Logger::WARN
+
+begin
+  TaskerCore.migrate!
+  TaskerCore.register_templates!
+rescue TaskerCore::DatabaseError => e
+  abort "#{e.message}\nThe specs need PostgreSQL with a tasker_test database: run bin/test (it starts and " \
+        "prepares everything), or `pg_ctlcluster 15 main start && createdb -h 127.0.0.1 -U postgres tasker_test`."
+end
+
+module SpecHelpers
+  def unique_name(prefix)
+    "#{prefix}_#{SecureRandom.hex(5)}"
+  end
+
+  def history(records)
+    records.map { |t| [t.from_state, t.to_state] }
+  end
+end
+
+RSpec.configure do |config|
+  config.include SpecHelpers
+  config.disable_monkey_patching!
+  config.order = :random
+  config.expect_with(:rspec) { |c| c.syntax = :expect }
+end

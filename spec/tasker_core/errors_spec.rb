@@ -1,0 +1,54 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require "tmpdir"
+
+RSpec.describe "errors from the Rust core" do
+  it "names every bad configuration value at once, as a ConfigurationError" do
+    expect do
+      TaskerCore::Native::Client.connect({}, { "database_url" => "mysql://u:secret@h/db", "max_connections" => 0 })
+    end.to raise_error(TaskerCore::ConfigurationError) { |e|
+      expect(e.message).to include('database_url must be a postgres:// URL, got "mysql://u:***@h/db"')
+      expect(e.message).to include("max_connections must be at least 1")
+      expect(e.message).not_to include("secret")
+    }
+  end
+
+  it "names an unknown configuration key" do
+    expect { TaskerCore::Native::Client.connect({}, { "worker" => { "concurency" => 2 } }) }
+      .to raise_error(TaskerCore::ConfigurationError, /unknown field `concurency`/)
+  end
+
+  it "refuses a template with a cycle, naming the template and the steps" do
+    Dir.mktmpdir do |dir|
+      File.write(File.join(dir, "bad.yaml"), <<~YAML)
+        namespace: broken
+        name: cyclic
+        version: 1.0.0
+        steps:
+          - { name: a, dependencies: [c], handler: { callable: A } }
+          - { name: b, dependencies: [a], handler: { callable: B } }
+          - { name: c, dependencies: [b], handler: { callable: C } }
+          - { name: d, dependencies: [zzz], handler: { callable: D } }
+      YAML
+      client = TaskerCore::Native::Client.connect({}, { "database_url" => TEST_DATABASE_URL,
+                                                        "template_paths" => [dir] })
+      expect { client.register_templates }.to raise_error(TaskerCore::TemplateError) { |e|
+        expect(e.message).to start_with("template broken/cyclic@1.0.0: ")
+        expect(e.message).to include('step "d" depends on unknown step "zzz"')
+      }
+    end
+  end
+
+  it "raises NotFoundError for a template that is not registered" do
+    expect { TaskerCore.create_task(namespace: "nowhere", name: "nothing", version: "1.0.0") }
+      .to raise_error(TaskerCore::NotFoundError, %r{no task template nowhere/nothing@1.0.0 is registered})
+  end
+
+  it "raises ValidationError for a context that is not an object" do
+    expect do
+      TaskerCore.create_task(namespace: "examples", name: "linear_workflow", version: "1.0.0", context: [1, 2])
+    end.to raise_error(TaskerCore::ValidationError,
+                       %r{context of a examples/linear_workflow@1.0.0 task must be an object})
+  end
+end

@@ -1,0 +1,41 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+
+RSpec.describe TaskerCore::MessageService do
+  subject(:service) { TaskerCore.message_service }
+
+  let(:queue) { unique_name("rbq") }
+
+  before { service.create_queue(queue) }
+  after { service.delete_queue(queue) }
+
+  it "round-trips a JSON payload through the Rust core" do
+    receipt = service.send_message(queue, { order_id: 42, "items" => [1, 2.5, nil], "ok" => true })
+    messages = service.receive(queue, max: 10, visibility_timeout: 30)
+
+    expect(service.provider).to eq(:pgmq)
+    expect(messages.size).to eq(1)
+    expect(messages.first.to_h).to eq(queue: queue, receipt: receipt, delivery_count: 1,
+                                      payload: { "order_id" => 42, "items" => [1, 2.5, nil], "ok" => true })
+    expect(service.receive(queue, max: 10)).to eq([]) # in flight: invisible to others
+
+    service.ack(queue, receipt)
+    expect(service.stats(queue)).to include(depth: 0, visible: 0, total_sent: 1)
+  end
+
+  it "redelivers a nacked message and counts deliveries" do
+    service.send_batch(queue, [{ "n" => 1 }, { "n" => 2 }])
+    first = service.receive(queue, max: 1).first
+    service.nack(queue, first.receipt)
+    again = service.receive(queue, max: 2)
+
+    expect(again.map { |m| [m.payload["n"], m.delivery_count] }).to eq([[1, 2], [2, 1]])
+    expect(service.purge_queue(queue)).to eq(2)
+  end
+
+  it "raises TaskerCore::MessagingError for a queue that does not exist" do
+    expect { service.send_message(unique_name("nowhere"), {}) }
+      .to raise_error(TaskerCore::MessagingError, /sending to queue nowhere_/)
+  end
+end
