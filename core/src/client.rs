@@ -8,7 +8,7 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::context::Context;
-use crate::db::queries::{self, NewStep, NewTask};
+use crate::db::queries;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{StepTransition, Task, TaskTransition, WorkflowStep};
 use crate::orchestration::step_enqueuer::advance_task;
@@ -25,6 +25,32 @@ pub struct CreateTask {
     /// Creating twice with the same key returns the first task.
     #[serde(default)]
     pub identity_key: Option<String>,
+    /// Without an `identity_key`, derive one from the template and the
+    /// context, so the same request creates one task.
+    #[serde(default)]
+    pub derive_identity_key: bool,
+}
+
+impl CreateTask {
+    pub fn new(namespace: &str, name: &str, version: &str, context: Value) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            version: version.to_owned(),
+            context,
+            identity_key: None,
+            derive_identity_key: false,
+        }
+    }
+}
+
+/// `sha256:<hex>` of the template key and the context (serde_json writes
+/// object keys sorted, so equal contexts hash alike).
+fn derived_identity_key(template_key: &str, context: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{template_key}\n{context}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// Creates tasks and reads their state.
@@ -42,12 +68,12 @@ impl TaskerClient {
         &self.ctx
     }
 
-    /// Creates the task, its steps and edges, and enqueues its first steps,
-    /// all in one transaction.
-    pub async fn create_task(&self, request: &CreateTask) -> Result<Task> {
-        let pool = self.ctx.pool();
-        let registered = self.ctx.templates().get(pool, &request.namespace, &request.name, &request.version).await?;
-        let template = &registered.template;
+    /// Checks a request without creating anything: the template exists and
+    /// the context fits its `input_schema`. Returns the context to store and
+    /// the identity key to use (derived when asked for).
+    pub async fn validate_request(&self, request: &CreateTask) -> Result<(Value, Option<String>)> {
+        let template =
+            self.ctx.templates().get(self.ctx.pool(), &request.namespace, &request.name, &request.version).await?;
         let context =
             if request.context.is_null() { Value::Object(Default::default()) } else { request.context.clone() };
         if !context.is_object() {
@@ -56,52 +82,66 @@ impl TaskerClient {
                 format!("the context of a {} task must be an object, got {context}", template.key()),
             ));
         }
-
-        let uuids: HashMap<&str, Uuid> = template.steps.iter().map(|s| (s.name.as_str(), Uuid::now_v7())).collect();
-        let mut steps = Vec::with_capacity(template.steps.len());
-        let mut edges = Vec::new();
-        for (position, step) in template.steps.iter().enumerate() {
-            let named_step_id = *registered.named_step_ids.get(&step.name).ok_or_else(|| {
-                Error::template(format!(
-                    "template {}: step {:?} is not stored; register it again",
-                    template.key(),
-                    step.name
-                ))
-            })?;
-            let step_uuid = uuids[step.name.as_str()];
-            steps.push(NewStep {
-                step_uuid,
-                named_step_id,
-                name: step.name.clone(),
-                position: i32::try_from(position).unwrap_or(i32::MAX),
-                max_attempts: i32::try_from(step.retry.max_attempts).unwrap_or(i32::MAX),
-            });
-            edges.extend(step.dependencies.iter().map(|dep| (uuids[dep.as_str()], step_uuid)));
-        }
-        let new_task = NewTask {
-            task_uuid: Uuid::now_v7(),
-            template_id: registered.template_id,
-            template,
-            context: &context,
-            identity_key: request.identity_key.as_deref(),
-            correlation_id: Uuid::now_v7(),
-            steps,
-            edges,
+        template.validate_context(&context)?;
+        let identity_key = match (&request.identity_key, request.derive_identity_key) {
+            (Some(key), _) => Some(key.clone()),
+            (None, true) => Some(derived_identity_key(&template.key(), &context)),
+            (None, false) => None,
         };
+        Ok((context, identity_key))
+    }
 
-        let mut tx = pool.begin().await.map_err(Error::db(format!("creating a {} task", template.key())))?;
-        if !queries::insert_task(&mut tx, &new_task).await? {
-            let key = request.identity_key.as_deref().unwrap_or_default();
-            let existing = queries::task_by_identity(&mut tx, key)
-                .await?
-                .ok_or_else(|| Error::not_found(format!("task with identity key {key:?} vanished")))?;
-            tx.rollback().await.map_err(Error::db("rolling back a duplicate task"))?;
-            return self.task(existing).await;
+    /// Creates the task, its steps and edges, and enqueues its first steps,
+    /// all in one transaction (one SQL function: `tasker_create_task`).
+    pub async fn create_task(&self, request: &CreateTask) -> Result<Task> {
+        let (context, identity_key) = self.validate_request(request).await?;
+        let request = CreateTask { identity_key, ..request.clone() };
+        let key = format!("{}/{}@{}", request.namespace, request.name, request.version);
+        let send_in_database = self.ctx.messaging().queues_in_database();
+        let (task_uuid, created) =
+            queries::create_task(self.ctx.pool(), &key, &request, &context, send_in_database).await?;
+        if created {
+            tracing::debug!(%task_uuid, template = key, "created task");
         }
-        queries::transition_task(&mut tx, new_task.task_uuid, &["pending"], "in_progress", &serde_json::json!({}))
-            .await?;
-        advance_task(&self.ctx, tx, new_task.task_uuid).await?;
-        self.task(new_task.task_uuid).await
+        self.task(task_uuid).await
+    }
+
+    /// Cancels the task and its unfinished steps; nothing further is
+    /// enqueued. Returns false when the task had already finished.
+    pub async fn cancel_task(&self, task_uuid: Uuid, reason: &str) -> Result<bool> {
+        queries::cancel_task(self.ctx.pool(), task_uuid, reason).await
+    }
+
+    /// Gives a failed step a fresh set of attempts and resumes its task.
+    /// Returns false when the step is not in error.
+    pub async fn retry_step(&self, step_uuid: Uuid, reason: &str) -> Result<bool> {
+        let (task_uuid, mut tx) = self.begin_on_step(step_uuid).await?;
+        if !queries::retry_step(&mut tx, step_uuid, reason).await? {
+            return Ok(false);
+        }
+        advance_task(&self.ctx, tx, task_uuid).await?;
+        Ok(true)
+    }
+
+    /// Marks a step done by hand with `results`, so its dependents run, and
+    /// resumes its task. Returns false when the step had already finished.
+    pub async fn resolve_step_manually(&self, step_uuid: Uuid, results: &Value, reason: &str) -> Result<bool> {
+        let (task_uuid, mut tx) = self.begin_on_step(step_uuid).await?;
+        if !queries::resolve_step_manually(&mut tx, step_uuid, results, reason).await? {
+            return Ok(false);
+        }
+        advance_task(&self.ctx, tx, task_uuid).await?;
+        Ok(true)
+    }
+
+    /// The step's task, and a transaction in which to change the step and
+    /// then advance the task (dropping it rolls back).
+    async fn begin_on_step(&self, step_uuid: Uuid) -> Result<(Uuid, sqlx::Transaction<'static, sqlx::Postgres>)> {
+        let task_uuid = queries::step_task(self.ctx.pool(), step_uuid)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("step {step_uuid} does not exist")))?;
+        let tx = self.ctx.pool().begin().await.map_err(Error::db(format!("changing step {step_uuid}")))?;
+        Ok((task_uuid, tx))
     }
 
     pub async fn task(&self, task_uuid: Uuid) -> Result<Task> {

@@ -86,10 +86,25 @@ impl Error {
         Self::new(ErrorKind::NotFound, message)
     }
 
-    /// Wraps a database error with what was being done.
+    /// Wraps a database error with what was being done. An error the
+    /// engine's SQL functions raise on purpose (not found, invalid input)
+    /// keeps its own message and kind.
     pub(crate) fn db(doing: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Self {
         let doing = doing.into();
-        move |e| Self::with_source(ErrorKind::Database, format!("{doing}: {e}"), e)
+        move |e| {
+            if let Some(db) = e.as_database_error() {
+                let kind = match db.code().as_deref() {
+                    Some("P0002") => Some(ErrorKind::NotFound),
+                    Some("22023") => Some(ErrorKind::Validation),
+                    _ => None,
+                };
+                if let Some(kind) = kind {
+                    let message = db.message().to_owned();
+                    return Self::with_source(kind, message, e);
+                }
+            }
+            Self::with_source(ErrorKind::Database, format!("{doing}: {e}"), e)
+        }
     }
 
     /// Wraps a messaging error with what was being done.

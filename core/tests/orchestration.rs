@@ -38,13 +38,7 @@ impl Harness {
 }
 
 fn request(namespace: &str, name: &str) -> CreateTask {
-    CreateTask {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-        version: "1.0.0".to_owned(),
-        context: json!({"n": 6}),
-        identity_key: None,
-    }
+    CreateTask::new(namespace, name, "1.0.0", json!({"n": 6}))
 }
 
 async fn run_to_completion(h: &Harness, namespace: &str, name: &str) -> uuid::Uuid {

@@ -53,8 +53,11 @@ pub struct OrchestrationConfig {
     pub enqueue_batch_size: u32,
     /// Longest wait between polls when no notification arrives.
     pub poll_interval_ms: u64,
-    /// How often steps whose retry backoff elapsed are looked for.
+    /// How often the sweep looks for steps due a retry and stuck steps.
     pub sweep_interval_ms: u64,
+    /// An enqueued step whose message has not been taken for this long is
+    /// sent again (a safety net for messages lost outside PostgreSQL).
+    pub stuck_enqueued_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,7 +92,13 @@ impl Default for MessagingConfig {
 
 impl Default for OrchestrationConfig {
     fn default() -> Self {
-        Self { batch_size: 50, enqueue_batch_size: 500, poll_interval_ms: 200, sweep_interval_ms: 1000 }
+        Self {
+            batch_size: 50,
+            enqueue_batch_size: 500,
+            poll_interval_ms: 200,
+            sweep_interval_ms: 1000,
+            stuck_enqueued_seconds: 600,
+        }
     }
 }
 
@@ -147,6 +156,7 @@ impl Config {
             ("orchestration.enqueue_batch_size", u64::from(self.orchestration.enqueue_batch_size)),
             ("orchestration.poll_interval_ms", self.orchestration.poll_interval_ms),
             ("orchestration.sweep_interval_ms", self.orchestration.sweep_interval_ms),
+            ("orchestration.stuck_enqueued_seconds", self.orchestration.stuck_enqueued_seconds),
             ("worker.concurrency", u64::from(self.worker.concurrency)),
             ("worker.poll_interval_ms", self.worker.poll_interval_ms),
         ];

@@ -51,11 +51,7 @@ pub(crate) async fn pgmq_queue_stats(pool: &PgPool, queue: &str) -> Result<Queue
 // ---- templates -------------------------------------------------------------
 
 /// Stores a template and its steps; returns its id and each step's id.
-pub(crate) async fn upsert_template(
-    conn: &mut PgConnection,
-    template: &TaskTemplate,
-    queue_name: &str,
-) -> Result<(i64, HashMap<String, i64>)> {
+pub(crate) async fn upsert_template(conn: &mut PgConnection, template: &TaskTemplate, queue_name: &str) -> Result<()> {
     let key = template.key();
     sqlx::query("INSERT INTO tasker_namespaces (name, queue_name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
         .bind(&template.namespace)
@@ -80,9 +76,8 @@ pub(crate) async fn upsert_template(
     .await
     .map_err(Error::db(format!("registering template {key}")))?;
 
-    let mut ids = HashMap::new();
     for (position, step) in template.steps.iter().enumerate() {
-        let id: i64 = sqlx::query_scalar(
+        sqlx::query(
             "INSERT INTO tasker_named_steps (template_id, name, position, handler_callable, handler_config, \
                retryable, max_attempts, backoff_base_ms, max_backoff_ms, timeout_seconds) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
@@ -90,8 +85,7 @@ pub(crate) async fn upsert_template(
                handler_callable = EXCLUDED.handler_callable, handler_config = EXCLUDED.handler_config, \
                retryable = EXCLUDED.retryable, max_attempts = EXCLUDED.max_attempts, \
                backoff_base_ms = EXCLUDED.backoff_base_ms, max_backoff_ms = EXCLUDED.max_backoff_ms, \
-               timeout_seconds = EXCLUDED.timeout_seconds \
-             RETURNING named_step_id",
+               timeout_seconds = EXCLUDED.timeout_seconds, active = true",
         )
         .bind(template_id)
         .bind(&step.name)
@@ -107,140 +101,55 @@ pub(crate) async fn upsert_template(
         .bind(i32::try_from(step.retry.backoff_base_ms).unwrap_or(i32::MAX))
         .bind(i32::try_from(step.retry.max_backoff_ms).unwrap_or(i32::MAX))
         .bind(step.timeout_seconds.map(|t| i32::try_from(t).unwrap_or(i32::MAX)))
-        .fetch_one(&mut *conn)
+        .execute(&mut *conn)
         .await
         .map_err(Error::db(format!("registering step {:?} of template {key}", step.name)))?;
-        ids.insert(step.name.clone(), id);
     }
-    Ok((template_id, ids))
+    let names: Vec<&str> = template.steps.iter().map(|s| s.name.as_str()).collect();
+    sqlx::query("UPDATE tasker_named_steps SET active = false WHERE template_id = $1 AND name <> ALL($2)")
+        .bind(template_id)
+        .bind(&names)
+        .execute(&mut *conn)
+        .await
+        .map_err(Error::db(format!("retiring removed steps of template {key}")))?;
+    Ok(())
 }
 
-/// A stored template: its id, definition and step ids.
-pub(crate) async fn load_template(
-    pool: &PgPool,
-    namespace: &str,
-    name: &str,
-    version: &str,
-) -> Result<Option<(i64, Value, HashMap<String, i64>)>> {
-    let key = format!("{namespace}/{name}@{version}");
-    let Some(row) = sqlx::query(
-        "SELECT template_id, definition FROM tasker_task_templates WHERE namespace = $1 AND name = $2 AND version = $3",
+/// A stored template's definition.
+pub(crate) async fn load_template(pool: &PgPool, namespace: &str, name: &str, version: &str) -> Result<Option<Value>> {
+    sqlx::query_scalar(
+        "SELECT definition FROM tasker_task_templates WHERE namespace = $1 AND name = $2 AND version = $3",
     )
     .bind(namespace)
     .bind(name)
     .bind(version)
     .fetch_optional(pool)
     .await
-    .map_err(Error::db(format!("loading template {key}")))?
-    else {
-        return Ok(None);
-    };
-    let template_id: i64 = row.get(0);
-    let steps: Vec<(String, i64)> =
-        sqlx::query_as("SELECT name, named_step_id FROM tasker_named_steps WHERE template_id = $1")
-            .bind(template_id)
-            .fetch_all(pool)
-            .await
-            .map_err(Error::db(format!("loading the steps of template {key}")))?;
-    Ok(Some((template_id, row.get(1), steps.into_iter().collect())))
+    .map_err(Error::db(format!("loading template {namespace}/{name}@{version}")))
 }
 
 // ---- tasks -----------------------------------------------------------------
 
-/// One workflow step's row, ready to insert.
-#[derive(Debug)]
-pub(crate) struct NewStep {
-    pub(crate) step_uuid: Uuid,
-    pub(crate) named_step_id: i64,
-    pub(crate) name: String,
-    pub(crate) position: i32,
-    pub(crate) max_attempts: i32,
-}
-
-/// A task's rows, ready to insert.
-#[derive(Debug)]
-pub(crate) struct NewTask<'a> {
-    pub(crate) task_uuid: Uuid,
-    pub(crate) template_id: i64,
-    pub(crate) template: &'a TaskTemplate,
-    pub(crate) context: &'a Value,
-    pub(crate) identity_key: Option<&'a str>,
-    pub(crate) correlation_id: Uuid,
-    pub(crate) steps: Vec<NewStep>,
-    /// (from step uuid, to step uuid)
-    pub(crate) edges: Vec<(Uuid, Uuid)>,
-}
-
-pub(crate) async fn task_by_identity(conn: &mut PgConnection, key: &str) -> Result<Option<Uuid>> {
-    sqlx::query_scalar("SELECT task_uuid FROM tasker_tasks WHERE identity_key = $1")
-        .bind(key)
-        .fetch_optional(conn)
+/// Creates a task of a registered template in one statement (see
+/// `tasker_create_task`); returns its uuid and whether it is new (false:
+/// the identity key already named a task).
+pub(crate) async fn create_task<'e>(
+    executor: impl PgExecutor<'e>,
+    key: &str,
+    request: &crate::CreateTask,
+    context: &Value,
+    send_messages: bool,
+) -> Result<(Uuid, bool)> {
+    sqlx::query_as("SELECT task_uuid, created FROM tasker_create_task($1, $2, $3, $4, $5, $6)")
+        .bind(&request.namespace)
+        .bind(&request.name)
+        .bind(&request.version)
+        .bind(context)
+        .bind(&request.identity_key)
+        .bind(send_messages)
+        .fetch_one(executor)
         .await
-        .map_err(Error::db(format!("looking up the task with identity key {key:?}")))
-}
-
-/// Inserts the task, its steps, edges and initial transitions. Returns false
-/// when a task with the same identity key already exists (nothing inserted).
-pub(crate) async fn insert_task(conn: &mut PgConnection, task: &NewTask<'_>) -> Result<bool> {
-    let key = task.template.key();
-    let inserted = sqlx::query(
-        "INSERT INTO tasker_tasks (task_uuid, template_id, namespace, name, version, context, identity_key, correlation_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (identity_key) DO NOTHING",
-    )
-    .bind(task.task_uuid)
-    .bind(task.template_id)
-    .bind(&task.template.namespace)
-    .bind(&task.template.name)
-    .bind(&task.template.version)
-    .bind(task.context)
-    .bind(task.identity_key)
-    .bind(task.correlation_id)
-    .execute(&mut *conn)
-    .await
-    .map_err(Error::db(format!("creating a task of {key}")))?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(false);
-    }
-    let uuids: Vec<Uuid> = task.steps.iter().map(|s| s.step_uuid).collect();
-    let named: Vec<i64> = task.steps.iter().map(|s| s.named_step_id).collect();
-    let names: Vec<&str> = task.steps.iter().map(|s| s.name.as_str()).collect();
-    let positions: Vec<i32> = task.steps.iter().map(|s| s.position).collect();
-    let max_attempts: Vec<i32> = task.steps.iter().map(|s| s.max_attempts).collect();
-    sqlx::query(
-        "WITH steps AS ( \
-           INSERT INTO tasker_workflow_steps (step_uuid, task_uuid, named_step_id, name, position, max_attempts) \
-           SELECT s.uuid, $1, s.named, s.name, s.position, s.max_attempts \
-             FROM unnest($2::uuid[], $3::bigint[], $4::text[], $5::int[], $6::int[]) \
-                  AS s(uuid, named, name, position, max_attempts) \
-           RETURNING step_uuid) \
-         INSERT INTO tasker_workflow_step_transitions (step_uuid, from_state, to_state, sort_key, most_recent) \
-         SELECT step_uuid, '', 'pending', 1, true FROM steps",
-    )
-    .bind(task.task_uuid)
-    .bind(&uuids)
-    .bind(&named)
-    .bind(&names)
-    .bind(&positions)
-    .bind(&max_attempts)
-    .execute(&mut *conn)
-    .await
-    .map_err(Error::db(format!("creating the steps of a task of {key}")))?;
-    let (from, to): (Vec<Uuid>, Vec<Uuid>) = task.edges.iter().copied().unzip();
-    sqlx::query(
-        "WITH edges AS ( \
-           INSERT INTO tasker_workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid) \
-           SELECT $1, f, t FROM unnest($2::uuid[], $3::uuid[]) AS e(f, t)) \
-         INSERT INTO tasker_task_transitions (task_uuid, from_state, to_state, sort_key, most_recent) \
-         VALUES ($1, '', 'pending', 1, true)",
-    )
-    .bind(task.task_uuid)
-    .bind(&from)
-    .bind(&to)
-    .execute(&mut *conn)
-    .await
-    .map_err(Error::db(format!("creating the edges of a task of {key}")))?;
-    Ok(true)
+        .map_err(Error::db(format!("creating a {key} task")))
 }
 
 /// Locks a task row for the rest of the transaction; returns its status,
@@ -251,25 +160,6 @@ pub(crate) async fn lock_task(conn: &mut PgConnection, task_uuid: Uuid) -> Resul
         .fetch_optional(conn)
         .await
         .map_err(Error::db(format!("locking task {task_uuid}")))
-}
-
-/// Compare-and-swap on a task's state; returns the state it left, or None
-/// when it was not in one of `from`.
-pub(crate) async fn transition_task(
-    conn: &mut PgConnection,
-    task_uuid: Uuid,
-    from: &[&str],
-    to: &str,
-    metadata: &Value,
-) -> Result<Option<String>> {
-    sqlx::query_scalar("SELECT tasker_transition_task($1, $2, $3, $4)")
-        .bind(task_uuid)
-        .bind(from)
-        .bind(to)
-        .bind(metadata)
-        .fetch_one(conn)
-        .await
-        .map_err(Error::db(format!("moving task {task_uuid} to {to}")))
 }
 
 pub(crate) async fn enqueue_ready_steps(conn: &mut PgConnection, task_uuid: Uuid, limit: u32) -> Result<Vec<Uuid>> {
@@ -303,10 +193,16 @@ pub(crate) struct ClaimedStep {
     pub(crate) timeout_seconds: Option<i32>,
 }
 
-pub(crate) async fn claim_step(pool: &PgPool, step_uuid: Uuid, worker_id: &str) -> Result<Option<ClaimedStep>> {
-    sqlx::query_as("SELECT * FROM tasker_claim_step($1, $2)")
+pub(crate) async fn claim_step(
+    pool: &PgPool,
+    step_uuid: Uuid,
+    worker_id: &str,
+    stale_after: std::time::Duration,
+) -> Result<Option<ClaimedStep>> {
+    sqlx::query_as("SELECT * FROM tasker_claim_step($1, $2, make_interval(secs => $3))")
         .bind(step_uuid)
         .bind(worker_id)
+        .bind(stale_after.as_secs_f64())
         .fetch_optional(pool)
         .await
         .map_err(Error::db(format!("claiming step {step_uuid}")))
@@ -315,11 +211,13 @@ pub(crate) async fn claim_step(pool: &PgPool, step_uuid: Uuid, worker_id: &str) 
 pub(crate) async fn complete_step(
     conn: &mut PgConnection,
     step_uuid: Uuid,
+    attempt: i32,
     results: &Value,
     metadata: &Value,
 ) -> Result<bool> {
-    sqlx::query_scalar("SELECT tasker_complete_step($1, $2, $3)")
+    sqlx::query_scalar("SELECT tasker_complete_step($1, $2, $3, $4)")
         .bind(step_uuid)
+        .bind(attempt)
         .bind(results)
         .bind(metadata)
         .fetch_one(conn)
@@ -330,12 +228,14 @@ pub(crate) async fn complete_step(
 pub(crate) async fn fail_step(
     conn: &mut PgConnection,
     step_uuid: Uuid,
+    attempt: i32,
     error: &Value,
     retryable: bool,
     retry_at: DateTime<Utc>,
 ) -> Result<Option<String>> {
-    sqlx::query_scalar("SELECT tasker_fail_step($1, $2, $3, $4)")
+    sqlx::query_scalar("SELECT tasker_fail_step($1, $2, $3, $4, $5)")
         .bind(step_uuid)
+        .bind(attempt)
         .bind(error)
         .bind(retryable)
         .bind(retry_at)
@@ -425,6 +325,18 @@ pub(crate) async fn dependency_results(pool: &PgPool, step_uuid: Uuid) -> Result
     Ok(rows.into_iter().collect())
 }
 
+/// Sends the messages of the given steps from inside the transaction
+/// (queues in the database only).
+pub(crate) async fn send_step_messages(conn: &mut PgConnection, task_uuid: Uuid, steps: &[Uuid]) -> Result<()> {
+    sqlx::query("SELECT tasker_send_step_messages($1, $2)")
+        .bind(task_uuid)
+        .bind(steps)
+        .execute(conn)
+        .await
+        .map_err(Error::db(format!("sending the step messages of task {task_uuid}")))?;
+    Ok(())
+}
+
 pub(crate) async fn release_step(pool: &PgPool, step_uuid: Uuid, reason: &str) -> Result<bool> {
     sqlx::query_scalar("SELECT tasker_release_step($1, $2)")
         .bind(step_uuid)
@@ -432,4 +344,79 @@ pub(crate) async fn release_step(pool: &PgPool, step_uuid: Uuid, reason: &str) -
         .fetch_one(pool)
         .await
         .map_err(Error::db(format!("releasing step {step_uuid}")))
+}
+
+/// Refreshes the heartbeat of steps this worker is running; returns how
+/// many were still its own.
+pub(crate) async fn heartbeat_steps(pool: &PgPool, steps: &[Uuid], attempts: &[i32]) -> Result<i32> {
+    sqlx::query_scalar("SELECT tasker_heartbeat_steps($1, $2)")
+        .bind(steps)
+        .bind(attempts)
+        .fetch_one(pool)
+        .await
+        .map_err(Error::db("refreshing step heartbeats"))
+}
+
+/// Re-enqueues steps whose worker is gone or whose message may be lost;
+/// returns (task, step, state it was in).
+pub(crate) async fn recover_stuck_steps(
+    conn: &mut PgConnection,
+    stale_after: std::time::Duration,
+    enqueued_after: std::time::Duration,
+    limit: i32,
+) -> Result<Vec<(Uuid, Uuid, String)>> {
+    sqlx::query_as(
+        "SELECT task_uuid, step_uuid, was FROM tasker_recover_stuck_steps(\
+         make_interval(secs => $1), make_interval(secs => $2), $3)",
+    )
+    .bind(stale_after.as_secs_f64())
+    .bind(enqueued_after.as_secs_f64())
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+    .map_err(Error::db("recovering stuck steps"))
+}
+
+/// Operator actions: `tasker_cancel_task`, `tasker_retry_step`,
+/// `tasker_resolve_step_manually`. Each returns whether it applied.
+pub(crate) async fn cancel_task(pool: &PgPool, task_uuid: Uuid, reason: &str) -> Result<bool> {
+    sqlx::query_scalar("SELECT tasker_cancel_task($1, $2)")
+        .bind(task_uuid)
+        .bind(reason)
+        .fetch_one(pool)
+        .await
+        .map_err(Error::db(format!("cancelling task {task_uuid}")))
+}
+
+pub(crate) async fn retry_step(conn: &mut PgConnection, step_uuid: Uuid, reason: &str) -> Result<bool> {
+    sqlx::query_scalar("SELECT tasker_retry_step($1, $2)")
+        .bind(step_uuid)
+        .bind(reason)
+        .fetch_one(conn)
+        .await
+        .map_err(Error::db(format!("retrying step {step_uuid}")))
+}
+
+pub(crate) async fn resolve_step_manually(
+    conn: &mut PgConnection,
+    step_uuid: Uuid,
+    results: &Value,
+    reason: &str,
+) -> Result<bool> {
+    sqlx::query_scalar("SELECT tasker_resolve_step_manually($1, $2, $3)")
+        .bind(step_uuid)
+        .bind(results)
+        .bind(reason)
+        .fetch_one(conn)
+        .await
+        .map_err(Error::db(format!("resolving step {step_uuid}")))
+}
+
+/// The task a step belongs to.
+pub(crate) async fn step_task(pool: &PgPool, step_uuid: Uuid) -> Result<Option<Uuid>> {
+    sqlx::query_scalar("SELECT task_uuid FROM tasker_workflow_steps WHERE step_uuid = $1")
+        .bind(step_uuid)
+        .fetch_optional(pool)
+        .await
+        .map_err(Error::db(format!("reading step {step_uuid}")))
 }

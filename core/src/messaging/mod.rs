@@ -100,6 +100,12 @@ pub trait MessagingService: Send + Sync + Debug {
     async fn dead_letter(&self, queue: &str, receipt: i64) -> Result<()>;
     async fn stats(&self, queue: &str) -> Result<QueueStats>;
 
+    /// Whether the queues live in the engine's PostgreSQL database, so SQL
+    /// functions can send inside the transaction that changes state.
+    fn queues_in_database(&self) -> bool {
+        false
+    }
+
     /// Sends inside the caller's PostgreSQL transaction, so the messages
     /// exist if and only if the transaction commits. Returns `None` when the
     /// provider's queues are not in PostgreSQL; the caller then sends after

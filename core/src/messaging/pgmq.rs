@@ -39,6 +39,10 @@ impl MessagingService for PgmqProvider {
         "pgmq"
     }
 
+    fn queues_in_database(&self) -> bool {
+        true
+    }
+
     async fn create_queue(&self, queue: &str) -> Result<()> {
         self.pgmq.create(queue).await.map_err(Error::messaging(format!("creating queue {queue}")))?;
         queries::install_queue_notify_trigger(&self.pool, queue).await

@@ -5,12 +5,13 @@
 //!   and finalizes the task, in one transaction (used at creation too).
 //! - `result_processor`: reads `orchestration_step_results` and advances the
 //!   task each result belongs to.
-//! - `retry_sweeper`: advances tasks whose steps' retry backoff elapsed.
+//! - `sweeper`: advances tasks whose steps' retry backoff elapsed, and
+//!   recovers steps whose worker died or whose message was lost.
 
 mod backoff;
 mod result_processor;
-mod retry_sweeper;
 pub(crate) mod step_enqueuer;
+mod sweeper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +33,8 @@ impl OrchestratorHandle {
         let lifecycle = Lifecycle::new();
         let results = result_processor::ResultProcessor::new(ctx.clone()).await?;
         lifecycle.spawn("result_processor", move |stop| results.run(stop));
-        let sweeper = retry_sweeper::RetrySweeper::new(ctx);
-        lifecycle.spawn("retry_sweeper", move |stop| sweeper.run(stop));
+        let sweeper = sweeper::Sweeper::new(ctx);
+        lifecycle.spawn("sweeper", move |stop| sweeper.run(stop));
         Ok(Self { lifecycle })
     }
 

@@ -95,16 +95,19 @@ impl StepState {
         matches!(self, StepState::Complete | StepState::ResolvedManually)
     }
 
+    /// Whether `self -> to` is allowed. A self-transition records a late
+    /// outcome in the history without changing anything.
     pub fn can_transition_to(self, to: StepState) -> bool {
         use StepState::*;
-        matches!(
-            (self, to),
-            (Pending, Enqueued | Cancelled | ResolvedManually)
-                | (Enqueued, InProgress | Cancelled | ResolvedManually)
-                | (InProgress, Complete | Error | WaitingForRetry | Enqueued | Cancelled | ResolvedManually)
-                | (WaitingForRetry, Enqueued | Cancelled | ResolvedManually)
-                | (Error, Pending | ResolvedManually | Cancelled)
-        )
+        self == to
+            || matches!(
+                (self, to),
+                (Pending, Enqueued | Cancelled | ResolvedManually)
+                    | (Enqueued, InProgress | Cancelled | ResolvedManually)
+                    | (InProgress, Complete | Error | WaitingForRetry | Enqueued | Cancelled | ResolvedManually)
+                    | (WaitingForRetry, Enqueued | Cancelled | ResolvedManually)
+                    | (Error, Pending | ResolvedManually | Cancelled)
+            )
     }
 }
 

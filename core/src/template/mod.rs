@@ -95,6 +95,33 @@ impl TaskTemplate {
         files.iter().map(|f| Self::from_file(f)).collect()
     }
 
+    /// Checks a task context against `input_schema`, naming every field
+    /// that does not fit.
+    pub fn validate_context(&self, context: &Value) -> Result<()> {
+        let Some(schema) = &self.input_schema else { return Ok(()) };
+        let validator = jsonschema::validator_for(schema)
+            .map_err(|e| Error::template(format!("template {}: input_schema is invalid: {e}", self.key())))?;
+        let problems: Vec<String> = validator
+            .iter_errors(context)
+            .map(|e| {
+                let path = e.instance_path().to_string();
+                format!("{}: {e}", if path.is_empty() { "(context)".to_owned() } else { path })
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                crate::ErrorKind::Validation,
+                format!(
+                    "the context of a {} task does not match its input_schema: {}",
+                    self.key(),
+                    problems.join("; ")
+                ),
+            ))
+        }
+    }
+
     /// `namespace/name@version`, as errors and logs name a template.
     pub fn key(&self) -> String {
         format!("{}/{}@{}", self.namespace, self.name, self.version)
@@ -116,8 +143,8 @@ impl TaskTemplate {
             problems.push("it has no steps".to_owned());
         }
         if let Some(schema) = &self.input_schema {
-            if !schema.is_object() {
-                problems.push("input_schema must be a JSON Schema object".to_owned());
+            if let Err(e) = jsonschema::validator_for(schema) {
+                problems.push(format!("input_schema is not a valid JSON Schema: {e}"));
             }
         }
         let mut seen = HashSet::new();
@@ -335,6 +362,23 @@ mod tests {
         ));
         assert!(msg.contains("step \"a\" has retry.max_attempts 0"), "{msg}");
         assert!(msg.contains("retry.backoff_base_ms 10 above retry.max_backoff_ms 5"), "{msg}");
+    }
+
+    #[test]
+    fn validates_contexts_against_the_input_schema() {
+        let yaml = "namespace: demo\nname: flow\nversion: 1.0.0\n\
+                    input_schema: {type: object, required: [n], properties: {n: {type: integer}}}\n\
+                    steps:\n  - {name: a, handler: {callable: A}}\n";
+        let t = TaskTemplate::from_yaml(yaml, "test.yml").unwrap();
+        t.validate_context(&serde_json::json!({"n": 6})).unwrap();
+        let msg = t.validate_context(&serde_json::json!({"n": "six"})).unwrap_err().to_string();
+        assert!(msg.starts_with("the context of a demo/flow@1.0.0 task does not match its input_schema: "), "{msg}");
+        assert!(msg.contains("/n: \"six\" is not of type \"integer\""), "{msg}");
+        let msg = t.validate_context(&serde_json::json!({})).unwrap_err().to_string();
+        assert!(msg.contains("\"n\" is a required property"), "{msg}");
+        let bad = "namespace: demo\nname: flow\nversion: 1.0.0\ninput_schema: {type: 12}\n\
+                   steps:\n  - {name: a, handler: {callable: A}}\n";
+        assert!(err(bad).contains("input_schema is not a valid JSON Schema"));
     }
 
     #[test]

@@ -8,19 +8,11 @@ use crate::db::queries;
 use crate::error::{Error, Result};
 use crate::messaging::{MessageRouter, MessagingService};
 
-/// A template as stored: its id and each step's id.
-#[derive(Debug)]
-pub(crate) struct RegisteredTemplate {
-    pub(crate) template_id: i64,
-    pub(crate) template: TaskTemplate,
-    pub(crate) named_step_ids: HashMap<String, i64>,
-}
-
 /// Templates stored in the database (so every process sees the same
 /// version), cached in memory.
 #[derive(Debug, Default)]
 pub(crate) struct TemplateRegistry {
-    cache: RwLock<HashMap<String, Arc<RegisteredTemplate>>>,
+    cache: RwLock<HashMap<String, Arc<TaskTemplate>>>,
 }
 
 fn cache_key(namespace: &str, name: &str, version: &str) -> String {
@@ -39,10 +31,9 @@ impl TemplateRegistry {
         let queue = MessageRouter::step_queue(&template.namespace);
         messaging.create_queue(&queue).await?;
         let mut tx = pool.begin().await.map_err(Error::db("registering a template"))?;
-        let (template_id, named_step_ids) = queries::upsert_template(&mut tx, &template, &queue).await?;
+        queries::upsert_template(&mut tx, &template, &queue).await?;
         tx.commit().await.map_err(Error::db(format!("registering template {}", template.key())))?;
-        let entry = Arc::new(RegisteredTemplate { template_id, template, named_step_ids });
-        self.cache.write().expect("template cache lock").insert(entry.template.key(), entry);
+        self.cache.write().expect("template cache lock").insert(template.key(), Arc::new(template));
         Ok(())
     }
 
@@ -53,21 +44,19 @@ impl TemplateRegistry {
         namespace: &str,
         name: &str,
         version: &str,
-    ) -> Result<Arc<RegisteredTemplate>> {
+    ) -> Result<Arc<TaskTemplate>> {
         let key = cache_key(namespace, name, version);
         if let Some(found) = self.cache.read().expect("template cache lock").get(&key) {
             return Ok(found.clone());
         }
-        let Some((template_id, definition, named_step_ids)) =
-            queries::load_template(pool, namespace, name, version).await?
-        else {
+        let Some(definition) = queries::load_template(pool, namespace, name, version).await? else {
             return Err(Error::not_found(format!(
                 "no task template {key} is registered (register_templates! loads template_paths)"
             )));
         };
         let template: TaskTemplate = serde_json::from_value(definition)
             .map_err(|e| Error::template(format!("stored template {key} does not parse: {e}")))?;
-        let entry = Arc::new(RegisteredTemplate { template_id, template, named_step_ids });
+        let entry = Arc::new(template);
         self.cache.write().expect("template cache lock").insert(key, entry.clone());
         Ok(entry)
     }

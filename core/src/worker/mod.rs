@@ -65,6 +65,7 @@ struct InFlight {
     receipt: i64,
     job: StepJob,
     claim: ClaimedStep,
+    claimed_at: tokio::time::Instant,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -110,8 +111,10 @@ impl WorkerHandle {
             jobs: sender,
             in_flight: in_flight.clone(),
         };
+        let heartbeat = Heartbeat { ctx: ctx.clone(), in_flight: in_flight.clone() };
         let lifecycle = Lifecycle::new();
         lifecycle.spawn("worker_dispatcher", move |stop| dispatcher.run(stop));
+        lifecycle.spawn("worker_heartbeat", move |stop| heartbeat.run(stop));
         tracing::info!(worker = id, ?namespaces, concurrency, "worker started");
         Ok(Self { ctx, id, jobs: tokio::sync::Mutex::new(receiver), in_flight, lifecycle })
     }
@@ -147,10 +150,11 @@ impl WorkerHandle {
     /// with the result message, then acks the step's message.
     pub async fn complete(&self, step_uuid: Uuid, result: Value) -> Result<()> {
         let flight = self.take(step_uuid)?;
-        let meta = json!({"worker": self.id, "attempt": flight.job.attempt});
+        let attempt = flight.job.attempt;
+        let meta = json!({"worker": self.id, "attempt": attempt});
         self.record(&flight, |tx| {
             Box::pin(async move {
-                let recorded = queries::complete_step(tx, step_uuid, &result, &meta).await?;
+                let recorded = queries::complete_step(tx, step_uuid, attempt, &result, &meta).await?;
                 Ok(recorded.then(|| "complete".to_owned()))
             })
         })
@@ -173,6 +177,7 @@ impl WorkerHandle {
         );
         let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
         let retryable = claim.retryable && failure.retryable;
+        let attempt = claim.attempts;
         let error = json!({
             "class": failure.error_class,
             "message": failure.message,
@@ -183,7 +188,7 @@ impl WorkerHandle {
         });
         let state = self
             .record(&flight, |tx| {
-                Box::pin(async move { queries::fail_step(tx, step_uuid, &error, retryable, retry_at).await })
+                Box::pin(async move { queries::fail_step(tx, step_uuid, attempt, &error, retryable, retry_at).await })
             })
             .await?;
         Ok(state.unwrap_or_else(|| "unchanged".to_owned()))
@@ -333,7 +338,10 @@ impl Dispatcher {
                 return;
             }
         };
-        let claim = match queries::claim_step(self.ctx.pool(), step.step_uuid, &self.worker_id).await {
+        // A step in progress is taken over only when its claim went stale:
+        // no heartbeat for a whole visibility timeout.
+        let stale_after = Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds));
+        let claim = match queries::claim_step(self.ctx.pool(), step.step_uuid, &self.worker_id, stale_after).await {
             Ok(Some(claim)) => claim,
             Ok(None) => {
                 // Not enqueued: a duplicate delivery, or already claimed,
@@ -362,11 +370,71 @@ impl Dispatcher {
         };
         self.in_flight.lock().expect("in-flight lock").insert(
             step.step_uuid,
-            InFlight { queue: message.queue, receipt: message.receipt, job: job.clone(), claim, _permit: permit },
+            InFlight {
+                queue: message.queue,
+                receipt: message.receipt,
+                job: job.clone(),
+                claim,
+                claimed_at: tokio::time::Instant::now(),
+                _permit: permit,
+            },
         );
         if self.jobs.send(job).await.is_err() {
             tracing::debug!(step_uuid = %step.step_uuid, "worker stopping; step will be released");
         }
+    }
+}
+
+/// Keeps the steps this worker runs visibly alive: refreshes their
+/// heartbeat and their messages' visibility every third of the visibility
+/// timeout, until a step's own `timeout_seconds` has passed. A worker that
+/// dies stops beating; its steps are then taken over.
+struct Heartbeat {
+    ctx: Arc<Context>,
+    in_flight: Arc<Mutex<HashMap<Uuid, InFlight>>>,
+}
+
+impl Heartbeat {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let visibility = Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds));
+        let every = (visibility / 3).max(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = stop.changed() => {}
+            }
+            // Beat once more while stopping: in-flight steps are finishing.
+            if let Err(e) = self.beat(visibility).await {
+                tracing::warn!(error = %e, "step heartbeat failed; retrying");
+            }
+            if *stop.borrow() && self.in_flight.lock().expect("in-flight lock").is_empty() {
+                break;
+            }
+        }
+    }
+
+    async fn beat(&self, visibility: Duration) -> Result<()> {
+        let alive: Vec<(Uuid, i32, String, i64)> = {
+            let in_flight = self.in_flight.lock().expect("in-flight lock");
+            in_flight
+                .values()
+                .filter(|f| match f.job.timeout_seconds {
+                    Some(t) => f.claimed_at.elapsed() < Duration::from_secs(u64::try_from(t).unwrap_or(0)),
+                    None => true,
+                })
+                .map(|f| (f.job.step_uuid, f.job.attempt, f.queue.clone(), f.receipt))
+                .collect()
+        };
+        if alive.is_empty() {
+            return Ok(());
+        }
+        let steps: Vec<Uuid> = alive.iter().map(|a| a.0).collect();
+        let attempts: Vec<i32> = alive.iter().map(|a| a.1).collect();
+        queries::heartbeat_steps(self.ctx.pool(), &steps, &attempts).await?;
+        for (_, _, queue, receipt) in &alive {
+            self.ctx.messaging().extend_visibility(queue, *receipt, visibility).await?;
+        }
+        Ok(())
     }
 }
 
