@@ -2,6 +2,7 @@
 
 require "json"
 require "logger"
+require "timeout"
 require "active_record"
 
 require "tasker_core/version"
@@ -68,17 +69,50 @@ module TaskerCore
     end
 
     # Creates a task and enqueues its first steps in one transaction;
-    # returns the TaskerCore::Models::Task.
+    # returns the TaskerCore::Models::Task. Runs on ActiveRecord's
+    # connection, so inside `ActiveRecord::Base.transaction` the task (and
+    # its first messages, with PGMQ) exists only if that transaction
+    # commits. identity_key: a key of yours, or :derived (a hash of the
+    # template and context); creating again with it returns the first task.
     def create_task(namespace:, name:, version:, context: {}, identity_key: nil)
-      row = client.create_task(
-        "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
-        "context" => context, "identity_key" => identity_key
+      request = { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
+                  "context" => context, "identity_key" => (identity_key&.to_s unless identity_key == :derived),
+                  "derive_identity_key" => identity_key == :derived }
+      stored_context, key = client.validate_request(request)
+      sql = Models::Base.sanitize_sql_array(
+        ["SELECT task_uuid FROM tasker_create_task(?, ?, ?, ?::jsonb, ?, ?)",
+         request["namespace"], request["name"], request["version"], JSON.generate(stored_context), key,
+         client.queues_in_database?]
       )
-      Models::Task.find(row.fetch(:task_uuid))
+      Models::Task.find(Models::Base.connection.select_value(sql))
+    end
+
+    # Cancels the task and its unfinished steps; nothing further runs.
+    # Returns false when the task had already finished.
+    def cancel_task(task, reason: "cancelled by operator")
+      client.cancel_task(uuid_of(task), reason)
+    end
+
+    # Gives a failed step a fresh set of attempts and resumes its task.
+    def retry_step(step, reason: "retried by operator")
+      client.retry_step(uuid_of(step), reason)
+    end
+
+    # Marks a step done by hand with `result`; its dependents then run.
+    def resolve_step_manually(step, result, reason: "resolved by operator")
+      client.resolve_step_manually(uuid_of(step), result, reason)
     end
 
     def message_service
       MessageService.new(client)
+    end
+  end
+
+  class << self
+    private
+
+    def uuid_of(record)
+      record.respond_to?(:id) ? record.id.to_s : record.to_s
     end
   end
 

@@ -83,6 +83,9 @@ impl TaskerClient {
             ));
         }
         template.validate_context(&context)?;
+        if request.identity_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            return Err(Error::new(ErrorKind::Validation, "identity_key must not be blank"));
+        }
         let identity_key = match (&request.identity_key, request.derive_identity_key) {
             (Some(key), _) => Some(key.clone()),
             (None, true) => Some(derived_identity_key(&template.key(), &context)),

@@ -29,7 +29,7 @@ impl Context {
         config.validate()?;
         let pool = db::connect(&config).await?;
         let messaging: Arc<dyn MessagingService> = match config.messaging.provider {
-            MessagingProvider::Pgmq => Arc::new(PgmqProvider::new(pool.clone()).await),
+            MessagingProvider::Pgmq => Arc::new(PgmqProvider::new(pool.clone(), config.messaging.notifications).await),
         };
         Ok(Arc::new(Self {
             config,

@@ -28,6 +28,10 @@ module TaskerCore
     end
   end
 
+  # An attempt ran past the step's timeout_seconds; retried like any
+  # retryable failure.
+  class StepTimeoutError < RetryableError; end
+
   # Raised by a step handler: the step failed for good; no more attempts.
   class PermanentError < Error; end
 end

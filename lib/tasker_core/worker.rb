@@ -66,7 +66,8 @@ module TaskerCore
       result = ActiveRecord::Base.connection_pool.with_connection do
         task = Models::Task.find(job.fetch(:task_uuid))
         step = Models::WorkflowStep.find(step_uuid)
-        handler_for(job.fetch(:handler_callable)).call(task, StepSequence.new(task, step), step)
+        handler = handler_for(job.fetch(:handler_callable))
+        with_timeout(job[:timeout_seconds]) { handler.call(task, StepSequence.new(task, step), step) }
       end
       @native.complete(step_uuid, result)
     rescue PermanentError => e
@@ -75,6 +76,14 @@ module TaskerCore
       report_failure(step_uuid, e, retryable: true, retry_after: e.retry_after)
     rescue StandardError => e
       report_failure(step_uuid, e, retryable: true)
+    end
+
+    # The template's timeout_seconds bounds one attempt; exceeding it is a
+    # retryable failure (Ruby's Timeout interrupts the handler's thread).
+    def with_timeout(seconds, &block)
+      return yield unless seconds
+
+      Timeout.timeout(seconds, StepTimeoutError, "step exceeded its timeout of #{seconds} s", &block)
     end
 
     def report_failure(step_uuid, error, retryable:, retry_after: nil)

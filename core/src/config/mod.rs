@@ -42,6 +42,9 @@ pub struct MessagingConfig {
     /// How long a received message stays invisible before it is redelivered
     /// to someone else, unless acked.
     pub visibility_timeout_seconds: u32,
+    /// Wake readers with LISTEN/NOTIFY on send. Readers poll as well, so
+    /// either alone drives every workflow; off means polling only.
+    pub notifications: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,7 +89,7 @@ impl Default for Config {
 
 impl Default for MessagingConfig {
     fn default() -> Self {
-        Self { provider: MessagingProvider::Pgmq, visibility_timeout_seconds: 30 }
+        Self { provider: MessagingProvider::Pgmq, visibility_timeout_seconds: 30, notifications: true }
     }
 }
 

@@ -19,12 +19,15 @@ use crate::error::{Error, Result};
 pub struct PgmqProvider {
     pool: PgPool,
     pgmq: Arc<PGMQueueExt>,
+    notifications: bool,
 }
 
 impl PgmqProvider {
-    pub async fn new(pool: PgPool) -> Self {
+    /// `notifications`: whether `wakeups` listens for sends (else callers
+    /// rely on polling alone).
+    pub async fn new(pool: PgPool, notifications: bool) -> Self {
         let pgmq = PGMQueueExt::new_with_pool(pool.clone()).await;
-        Self { pool, pgmq: Arc::new(pgmq) }
+        Self { pool, pgmq: Arc::new(pgmq), notifications }
     }
 }
 
@@ -144,6 +147,9 @@ impl MessagingService for PgmqProvider {
     }
 
     async fn wakeups(&self, queues: &[String]) -> Result<Wakeups> {
+        if !self.notifications {
+            return Ok(Wakeups::new(Arc::new(Notify::new()), None));
+        }
         let mut listener =
             PgListener::connect_with(&self.pool).await.map_err(Error::db("connecting a LISTEN session"))?;
         let channels: Vec<String> = queues.iter().map(|q| queries::queue_channel(q)).collect();

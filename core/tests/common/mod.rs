@@ -14,14 +14,19 @@ use uuid::Uuid;
 pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/tasker_test";
 
 pub fn test_config() -> Config {
+    test_config_with(Value::Null)
+}
+
+/// The test configuration with `overrides` on top.
+pub fn test_config_with(overrides: Value) -> Config {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
-    let explicit = json!({
+    let file = json!({
         "database_url": url,
         "max_connections": 8,
         "orchestration": {"poll_interval_ms": 100, "sweep_interval_ms": 100},
         "worker": {"poll_interval_ms": 100},
     });
-    Config::resolve(Value::Null, explicit).expect("test config is valid")
+    Config::resolve(file, overrides).expect("test config is valid")
 }
 
 static MIGRATED: OnceCell<()> = OnceCell::const_new();
@@ -29,7 +34,11 @@ static MIGRATED: OnceCell<()> = OnceCell::const_new();
 /// A context on the migrated test database. Panics with how to start
 /// PostgreSQL when it cannot connect: a test never skips silently.
 pub async fn context() -> Arc<Context> {
-    let config = test_config();
+    context_with(Value::Null).await
+}
+
+pub async fn context_with(overrides: Value) -> Arc<Context> {
+    let config = test_config_with(overrides);
     let ctx = match Context::connect(config).await {
         Ok(ctx) => ctx,
         Err(e) => panic!(
@@ -68,19 +77,43 @@ pub fn diamond_template(namespace: &str) -> TaskTemplate {
     TaskTemplate::from_yaml(&yaml, "diamond.yml").expect("diamond template is valid")
 }
 
-/// Runs jobs until stopped: each step squares its input, which is the
-/// task's `n` for a root step and the product of its dependencies' results
-/// otherwise.
-pub async fn run_square_worker(worker: Arc<WorkerHandle>, client: TaskerClient) {
-    while worker.is_running() {
-        let Some(job) = worker.next_job(Duration::from_millis(200)).await.expect("next job") else { continue };
-        let deps = client.dependency_results(job.step_uuid).await.expect("dependency results");
+/// A template from `(step, dependencies)` pairs; every handler is
+/// `<handler_prefix>::Step`.
+pub fn template(namespace: &str, name: &str, handler_prefix: &str, steps: &[(&str, &[&str])]) -> TaskTemplate {
+    let mut yaml = format!("namespace: {namespace}\nname: {name}\nversion: 1.0.0\nsteps:\n");
+    for (step, deps) in steps {
+        yaml.push_str(&format!(
+            "  - {{name: {step}, dependencies: [{}], handler: {{callable: {handler_prefix}::Step}}}}\n",
+            deps.join(", ")
+        ));
+    }
+    TaskTemplate::from_yaml(&yaml, name).expect("template is valid")
+}
+
+/// Runs one job: `Squares::*` squares its input (the task's `n` for a root
+/// step, else the product of its dependencies' results); `Sum::*` returns
+/// one plus the sum of its dependencies' results (1 for a root).
+pub async fn run_job(worker: &WorkerHandle, client: &TaskerClient, job: tasker_core::StepJob) {
+    let deps = client.dependency_results(job.step_uuid).await.expect("dependency results");
+    let values = deps.values().map(|v| v.as_ref().and_then(Value::as_i64).expect("integer result"));
+    let result = if job.handler_callable.starts_with("Sum::") {
+        1 + values.sum::<i64>()
+    } else {
         let input: i64 = if deps.is_empty() {
             let task = client.task(job.task_uuid).await.expect("task");
             task.context["n"].as_i64().expect("n in context")
         } else {
-            deps.values().map(|v| v.as_ref().and_then(Value::as_i64).expect("integer result")).product()
+            values.product()
         };
-        worker.complete(job.step_uuid, json!(input * input)).await.expect("complete");
+        input * input
+    };
+    worker.complete(job.step_uuid, json!(result)).await.expect("complete");
+}
+
+/// Runs jobs until the worker stops.
+pub async fn run_square_worker(worker: Arc<WorkerHandle>, client: TaskerClient) {
+    while worker.is_running() {
+        let Some(job) = worker.next_job(Duration::from_millis(200)).await.expect("next job") else { continue };
+        run_job(&worker, &client, job).await;
     }
 }

@@ -78,6 +78,41 @@ impl Client {
         to_ruby(ruby, &task)
     }
 
+    /// Checks a creation request without creating: returns
+    /// `[context, identity_key]` as they will be stored.
+    fn validate_request(ruby: &Ruby, rb_self: &Self, request: Value) -> Result<Value, Error> {
+        let request: CreateTask = from_ruby(ruby, request)?;
+        to_ruby(ruby, &gvl::run(rb_self.inner.validate_request(&request))?)
+    }
+
+    /// Whether task creation can send its first messages from inside the
+    /// database transaction (PGMQ).
+    fn queues_in_database(&self) -> bool {
+        self.ctx().messaging().queues_in_database()
+    }
+
+    fn cancel_task(&self, task_uuid: String, reason: String) -> Result<bool, Error> {
+        let uuid = parse_uuid(&task_uuid)?;
+        gvl::run(self.inner.cancel_task(uuid, &reason))
+    }
+
+    fn retry_step(&self, step_uuid: String, reason: String) -> Result<bool, Error> {
+        let uuid = parse_uuid(&step_uuid)?;
+        gvl::run(self.inner.retry_step(uuid, &reason))
+    }
+
+    fn resolve_step_manually(
+        ruby: &Ruby,
+        rb_self: &Self,
+        step_uuid: String,
+        results: Value,
+        reason: String,
+    ) -> Result<bool, Error> {
+        let uuid = parse_uuid(&step_uuid)?;
+        let results: serde_json::Value = from_ruby(ruby, results)?;
+        gvl::run(rb_self.inner.resolve_step_manually(uuid, &results, &reason))
+    }
+
     /// Waits (GVL released) until the task is complete, error or cancelled;
     /// returns its status.
     fn wait_for_task(&self, task_uuid: String, timeout_seconds: f64) -> Result<String, Error> {
@@ -116,6 +151,11 @@ pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("register_templates", method!(Client::register_templates, 0))?;
     class.define_method("register_template_yaml", method!(Client::register_template_yaml, 2))?;
     class.define_method("create_task", method!(Client::create_task, 1))?;
+    class.define_method("validate_request", method!(Client::validate_request, 1))?;
+    class.define_method("queues_in_database?", method!(Client::queues_in_database, 0))?;
+    class.define_method("cancel_task", method!(Client::cancel_task, 2))?;
+    class.define_method("retry_step", method!(Client::retry_step, 2))?;
+    class.define_method("resolve_step_manually", method!(Client::resolve_step_manually, 3))?;
     class.define_method("wait_for_task", method!(Client::wait_for_task, 2))?;
     class.define_method("task", method!(Client::task, 1))?;
     class.define_method("steps", method!(Client::steps, 1))?;

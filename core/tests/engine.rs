@@ -1,0 +1,438 @@
+//! The engine's guarantees: DAG shapes with exact results, operator
+//! actions, recovery from a dead worker, input validation, and wake-ups by
+//! notification alone or by polling alone.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tasker_core::{
+    Context, CreateTask, ErrorKind, OrchestratorHandle, StepFailure, StepState, TaskState, TaskerClient, WorkerHandle,
+};
+
+struct Running {
+    client: TaskerClient,
+    orchestrator: OrchestratorHandle,
+    worker: Arc<WorkerHandle>,
+    runner: tokio::task::JoinHandle<()>,
+}
+
+async fn start(ctx: Arc<Context>, namespace: &str, concurrency: usize) -> Running {
+    let client = TaskerClient::new(ctx.clone());
+    let orchestrator = OrchestratorHandle::start(ctx.clone()).await.expect("orchestrator starts");
+    let worker = Arc::new(WorkerHandle::start(ctx, &[namespace.to_owned()], concurrency).await.expect("worker starts"));
+    let runner = tokio::spawn(common::run_square_worker(worker.clone(), client.clone()));
+    Running { client, orchestrator, worker, runner }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.worker.shutdown(Duration::from_secs(5)).await.expect("worker stops cleanly");
+        self.runner.await.expect("runner did not panic");
+        self.orchestrator.shutdown(Duration::from_secs(5)).await.expect("orchestrator stops cleanly");
+    }
+}
+
+fn request(namespace: &str, name: &str, n: i64) -> CreateTask {
+    CreateTask::new(namespace, name, "1.0.0", json!({"n": n}))
+}
+
+async fn results(client: &TaskerClient, task_uuid: uuid::Uuid) -> HashMap<String, (String, Value)> {
+    client
+        .steps(task_uuid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.name, (s.status, s.results.unwrap_or(Value::Null))))
+        .collect()
+}
+
+fn expect_all(got: &HashMap<String, (String, Value)>, expected: &[(&str, Value)]) {
+    assert_eq!(got.len(), expected.len(), "{got:?}");
+    for (name, value) in expected {
+        assert_eq!(got[*name], ("complete".to_owned(), value.clone()), "step {name}");
+    }
+}
+
+async fn history(client: &TaskerClient, task_uuid: uuid::Uuid, step: &str) -> Vec<(String, String)> {
+    let step_uuid = client.steps(task_uuid).await.unwrap().into_iter().find(|s| s.name == step).unwrap().step_uuid;
+    client
+        .step_transitions(task_uuid)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.step_uuid == step_uuid)
+        .map(|t| (t.from_state, t.to_state))
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tree_mixed_and_wide_fan_out_shapes_finish_with_exact_results() {
+    let ns = common::unique_namespace("shapes");
+    let ctx = common::context().await;
+    let tree = common::template(
+        &ns,
+        "tree",
+        "Squares",
+        &[
+            ("root", &[]),
+            ("left", &["root"]),
+            ("right", &["root"]),
+            ("left_left", &["left"]),
+            ("left_right", &["left"]),
+            ("right_left", &["right"]),
+            ("right_right", &["right"]),
+            ("left_left_leaf", &["left_left"]),
+        ],
+    );
+    let mixed = common::template(
+        &ns,
+        "mixed",
+        "Sum",
+        &[
+            ("a", &[]),
+            ("b", &["a"]),
+            ("c", &["a"]),
+            ("d", &["b", "c"]),
+            ("e", &["c"]),
+            ("f", &["d", "e"]),
+            ("g", &["a"]),
+        ],
+    );
+    let middle: Vec<String> = (0..100).map(|i| format!("m{i:03}")).collect();
+    let mut fan_steps: Vec<(&str, Vec<&str>)> = vec![("source", vec![])];
+    fan_steps.extend(middle.iter().map(|m| (m.as_str(), vec!["source"])));
+    fan_steps.push(("sink", middle.iter().map(String::as_str).collect()));
+    let fan_refs: Vec<(&str, &[&str])> = fan_steps.iter().map(|(n, d)| (*n, d.as_slice())).collect();
+    let fan = common::template(&ns, "fan", "Sum", &fan_refs);
+    for t in [tree, mixed, fan] {
+        ctx.register_template(t).await.unwrap();
+    }
+    let run = start(ctx, &ns, 8).await;
+
+    let tree_task = run.client.create_task(&request(&ns, "tree", 2)).await.unwrap();
+    let mixed_task = run.client.create_task(&request(&ns, "mixed", 0)).await.unwrap();
+    let fan_task = run.client.create_task(&request(&ns, "fan", 0)).await.unwrap();
+    for task in [&tree_task, &mixed_task, &fan_task] {
+        let done = run.client.wait_for_task(task.task_uuid, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(done.status, "complete", "{}", done.name);
+    }
+
+    expect_all(
+        &results(&run.client, tree_task.task_uuid).await,
+        &[
+            ("root", json!(4)),
+            ("left", json!(16)),
+            ("right", json!(16)),
+            ("left_left", json!(256)),
+            ("left_right", json!(256)),
+            ("right_left", json!(256)),
+            ("right_right", json!(256)),
+            ("left_left_leaf", json!(65536)),
+        ],
+    );
+    expect_all(
+        &results(&run.client, mixed_task.task_uuid).await,
+        &[
+            ("a", json!(1)),
+            ("b", json!(2)),
+            ("c", json!(2)),
+            ("d", json!(5)),
+            ("e", json!(3)),
+            ("f", json!(9)),
+            ("g", json!(2)),
+        ],
+    );
+    let fan_results = results(&run.client, fan_task.task_uuid).await;
+    assert_eq!(fan_results.len(), 102);
+    assert_eq!(fan_results["source"], ("complete".to_owned(), json!(1)));
+    assert!(middle.iter().all(|m| fan_results[m] == ("complete".to_owned(), json!(2))));
+    assert_eq!(fan_results["sink"], ("complete".to_owned(), json!(201)));
+    // Every step ran exactly once.
+    assert!(run.client.steps(fan_task.task_uuid).await.unwrap().iter().all(|s| s.attempts == 1));
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_stops_everything_and_a_late_result_changes_nothing() {
+    let ns = common::unique_namespace("cancel");
+    let ctx = common::context().await;
+    ctx.register_template(common::diamond_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let orchestrator = OrchestratorHandle::start(ctx.clone()).await.unwrap();
+    let worker = WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 2).await.unwrap();
+
+    let task = client.create_task(&request(&ns, "diamond", 6)).await.unwrap();
+    let job = worker.next_job(Duration::from_secs(10)).await.unwrap().expect("start is enqueued");
+    assert!(client.cancel_task(task.task_uuid, "customer withdrew").await.unwrap());
+    assert!(!client.cancel_task(task.task_uuid, "again").await.unwrap(), "already cancelled");
+    // The handler finishes after the cancel: its result is kept in the
+    // history but changes nothing.
+    worker.complete(job.step_uuid, json!(36)).await.unwrap();
+
+    let done = client.wait_for_task(task.task_uuid, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(done.status, "cancelled");
+    let steps = client.steps(task.task_uuid).await.unwrap();
+    assert!(steps.iter().all(|s| s.status == "cancelled" && s.results.is_none()), "{steps:?}");
+    let start_history = client.step_transitions(task.task_uuid).await.unwrap();
+    let late = start_history.iter().rfind(|t| t.step_uuid == job.step_uuid).unwrap();
+    assert_eq!((late.from_state.as_str(), late.to_state.as_str()), ("cancelled", "cancelled"));
+    assert_eq!(late.metadata["late_result"], json!(36));
+    // Nothing further was sent: only the first step's message ever existed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = ctx.messaging().stats(&tasker_core::MessageRouter::step_queue(&ns)).await.unwrap();
+    assert_eq!((stats.total_sent, stats.depth), (1, 0));
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    orchestrator.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+async fn fail_start_for_good(worker: &WorkerHandle) -> uuid::Uuid {
+    let job = worker.next_job(Duration::from_secs(10)).await.unwrap().expect("start is enqueued");
+    let failure = StepFailure {
+        error_class: "ArgumentError".into(),
+        message: "bad".into(),
+        backtrace: vec![],
+        retryable: false,
+        retry_after_seconds: None,
+    };
+    assert_eq!(worker.fail(job.step_uuid, failure).await.unwrap(), "error");
+    job.step_uuid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_retry_and_manual_resolution_resume_an_errored_task() {
+    let ns = common::unique_namespace("operator");
+    let ctx = common::context().await;
+    ctx.register_template(common::diamond_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let orchestrator = OrchestratorHandle::start(ctx.clone()).await.unwrap();
+    let worker = Arc::new(WorkerHandle::start(ctx, std::slice::from_ref(&ns), 2).await.unwrap());
+
+    // Retry: the failed step gets fresh attempts and the task completes.
+    let retried = client.create_task(&request(&ns, "diamond", 6)).await.unwrap();
+    let start_step = fail_start_for_good(&worker).await;
+    assert_eq!(client.wait_for_task(retried.task_uuid, Duration::from_secs(10)).await.unwrap().status, "error");
+    assert!(client.retry_step(start_step, "fixed the input").await.unwrap());
+    assert!(!client.retry_step(start_step, "twice").await.unwrap(), "no longer in error");
+    let runner = tokio::spawn(common::run_square_worker(worker.clone(), client.clone()));
+    let done = client.wait_for_task(retried.task_uuid, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(done.status, "complete");
+    assert_eq!(results(&client, retried.task_uuid).await["finish"].1, json!(2_821_109_907_456_i64));
+    let task_history: Vec<_> = client
+        .task_transitions(retried.task_uuid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.from_state, t.to_state))
+        .collect();
+    assert_eq!(
+        task_history,
+        pairs(&[
+            ("", "pending"),
+            ("pending", "in_progress"),
+            ("in_progress", "error"),
+            ("error", "in_progress"),
+            ("in_progress", "complete")
+        ])
+    );
+    assert_eq!(
+        history(&client, retried.task_uuid, "start").await,
+        pairs(&[
+            ("", "pending"),
+            ("pending", "enqueued"),
+            ("enqueued", "in_progress"),
+            ("in_progress", "error"),
+            ("error", "pending"),
+            ("pending", "enqueued"),
+            ("enqueued", "in_progress"),
+            ("in_progress", "complete"),
+        ])
+    );
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    runner.await.unwrap();
+    orchestrator.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolving_a_failed_step_by_hand_lets_its_dependents_run() {
+    let ns = common::unique_namespace("resolve");
+    let ctx = common::context().await;
+    ctx.register_template(common::diamond_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let orchestrator = OrchestratorHandle::start(ctx.clone()).await.unwrap();
+    let worker = Arc::new(WorkerHandle::start(ctx, std::slice::from_ref(&ns), 2).await.unwrap());
+
+    let task = client.create_task(&request(&ns, "diamond", 6)).await.unwrap();
+    let start_step = fail_start_for_good(&worker).await;
+    assert_eq!(client.wait_for_task(task.task_uuid, Duration::from_secs(10)).await.unwrap().status, "error");
+    assert!(client.resolve_step_manually(start_step, &json!(36), "computed by hand").await.unwrap());
+    let runner = tokio::spawn(common::run_square_worker(worker.clone(), client.clone()));
+    let done = client.wait_for_task(task.task_uuid, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(done.status, "complete");
+    let got = results(&client, task.task_uuid).await;
+    assert_eq!(got["start"], ("resolved_manually".to_owned(), json!(36)));
+    assert_eq!(got["finish"], ("complete".to_owned(), json!(2_821_109_907_456_i64)));
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    runner.await.unwrap();
+    orchestrator.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_held_by_a_dead_worker_is_taken_over_and_recorded_once() {
+    let ns = common::unique_namespace("dead");
+    let overrides = json!({"messaging": {"visibility_timeout_seconds": 1}});
+    let ctx = common::context_with(overrides.clone()).await;
+    ctx.register_template(common::linear_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let task = client.create_task(&request(&ns, "linear", 6)).await.unwrap();
+
+    // A worker in its own runtime claims step_one, then the runtime is torn
+    // down without any cleanup: the process died mid-step.
+    let dead_ns = ns.clone();
+    let claimed = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let ctx = common::context_with(overrides).await;
+            let doomed = WorkerHandle::start(ctx, &[dead_ns], 1).await.unwrap();
+            let job = doomed.next_job(Duration::from_secs(10)).await.unwrap().expect("step_one");
+            std::mem::forget(doomed);
+            job
+        })
+        // Dropping the runtime here kills its tasks: no heartbeat, no ack.
+    })
+    .await
+    .unwrap();
+    assert_eq!((claimed.step_name.as_str(), claimed.attempt), ("step_one", 1));
+
+    let run = start(ctx, &ns, 2).await;
+    let done = run.client.wait_for_task(task.task_uuid, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(done.status, "complete");
+    let steps = run.client.steps(task.task_uuid).await.unwrap();
+    assert_eq!((steps[0].attempts, steps[3].results.clone()), (2, Some(json!(2_821_109_907_456_i64))));
+    let step_one = history(&run.client, task.task_uuid, "step_one").await;
+    assert_eq!(
+        step_one,
+        pairs(&[
+            ("", "pending"),
+            ("pending", "enqueued"),
+            ("enqueued", "in_progress"),
+            ("in_progress", "enqueued"),
+            ("enqueued", "in_progress"),
+            ("in_progress", "complete"),
+        ])
+    );
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_alone_and_polling_alone_each_drive_workflows() {
+    for (label, overrides) in [
+        (
+            "notifications only",
+            json!({"orchestration": {"poll_interval_ms": 60_000}, "worker": {"poll_interval_ms": 60_000}}),
+        ),
+        (
+            "polling only",
+            json!({"messaging": {"notifications": false},
+                   "orchestration": {"poll_interval_ms": 20}, "worker": {"poll_interval_ms": 20}}),
+        ),
+    ] {
+        let ns = common::unique_namespace("wake");
+        let ctx = common::context_with(overrides).await;
+        ctx.register_template(common::linear_template(&ns)).await.unwrap();
+        let run = start(ctx, &ns, 2).await;
+        // Let the loops reach their idle wait before any work exists.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let task = run.client.create_task(&request(&ns, "linear", 6)).await.unwrap();
+        let done = run.client.wait_for_task(task.task_uuid, Duration::from_secs(20)).await;
+        assert_eq!(done.map(|t| t.status).ok(), Some("complete".to_owned()), "{label}");
+        run.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contexts_are_validated_and_identity_can_be_derived() {
+    let ns = common::unique_namespace("schema");
+    let yaml = format!(
+        "namespace: {ns}\nname: typed\nversion: 1.0.0\n\
+         input_schema: {{type: object, required: [n], properties: {{n: {{type: integer, minimum: 1}}}}}}\n\
+         steps:\n  - {{name: only, handler: {{callable: Squares::Only}}}}\n"
+    );
+    let ctx = common::context().await;
+    ctx.register_template(tasker_core::TaskTemplate::from_yaml(&yaml, "typed.yml").unwrap()).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+
+    let err = client.create_task(&request(&ns, "typed", 0)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Validation);
+    assert!(err.to_string().contains(&format!("the context of a {ns}/typed@1.0.0 task does not match")), "{err}");
+    assert!(err.to_string().contains("/n: 0 is less than the minimum of 1"), "{err}");
+
+    let mut derived = request(&ns, "typed", 3);
+    derived.derive_identity_key = true;
+    let first = client.create_task(&derived).await.unwrap();
+    let second = client.create_task(&derived).await.unwrap();
+    let other = client.create_task(&request(&ns, "typed", 3)).await.unwrap();
+    assert_eq!(first.task_uuid, second.task_uuid);
+    assert_ne!(first.task_uuid, other.task_uuid);
+    assert!(first.identity_key.unwrap().starts_with("sha256:"));
+}
+
+#[tokio::test]
+async fn the_database_allows_exactly_the_transitions_the_state_machines_allow() {
+    let ctx = common::context().await;
+    let step_rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT from_state, to_state FROM tasker_step_allowed_transitions WHERE from_state <> ''")
+            .fetch_all(ctx.pool())
+            .await
+            .unwrap();
+    let mut from_db: Vec<(String, String)> = step_rows;
+    from_db.sort();
+    let mut from_code: Vec<(String, String)> = Vec::new();
+    for a in StepState::ALL {
+        for b in StepState::ALL {
+            if a.can_transition_to(*b) {
+                from_code.push((a.to_string(), b.to_string()));
+            }
+        }
+    }
+    from_code.sort();
+    assert_eq!(from_db, from_code);
+
+    let mut task_db: Vec<(String, String)> =
+        sqlx::query_as("SELECT from_state, to_state FROM tasker_task_allowed_transitions WHERE from_state <> ''")
+            .fetch_all(ctx.pool())
+            .await
+            .unwrap();
+    task_db.sort();
+    let mut task_code: Vec<(String, String)> = Vec::new();
+    for a in TaskState::ALL {
+        for b in TaskState::ALL {
+            if a.can_transition_to(*b) {
+                task_code.push((a.to_string(), b.to_string()));
+            }
+        }
+    }
+    task_code.sort();
+    assert_eq!(task_db, task_code);
+
+    // And the database refuses anything else, whoever writes it.
+    let ns = common::unique_namespace("refuse");
+    ctx.register_template(common::linear_template(&ns)).await.unwrap();
+    let task = TaskerClient::new(ctx.clone()).create_task(&request(&ns, "linear", 6)).await.unwrap();
+    let refused = sqlx::query(
+        "INSERT INTO tasker_task_transitions (task_uuid, from_state, to_state, sort_key, most_recent) \
+         VALUES ($1, 'complete', 'pending', 99, false)",
+    )
+    .bind(task.task_uuid)
+    .execute(ctx.pool())
+    .await
+    .unwrap_err();
+    assert!(refused.to_string().contains("tasker_task_transitions_from_state_to_state_fkey"), "{refused}");
+}
