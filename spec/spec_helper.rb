@@ -11,6 +11,7 @@ require_relative "fixtures/handlers/probe_handlers"
 
 ROOT = File.expand_path("..", __dir__)
 TEST_DATABASE_URL = ENV.fetch("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tasker_test")
+require_relative "support/processes"
 
 TaskerCore.configure do |c|
   c.database_url = TEST_DATABASE_URL
@@ -23,6 +24,11 @@ TaskerCore.logger.level = Logger::WARN
 begin
   TaskerCore.migrate!
   TaskerCore.register_templates!
+  ActiveRecord::Base.connection.execute(<<~SQL)
+    CREATE TABLE IF NOT EXISTS fleet_step_runs (
+      id bigserial PRIMARY KEY, step_uuid uuid NOT NULL, task_uuid uuid NOT NULL, pid integer NOT NULL,
+      created_at timestamptz NOT NULL DEFAULT clock_timestamp())
+  SQL
 rescue TaskerCore::DatabaseError => e
   abort "#{e.message}\nThe specs need PostgreSQL with a tasker_test database: run bin/test (it starts and " \
         "prepares everything), or `pg_ctlcluster 15 main start && createdb -h 127.0.0.1 -U postgres tasker_test`."
@@ -40,6 +46,7 @@ end
 
 RSpec.configure do |config|
   config.include SpecHelpers
+  config.include ProcessHelpers
   config.disable_monkey_patching!
   config.order = :random
   config.expect_with(:rspec) { |c| c.syntax = :expect }

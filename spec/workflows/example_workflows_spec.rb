@@ -117,3 +117,22 @@ RSpec.describe "example workflows through Ruby handlers" do
     expect(first.wait(timeout: 30).workflow_steps.last.results).to eq(2**16)
   end
 end
+
+RSpec.describe "step timeouts" do
+  around do |example|
+    runtime = TaskerCore.start(orchestrator: true, worker: { namespaces: %w[probe], concurrency: 2 })
+    example.run
+  ensure
+    runtime.stop(timeout: 10)
+  end
+
+  it "fails an attempt that runs past timeout_seconds and retries it" do
+    task = TaskerCore.create_task(namespace: "probe", name: "timeouts", version: "1.0.0").wait(timeout: 30)
+
+    step = task.step("slow_first_time")
+    expect([task.status, step.status, step.attempts, step.results])
+      .to eq(["complete", "complete", 2, { "finished_on_attempt" => 2 }])
+    expect(step.last_error).to include("class" => "TaskerCore::StepTimeoutError",
+                                       "message" => "step exceeded its timeout of 1 s")
+  end
+end

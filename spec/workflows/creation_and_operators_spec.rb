@@ -1,0 +1,60 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+
+# Namespace "held" has no worker in the specs: its messages stay in the
+# queue, so what creation sent can be counted.
+RSpec.describe "creating tasks and operating on them" do
+  let(:queue) { "held_queue" }
+
+  # Messages in the queue (total_sent counts a sequence, which a rollback
+  # does not undo).
+  def sent
+    TaskerCore.message_service.stats(queue)[:depth]
+  end
+
+  it "creates nothing, and sends nothing, when the caller's transaction rolls back" do
+    before = [TaskerCore::Models::Task.count, sent]
+    ActiveRecord::Base.transaction do
+      task = TaskerCore.create_task(namespace: "held", name: "hold", version: "1.0.0", context: { order_id: 1 })
+      expect(TaskerCore::Models::Task.exists?(task.task_uuid)).to be(true) # visible inside
+      raise ActiveRecord::Rollback
+    end
+    expect([TaskerCore::Models::Task.count, sent]).to eq(before)
+  end
+
+  it "creates the task and its first message together when the caller's transaction commits" do
+    before = sent
+    task = ActiveRecord::Base.transaction do
+      TaskerCore.create_task(namespace: "held", name: "hold", version: "1.0.0", context: { order_id: 2 })
+    end
+    expect(task.reload.status).to eq("in_progress")
+    expect(task.workflow_steps.map { |s| [s.name, s.status] }).to eq([%w[first enqueued]])
+    expect(sent).to eq(before + 1)
+  end
+
+  it "refuses a context that does not match the template's input_schema, naming the field" do
+    expect do
+      TaskerCore.create_task(namespace: "held", name: "hold", version: "1.0.0", context: { order_id: "x" })
+    end.to raise_error(TaskerCore::ValidationError,
+                       %r{held/hold@1.0.0 task does not match its input_schema: /order_id: "x" is not of type})
+  end
+
+  it "derives an identity key from the request when asked" do
+    args = { namespace: "held", name: "hold", version: "1.0.0", context: { order_id: 3 }, identity_key: :derived }
+    first = TaskerCore.create_task(**args)
+    expect(TaskerCore.create_task(**args).task_uuid).to eq(first.task_uuid)
+    expect(first.identity_key).to start_with("sha256:")
+  end
+
+  it "cancels a task: every unfinished step is cancelled, with the reason in the history" do
+    task = TaskerCore.create_task(namespace: "held", name: "hold", version: "1.0.0", context: { order_id: 4 })
+
+    expect(TaskerCore.cancel_task(task, reason: "customer withdrew")).to be(true)
+    expect(TaskerCore.cancel_task(task)).to be(false)
+    task.reload
+    expect(task.status).to eq("cancelled")
+    expect(task.workflow_steps.map(&:status)).to eq(["cancelled"])
+    expect(task.transitions.last.metadata).to eq("reason" => "customer withdrew")
+  end
+end
