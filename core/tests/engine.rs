@@ -436,3 +436,38 @@ async fn the_database_allows_exactly_the_transitions_the_state_machines_allow() 
     .unwrap_err();
     assert!(refused.to_string().contains("tasker_task_transitions_from_state_to_state_fkey"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_delivery_never_reruns_a_finished_step_and_a_poison_message_is_kept() {
+    let ns = common::unique_namespace("dupes");
+    let ctx = common::context().await;
+    ctx.register_template(common::linear_template(&ns)).await.unwrap();
+    let run = start(ctx.clone(), &ns, 2).await;
+    let task = run.client.create_task(&request(&ns, "linear", 6)).await.unwrap();
+    run.client.wait_for_task(task.task_uuid, Duration::from_secs(30)).await.unwrap();
+    let before = run.client.step_transitions(task.task_uuid).await.unwrap();
+
+    let queue = tasker_core::MessageRouter::step_queue(&ns);
+    let step_one = run.client.steps(task.task_uuid).await.unwrap()[0].clone();
+    let duplicate = tasker_core::StepMessage {
+        task_uuid: task.task_uuid,
+        step_uuid: step_one.step_uuid,
+        correlation_id: task.correlation_id,
+    };
+    ctx.messaging().send(&queue, &serde_json::to_value(duplicate).unwrap()).await.unwrap();
+    ctx.messaging().send(&queue, &json!({"not": "a step message"})).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while ctx.messaging().stats(&queue).await.unwrap().depth > 0 {
+        assert!(std::time::Instant::now() < deadline, "the worker never took both messages");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The duplicate was acked and skipped: nothing about the task changed.
+    assert_eq!(run.client.step_transitions(task.task_uuid).await.unwrap(), before);
+    assert_eq!(run.client.steps(task.task_uuid).await.unwrap()[0].attempts, 1);
+    // The poison message left the queue for its archive, not for nowhere.
+    let archived: Vec<Value> =
+        sqlx::query_scalar(&format!("SELECT message FROM pgmq.a_{queue}")).fetch_all(ctx.pool()).await.unwrap();
+    assert_eq!(archived, vec![json!({"not": "a step message"})]);
+    run.stop().await;
+}

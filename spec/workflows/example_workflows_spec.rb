@@ -84,6 +84,30 @@ RSpec.describe "example workflows through Ruby handlers" do
     expect(task.transitions.last.metadata).to eq("failed_steps" => ["fails_for_good"])
   end
 
+  it "resumes an errored task when an operator resolves the failed step by hand" do
+    task = run("failures", namespace: "probe")
+    failed = task.step("fails_for_good")
+
+    expect(TaskerCore.resolve_step_manually(failed, { "charged_by_phone" => true })).to be(true)
+    task.wait(timeout: 30)
+    expect(task.status).to eq("complete")
+    expect(task.workflow_steps.map { |s| [s.name, s.status] })
+      .to eq([%w[fails_for_good resolved_manually], %w[after_failure complete], %w[independent complete]])
+    expect(history(task.transitions).last(2)).to eq([%w[error in_progress], %w[in_progress complete]])
+  end
+
+  it "runs a failed step again when an operator retries it" do
+    task = run("failures", namespace: "probe")
+
+    expect(TaskerCore.retry_step(task.step("fails_for_good"))).to be(true)
+    task.wait(timeout: 30)
+    failed = task.step("fails_for_good")
+    expect([task.status, failed.status, failed.attempts]).to eq(%w[error error] + [1])
+    expect(history(failed.transitions)).to eq([["", "pending"], %w[pending enqueued], %w[enqueued in_progress],
+                                               %w[in_progress error], %w[error pending], %w[pending enqueued],
+                                               %w[enqueued in_progress], %w[in_progress error]])
+  end
+
   it "retries a retryable failure and unblocks the step after it" do
     task = run("retries", namespace: "probe")
 
