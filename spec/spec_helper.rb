@@ -34,6 +34,19 @@ rescue TaskerCore::DatabaseError => e
         "prepares everything), or `pg_ctlcluster 15 main start && createdb -h 127.0.0.1 -U postgres tasker_test`."
 end
 
+# Runs an orchestrator and a worker in this process around each example
+# of a group: `run_tasker_around_each(namespaces: %w[x])`.
+module RuntimeGroup
+  def run_tasker_around_each(namespaces:, concurrency: 4)
+    around do |example|
+      runtime = TaskerCore.start(orchestrator: true, worker: { namespaces: namespaces, concurrency: concurrency })
+      example.run
+    ensure
+      runtime&.stop(timeout: 10)
+    end
+  end
+end
+
 module SpecHelpers
   def unique_name(prefix)
     "#{prefix}_#{SecureRandom.hex(5)}"
@@ -47,6 +60,7 @@ end
 RSpec.configure do |config|
   config.include SpecHelpers
   config.include ProcessHelpers
+  config.extend RuntimeGroup
   config.disable_monkey_patching!
   config.order = :random
   config.expect_with(:rspec) { |c| c.syntax = :expect }

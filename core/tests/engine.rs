@@ -10,31 +10,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tasker_core::{
-    Context, CreateTask, ErrorKind, OrchestratorHandle, StepFailure, StepState, TaskState, TaskerClient, WorkerHandle,
+    CreateTask, ErrorKind, OrchestratorHandle, StepFailure, StepState, TaskState, TaskerClient, WorkerHandle,
 };
 
-struct Running {
-    client: TaskerClient,
-    orchestrator: OrchestratorHandle,
-    worker: Arc<WorkerHandle>,
-    runner: tokio::task::JoinHandle<()>,
-}
-
-async fn start(ctx: Arc<Context>, namespace: &str, concurrency: usize) -> Running {
-    let client = TaskerClient::new(ctx.clone());
-    let orchestrator = OrchestratorHandle::start(ctx.clone()).await.expect("orchestrator starts");
-    let worker = Arc::new(WorkerHandle::start(ctx, &[namespace.to_owned()], concurrency).await.expect("worker starts"));
-    let runner = tokio::spawn(common::run_square_worker(worker.clone(), client.clone()));
-    Running { client, orchestrator, worker, runner }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.worker.shutdown(Duration::from_secs(5)).await.expect("worker stops cleanly");
-        self.runner.await.expect("runner did not panic");
-        self.orchestrator.shutdown(Duration::from_secs(5)).await.expect("orchestrator stops cleanly");
-    }
-}
+use common::start;
 
 fn request(namespace: &str, name: &str, n: i64) -> CreateTask {
     CreateTask::new(namespace, name, "1.0.0", json!({"n": n}))

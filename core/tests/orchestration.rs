@@ -3,45 +3,25 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::Running;
 use serde_json::json;
 use tasker_core::{CreateTask, OrchestratorHandle, StepFailure, TaskerClient, WorkerHandle};
 
-struct Harness {
-    client: TaskerClient,
-    orchestrator: OrchestratorHandle,
-    worker: Arc<WorkerHandle>,
-    runner: tokio::task::JoinHandle<()>,
-}
-
-async fn harness(namespace: &str, templates: Vec<tasker_core::TaskTemplate>) -> Harness {
+async fn harness(namespace: &str, templates: Vec<tasker_core::TaskTemplate>) -> Running {
     let ctx = common::context().await;
     for t in templates {
         ctx.register_template(t).await.expect("register template");
     }
-    let client = TaskerClient::new(ctx.clone());
-    let orchestrator = OrchestratorHandle::start(ctx.clone()).await.expect("orchestrator starts");
-    let worker = Arc::new(WorkerHandle::start(ctx, &[namespace.to_owned()], 4).await.expect("worker starts"));
-    let runner = tokio::spawn(common::run_square_worker(worker.clone(), client.clone()));
-    Harness { client, orchestrator, worker, runner }
-}
-
-impl Harness {
-    async fn stop(self) {
-        self.worker.shutdown(Duration::from_secs(5)).await.expect("worker stops cleanly");
-        self.runner.await.expect("runner did not panic");
-        self.orchestrator.shutdown(Duration::from_secs(5)).await.expect("orchestrator stops cleanly");
-        assert!(!self.orchestrator.is_running() && !self.worker.is_running());
-    }
+    common::start(ctx, namespace, 4).await
 }
 
 fn request(namespace: &str, name: &str) -> CreateTask {
     CreateTask::new(namespace, name, "1.0.0", json!({"n": 6}))
 }
 
-async fn run_to_completion(h: &Harness, namespace: &str, name: &str) -> uuid::Uuid {
+async fn run_to_completion(h: &Running, namespace: &str, name: &str) -> uuid::Uuid {
     let task = h.client.create_task(&request(namespace, name)).await.expect("create task");
     assert_eq!(task.status, "in_progress");
     let done = h.client.wait_for_task(task.task_uuid, Duration::from_secs(30)).await.expect("task finishes");

@@ -3,12 +3,7 @@
 require "spec_helper"
 
 RSpec.describe "DAG shapes through Ruby handlers" do
-  around do |example|
-    runtime = TaskerCore.start(orchestrator: true, worker: { namespaces: %w[shapes], concurrency: 8 })
-    example.run
-  ensure
-    runtime.stop(timeout: 10)
-  end
+  run_tasker_around_each(namespaces: %w[shapes], concurrency: 8)
 
   def run(name)
     TaskerCore.create_task(namespace: "shapes", name: name, version: "1.0.0").wait(timeout: 60)

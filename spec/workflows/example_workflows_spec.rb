@@ -143,12 +143,7 @@ RSpec.describe "example workflows through Ruby handlers" do
 end
 
 RSpec.describe "step timeouts" do
-  around do |example|
-    runtime = TaskerCore.start(orchestrator: true, worker: { namespaces: %w[probe], concurrency: 2 })
-    example.run
-  ensure
-    runtime.stop(timeout: 10)
-  end
+  run_tasker_around_each(namespaces: %w[probe], concurrency: 2)
 
   it "fails an attempt that runs past timeout_seconds and retries it" do
     task = TaskerCore.create_task(namespace: "probe", name: "timeouts", version: "1.0.0").wait(timeout: 30)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tasker_core::{Config, Context, TaskTemplate, TaskerClient, WorkerHandle};
+use tasker_core::{Config, Context, OrchestratorHandle, TaskTemplate, TaskerClient, WorkerHandle};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -115,5 +115,31 @@ pub async fn run_square_worker(worker: Arc<WorkerHandle>, client: TaskerClient) 
     while worker.is_running() {
         let Some(job) = worker.next_job(Duration::from_millis(200)).await.expect("next job") else { continue };
         run_job(&worker, &client, job).await;
+    }
+}
+
+/// An orchestrator, a worker and a task running jobs with [`run_job`].
+pub struct Running {
+    pub client: TaskerClient,
+    pub orchestrator: OrchestratorHandle,
+    pub worker: Arc<WorkerHandle>,
+    runner: tokio::task::JoinHandle<()>,
+}
+
+pub async fn start(ctx: Arc<Context>, namespace: &str, concurrency: usize) -> Running {
+    let client = TaskerClient::new(ctx.clone());
+    let orchestrator = OrchestratorHandle::start(ctx.clone()).await.expect("orchestrator starts");
+    let worker = Arc::new(WorkerHandle::start(ctx, &[namespace.to_owned()], concurrency).await.expect("worker starts"));
+    let runner = tokio::spawn(run_square_worker(worker.clone(), client.clone()));
+    Running { client, orchestrator, worker, runner }
+}
+
+impl Running {
+    /// Stops everything and checks it all stopped without a panic.
+    pub async fn stop(self) {
+        self.worker.shutdown(Duration::from_secs(5)).await.expect("worker stops cleanly");
+        self.runner.await.expect("runner did not panic");
+        self.orchestrator.shutdown(Duration::from_secs(5)).await.expect("orchestrator stops cleanly");
+        assert!(!self.orchestrator.is_running() && !self.worker.is_running());
     }
 }
