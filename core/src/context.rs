@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::config::{Config, MessagingProvider};
 use crate::db::{self, queries};
 use crate::error::{Error, Result};
-use crate::messaging::{MessagingService, PgmqProvider};
+use crate::messaging::{MessagingService, PgmqProvider, RabbitMqProvider};
 use crate::template::{TaskTemplate, TemplateRegistry};
 
 /// What every component works through: configuration, the connection pool,
@@ -30,6 +30,7 @@ impl Context {
         let pool = db::connect(&config).await?;
         let messaging: Arc<dyn MessagingService> = match config.messaging.provider {
             MessagingProvider::Pgmq => Arc::new(PgmqProvider::new(pool.clone(), config.messaging.notifications).await),
+            MessagingProvider::Rabbitmq => Arc::new(RabbitMqProvider::connect(&config.messaging.rabbitmq_url).await?),
         };
         Ok(Arc::new(Self {
             config,

@@ -26,7 +26,8 @@ pub use context::Context;
 pub use db::migrate;
 pub use error::{Error, ErrorKind, Result};
 pub use messaging::{
-    MessageRouter, MessagingService, PgmqProvider, QueueStats, ReceivedMessage, StepMessage, StepResultMessage,
+    MessageRouter, MessagingService, PgmqProvider, QueueStats, RabbitMqProvider, ReceivedMessage, StepMessage,
+    StepResultMessage,
 };
 pub use model::{StepTransition, Task, TaskTransition, WorkflowStep};
 pub use orchestration::{backoff_delay, OrchestratorHandle};

@@ -131,7 +131,7 @@ async fn identity_key_makes_creation_idempotent() {
     assert_eq!(first.task_uuid, second.task_uuid);
     // Only the first step was enqueued, once.
     let stats = ctx.messaging().stats(&tasker_core::MessageRouter::step_queue(&ns)).await.unwrap();
-    assert_eq!(stats.total_sent, 1);
+    assert_eq!(stats.total_sent, Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,4 +228,22 @@ async fn retryable_failure_runs_again_after_backoff() {
     );
     worker.shutdown(Duration::from_secs(5)).await.unwrap();
     orchestrator.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linear_and_diamond_run_the_same_on_rabbitmq() {
+    let ns = common::unique_namespace("rabbit");
+    let ctx = common::context_with(common::rabbitmq_overrides()).await;
+    assert_eq!(ctx.messaging().provider_name(), "rabbitmq");
+    for t in [common::linear_template(&ns), common::diamond_template(&ns)] {
+        ctx.register_template(t).await.unwrap();
+    }
+    let h = common::start(ctx, &ns, 4).await;
+    for name in ["linear", "diamond"] {
+        let task_uuid = run_to_completion(&h, &ns, name).await;
+        let steps = h.client.steps(task_uuid).await.unwrap();
+        assert!(steps.iter().all(|s| s.status == "complete" && s.attempts == 1), "{steps:?}");
+        assert_eq!(steps.last().unwrap().results, Some(json!(2_821_109_907_456_i64)));
+    }
+    h.stop().await;
 }

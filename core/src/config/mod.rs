@@ -33,12 +33,16 @@ pub enum MessagingProvider {
     /// Queues in the same PostgreSQL database (the default).
     #[default]
     Pgmq,
+    /// RabbitMQ at `messaging.rabbitmq_url`.
+    Rabbitmq,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MessagingConfig {
     pub provider: MessagingProvider,
+    /// AMQP URL of RabbitMQ, used when the provider is `rabbitmq`.
+    pub rabbitmq_url: String,
     /// How long a received message stays invisible before it is redelivered
     /// to someone else, unless acked.
     pub visibility_timeout_seconds: u32,
@@ -89,7 +93,12 @@ impl Default for Config {
 
 impl Default for MessagingConfig {
     fn default() -> Self {
-        Self { provider: MessagingProvider::Pgmq, visibility_timeout_seconds: 30, notifications: true }
+        Self {
+            provider: MessagingProvider::Pgmq,
+            rabbitmq_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            visibility_timeout_seconds: 30,
+            notifications: true,
+        }
     }
 }
 
@@ -117,6 +126,8 @@ const ENV_KEYS: &[(&str, &[&str])] = &[
     ("DATABASE_URL", &["database_url"]),
     ("TASKER_MAX_CONNECTIONS", &["max_connections"]),
     ("TASKER_MESSAGING_PROVIDER", &["messaging", "provider"]),
+    ("TASKER_RABBITMQ_URL", &["messaging", "rabbitmq_url"]),
+    ("RABBITMQ_URL", &["messaging", "rabbitmq_url"]),
     ("TASKER_VISIBILITY_TIMEOUT_SECONDS", &["messaging", "visibility_timeout_seconds"]),
     ("TASKER_WORKER_CONCURRENCY", &["worker", "concurrency"]),
 ];
@@ -168,6 +179,15 @@ impl Config {
                 problems.push(format!("{key} must be at least 1, got 0"));
             }
         }
+        if self.messaging.provider == MessagingProvider::Rabbitmq
+            && !(self.messaging.rabbitmq_url.starts_with("amqp://")
+                || self.messaging.rabbitmq_url.starts_with("amqps://"))
+        {
+            problems.push(format!(
+                "messaging.rabbitmq_url must be an amqp:// URL, got {:?}",
+                redact_url(&self.messaging.rabbitmq_url)
+            ));
+        }
         if self.orchestration.batch_size > 1000 {
             problems
                 .push(format!("orchestration.batch_size must be at most 1000, got {}", self.orchestration.batch_size));
@@ -196,7 +216,10 @@ impl fmt::Debug for Config {
             .field("database_url", &self.redacted_database_url())
             .field("max_connections", &self.max_connections)
             .field("template_paths", &self.template_paths)
-            .field("messaging", &self.messaging)
+            .field("messaging.provider", &self.messaging.provider)
+            .field("messaging.rabbitmq_url", &redact_url(&self.messaging.rabbitmq_url))
+            .field("messaging.visibility_timeout_seconds", &self.messaging.visibility_timeout_seconds)
+            .field("messaging.notifications", &self.messaging.notifications)
             .field("orchestration", &self.orchestration)
             .field("worker", &self.worker)
             .finish()
@@ -289,6 +312,23 @@ mod tests {
     fn unknown_keys_are_named() {
         let err = Config::resolve_with_env(Value::Null, json!({"worker": {"concurency": 3}}), no_env).unwrap_err();
         assert!(err.to_string().contains("unknown field `concurency`"), "{err}");
+    }
+
+    #[test]
+    fn rabbitmq_url_comes_from_the_environment_and_is_checked() {
+        let env = |name: &str| (name == "RABBITMQ_URL").then(|| "amqp://u:pw@mq:5672/%2f".to_owned());
+        let config =
+            Config::resolve_with_env(Value::Null, json!({"messaging": {"provider": "rabbitmq"}}), env).unwrap();
+        assert_eq!(config.messaging.provider, MessagingProvider::Rabbitmq);
+        assert_eq!(config.messaging.rabbitmq_url, "amqp://u:pw@mq:5672/%2f");
+        assert!(!format!("{config:?}").contains("pw@"));
+        let err = Config::resolve_with_env(
+            Value::Null,
+            json!({"messaging": {"provider": "rabbitmq", "rabbitmq_url": "http://x"}}),
+            no_env,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("messaging.rabbitmq_url must be an amqp:// URL"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub(crate) fn queue_channel(queue: &str) -> String {
 /// The LISTEN channel told the uuid of every task that finishes.
 pub(crate) const TASK_FINISHED_CHANNEL: &str = "tasker_task_finished";
 
+/// The LISTEN channel told the uuid of every task created without sending
+/// its first messages (queues outside PostgreSQL).
+pub(crate) const TASK_CREATED_CHANNEL: &str = "tasker_task_created";
+
 pub(crate) async fn install_queue_notify_trigger(pool: &PgPool, queue: &str) -> Result<()> {
     sqlx::query("SELECT tasker_install_queue_notify($1)")
         .bind(queue)
@@ -43,7 +47,7 @@ pub(crate) async fn pgmq_queue_stats(pool: &PgPool, queue: &str) -> Result<Queue
         queue: queue.to_owned(),
         depth: row.get(0),
         visible: row.get(1),
-        total_sent: row.get(2),
+        total_sent: Some(row.get(2)),
         oldest_age_seconds: row.get::<Option<i32>, _>(3).map(i64::from),
     })
 }
@@ -419,4 +423,15 @@ pub(crate) async fn step_task(pool: &PgPool, step_uuid: Uuid) -> Result<Option<U
         .fetch_optional(pool)
         .await
         .map_err(Error::db(format!("reading step {step_uuid}")))
+}
+
+/// A task's steps that are enqueued (their messages are due).
+pub(crate) async fn enqueued_steps(pool: &PgPool, task_uuid: Uuid) -> Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT step_uuid FROM tasker_workflow_steps WHERE task_uuid = $1 AND status = 'enqueued' ORDER BY position",
+    )
+    .bind(task_uuid)
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db(format!("reading the enqueued steps of task {task_uuid}")))
 }

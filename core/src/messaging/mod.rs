@@ -2,6 +2,7 @@
 //! engine sends, and the router that names queues.
 
 mod pgmq;
+mod rabbitmq;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::context::AbortOnDrop;
 use crate::error::Result;
 
 pub use self::pgmq::PgmqProvider;
+pub use self::rabbitmq::RabbitMqProvider;
 
 /// A step to run: identifiers only; everything else is read from the
 /// database by whoever receives it.
@@ -67,8 +69,8 @@ pub struct QueueStats {
     pub depth: i64,
     /// Messages a receive would get now.
     pub visible: i64,
-    /// Messages ever sent to the queue.
-    pub total_sent: i64,
+    /// Messages ever sent to the queue, where the provider knows it.
+    pub total_sent: Option<i64>,
     pub oldest_age_seconds: Option<i64>,
 }
 
@@ -123,6 +125,13 @@ pub trait MessagingService: Send + Sync + Debug {
     /// queues. Wake-ups are hints: callers still poll on a timer, so a lost
     /// notification costs latency, never a message.
     async fn wakeups(&self, queues: &[String]) -> Result<Wakeups>;
+
+    /// Releases this provider's connections. Messages it received and did
+    /// not settle go back to their queues (PGMQ: when their visibility
+    /// timeout passes; RabbitMQ: at once).
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Wake-up hints for a set of queues; stops listening when dropped.

@@ -93,11 +93,19 @@ impl MessagingService for PgmqProvider {
     }
 
     async fn ack(&self, queue: &str, receipt: i64) -> Result<()> {
-        self.pgmq
+        let deleted = self
+            .pgmq
             .delete(queue, receipt)
             .await
             .map_err(Error::messaging(format!("acking message {receipt} on queue {queue}")))?;
-        Ok(())
+        if deleted {
+            Ok(())
+        } else {
+            Err(Error::new(
+                crate::ErrorKind::Messaging,
+                format!("message {receipt} on queue {queue} is not in the queue (already acked)"),
+            ))
+        }
     }
 
     async fn nack(&self, queue: &str, receipt: i64, delay: Duration) -> Result<()> {

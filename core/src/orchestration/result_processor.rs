@@ -11,6 +11,10 @@ use crate::messaging::{MessageRouter, ReceivedMessage, StepResultMessage, Wakeup
 
 use super::step_enqueuer::advance_task;
 
+/// How long a result that could not be processed waits before it is
+/// delivered again.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
 /// Reads step results and advances each result's task.
 pub(crate) struct ResultProcessor {
     ctx: Arc<Context>,
@@ -74,7 +78,12 @@ impl ResultProcessor {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(%task_uuid, error = %e, "advancing a task failed; its results will be redelivered")
+                    tracing::error!(%task_uuid, error = %e, "advancing a task failed; its results are redelivered");
+                    // Hand the messages back (RabbitMQ would otherwise hold
+                    // them for as long as this connection lives).
+                    for message in &messages {
+                        let _ = self.ctx.messaging().nack(&message.queue, message.receipt, RETRY_DELAY).await;
+                    }
                 }
             }
         }

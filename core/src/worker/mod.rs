@@ -226,7 +226,11 @@ impl WorkerHandle {
         if !sent {
             self.ctx.messaging().send(MessageRouter::STEP_RESULTS, &payload).await?;
         }
-        self.ctx.messaging().ack(&flight.queue, flight.receipt).await?;
+        // The outcome is committed; a failed ack only means the message is
+        // delivered again, and the claim skips a step that is not enqueued.
+        if let Err(e) = self.ctx.messaging().ack(&flight.queue, flight.receipt).await {
+            tracing::warn!(step_uuid = %job.step_uuid, error = %e, "acking a finished step's message failed");
+        }
         Ok(state)
     }
 
@@ -353,7 +357,8 @@ impl Dispatcher {
                 return;
             }
             Err(e) => {
-                tracing::warn!(step_uuid = %step.step_uuid, error = %e, "claiming a step failed; it will be redelivered");
+                tracing::warn!(step_uuid = %step.step_uuid, error = %e, "claiming a step failed; it is redelivered");
+                let _ = self.ctx.messaging().nack(&message.queue, message.receipt, Duration::from_secs(1)).await;
                 return;
             }
         };

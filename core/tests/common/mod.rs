@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tasker_core::{Config, Context, OrchestratorHandle, TaskTemplate, TaskerClient, WorkerHandle};
-use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/tasker_test";
@@ -29,7 +28,22 @@ pub fn test_config_with(overrides: Value) -> Config {
     Config::resolve(file, overrides).expect("test config is valid")
 }
 
-static MIGRATED: OnceCell<()> = OnceCell::const_new();
+/// Databases migrated by this test process.
+static MIGRATED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static MIGRATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Tests on RabbitMQ use a database of their own: one deployment uses one
+/// provider, and an orchestrator sweeps every task in its database.
+pub fn rabbitmq_overrides() -> Value {
+    let url = test_config().database_url;
+    let base = url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(url);
+    json!({
+        "database_url": format!("{base}/tasker_test_rabbitmq"),
+        "messaging": {"provider": "rabbitmq"},
+        "orchestration": {"poll_interval_ms": 20},
+        "worker": {"poll_interval_ms": 20},
+    })
+}
 
 /// A context on the migrated test database. Panics with how to start
 /// PostgreSQL when it cannot connect: a test never skips silently.
@@ -46,7 +60,12 @@ pub async fn context_with(overrides: Value) -> Arc<Context> {
              `pg_ctlcluster 15 main start && createdb -h 127.0.0.1 -U postgres tasker_test`."
         ),
     };
-    MIGRATED.get_or_init(|| async { ctx.migrate().await.expect("migrations run") }).await;
+    let url = ctx.config().database_url.clone();
+    let _guard = MIGRATING.lock().await;
+    if !MIGRATED.lock().unwrap().contains(&url) {
+        ctx.migrate().await.expect("migrations run");
+        MIGRATED.lock().unwrap().push(url);
+    }
     ctx
 }
 

@@ -1,0 +1,67 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::context::Context;
+use crate::db::queries;
+use crate::error::{Error, Result};
+use crate::messaging::{MessageRouter, StepMessage};
+
+/// For queues outside PostgreSQL: sends the first messages of tasks created
+/// without them, as soon as the creating transaction commits (announced by
+/// `tasker_create_task` with NOTIFY, which is delivered only on commit).
+pub(crate) struct CreationPublisher {
+    ctx: Arc<Context>,
+    listener: PgListener,
+}
+
+impl CreationPublisher {
+    pub(crate) async fn new(ctx: Arc<Context>) -> Result<Self> {
+        let mut listener =
+            PgListener::connect_with(ctx.pool()).await.map_err(Error::db("connecting a LISTEN session"))?;
+        listener.listen(queries::TASK_CREATED_CHANNEL).await.map_err(Error::db("listening for created tasks"))?;
+        Ok(Self { ctx, listener })
+    }
+
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            tokio::select! {
+                notification = self.listener.recv() => match notification {
+                    Ok(n) => match n.payload().parse::<Uuid>() {
+                        Ok(task_uuid) => {
+                            if let Err(e) = publish_enqueued(&self.ctx, task_uuid).await {
+                                tracing::warn!(%task_uuid, error = %e, "sending a new task's first messages failed; \
+                                               the sweep resends them");
+                            }
+                        }
+                        Err(_) => tracing::warn!(payload = n.payload(), "ignoring a malformed task announcement"),
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "task announcement listener lost its connection");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+/// Sends a message for every enqueued step of the task.
+async fn publish_enqueued(ctx: &Context, task_uuid: Uuid) -> Result<()> {
+    let Some(task) = queries::get_task(ctx.pool(), task_uuid).await? else { return Ok(()) };
+    let payloads: Vec<Value> = queries::enqueued_steps(ctx.pool(), task_uuid)
+        .await?
+        .into_iter()
+        .map(|step_uuid| {
+            serde_json::to_value(StepMessage { task_uuid, step_uuid, correlation_id: task.correlation_id })
+                .expect("messages serialize")
+        })
+        .collect();
+    ctx.messaging().send_batch(&MessageRouter::step_queue(&task.namespace), &payloads).await?;
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! The messaging contract. Every provider runs the very same tests against
+//! its real server (PostgreSQL for PGMQ, RabbitMQ): `conformance!` expands
+//! the suite once per provider, with no provider-specific skips.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tasker_core::{MessagingService, RabbitMqProvider};
+
+const RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// A fresh connection to the provider; panics with how to start its server.
+async fn connect(provider: &str) -> Arc<dyn MessagingService> {
+    match provider {
+        "pgmq" => common::context_with(json!({"max_connections": 3})).await.messaging().clone(),
+        "rabbitmq" => {
+            let url = std::env::var("RABBITMQ_URL").unwrap_or_else(|_| RABBITMQ_URL.to_owned());
+            match RabbitMqProvider::connect(&url).await {
+                Ok(p) => Arc::new(p),
+                Err(e) => panic!(
+                    "{e}\nThese tests need RabbitMQ: run bin/test (it starts it), or `rabbitmq-server -detached`."
+                ),
+            }
+        }
+        other => panic!("unknown provider {other}"),
+    }
+}
+
+async fn with_queue(provider: &str) -> (Arc<dyn MessagingService>, String) {
+    let mq = connect(provider).await;
+    let queue = common::unique_namespace("conf");
+    mq.create_queue(&queue).await.expect("create queue");
+    mq.create_queue(&queue).await.expect("creating a queue twice is fine");
+    (mq, queue)
+}
+
+fn numbers(messages: &[tasker_core::ReceivedMessage]) -> Vec<i64> {
+    messages.iter().map(|m| m.payload["i"].as_i64().expect("i")).collect()
+}
+
+async fn send_receive_ack(provider: &str) {
+    let (mq, queue) = with_queue(provider).await;
+    mq.send(&queue, &json!({"a": 1, "list": [1, 2.5, null]})).await.unwrap();
+    let got = mq.receive(&queue, 10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].payload.clone(), got[0].delivery_count), (json!({"a": 1, "list": [1, 2.5, null]}), 1));
+    assert_eq!(got[0].queue, queue);
+    // In flight: nobody else gets it.
+    assert!(mq.receive(&queue, 10, Duration::from_secs(30)).await.unwrap().is_empty());
+    let stats = mq.stats(&queue).await.unwrap();
+    assert_eq!((stats.depth, stats.visible), (1, 0));
+    mq.ack(&queue, got[0].receipt).await.unwrap();
+    assert!(mq.ack(&queue, got[0].receipt).await.is_err(), "a second ack is refused");
+    let stats = mq.stats(&queue).await.unwrap();
+    assert_eq!((stats.depth, stats.visible), (0, 0));
+    mq.delete_queue(&queue).await.unwrap();
+}
+
+async fn batch_send_keeps_order(provider: &str) {
+    let (mq, queue) = with_queue(provider).await;
+    let payloads: Vec<Value> = (0..5).map(|i| json!({"i": i})).collect();
+    assert_eq!(mq.send_batch(&queue, &payloads).await.unwrap().len(), 5);
+    let got = mq.receive(&queue, 10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(numbers(&got), vec![0, 1, 2, 3, 4]);
+    mq.delete_queue(&queue).await.unwrap();
+}
+
+async fn nack_redelivers(provider: &str) {
+    let (mq, queue) = with_queue(provider).await;
+    mq.send(&queue, &json!({"i": 7})).await.unwrap();
+    let first = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
+    mq.nack(&queue, first[0].receipt, Duration::ZERO).await.unwrap();
+    let again = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
+    assert_eq!((numbers(&again), again[0].delivery_count), (vec![7], 2));
+    mq.ack(&queue, again[0].receipt).await.unwrap();
+    mq.delete_queue(&queue).await.unwrap();
+}
+
+async fn nack_with_delay_holds_the_message_back(provider: &str) {
+    let (mq, queue) = with_queue(provider).await;
+    mq.send(&queue, &json!({"i": 1})).await.unwrap();
+    let first = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
+    mq.nack(&queue, first[0].receipt, Duration::from_secs(1)).await.unwrap();
+    assert!(mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap().is_empty(), "held back");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let back = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(numbers(&back), vec![1]);
+    mq.delete_queue(&queue).await.unwrap();
+}
+
+async fn a_dead_consumers_message_is_redelivered(provider: &str) {
+    let (mq, queue) = with_queue(provider).await;
+    mq.send(&queue, &json!({"i": 3})).await.unwrap();
+    let doomed = connect(provider).await;
+    let taken = doomed.receive(&queue, 1, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(numbers(&taken), vec![3]);
+    // The consumer dies without acking: its connection goes away, and for
+    // PGMQ the visibility timeout runs out.
+    doomed.close().await.unwrap();
+    drop(doomed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let back = loop {
+        let got = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
+        if !got.is_empty() || std::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((numbers(&back), back[0].delivery_count), (vec![3], 2));
+    mq.delete_queue(&queue).await.unwrap();
+}
+
+async fn concurrent_consumers_never_share_a_message(provider: &str) {
+    let (mq, queue) = with_queue(provider).await;
+    let payloads: Vec<Value> = (0..200).map(|i| json!({"i": i})).collect();
+    mq.send_batch(&queue, &payloads).await.unwrap();
+    let mut consumers = Vec::new();
+    for _ in 0..4 {
+        let queue = queue.clone();
+        let mq = connect(provider).await;
+        consumers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                let got = mq.receive(&queue, 7, Duration::from_secs(30)).await.unwrap();
+                if got.is_empty() {
+                    break seen;
+                }
+                for m in &got {
+                    mq.ack(&queue, m.receipt).await.unwrap();
+                }
+                seen.extend(numbers(&got));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for c in consumers {
+        all.extend(c.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..200).collect::<Vec<_>>());
+    mq.delete_queue(&queue).await.unwrap();
+}
+
+async fn poison_goes_to_the_dead_letter_store_then_purge_and_stats(provider: &str) {
+    let (mq, queue) = with_queue(provider).await;
+    mq.send_batch(&queue, &[json!({"i": 1}), json!({"i": 2}), json!({"i": 3})]).await.unwrap();
+    let poison = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
+    mq.dead_letter(&queue, poison[0].receipt).await.unwrap();
+    let stats = mq.stats(&queue).await.unwrap();
+    assert_eq!((stats.depth, stats.visible), (2, 2));
+    assert_eq!(mq.purge_queue(&queue).await.unwrap(), 2);
+    assert!(mq.receive(&queue, 10, Duration::from_secs(30)).await.unwrap().is_empty());
+    let stats = mq.stats(&queue).await.unwrap();
+    assert_eq!((stats.depth, stats.visible), (0, 0));
+    mq.delete_queue(&queue).await.unwrap();
+}
+
+macro_rules! conformance {
+    ($provider:ident) => {
+        mod $provider {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn send_receive_ack() {
+                super::send_receive_ack(stringify!($provider)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn batch_send_keeps_order() {
+                super::batch_send_keeps_order(stringify!($provider)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn nack_redelivers() {
+                super::nack_redelivers(stringify!($provider)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn nack_with_delay_holds_the_message_back() {
+                super::nack_with_delay_holds_the_message_back(stringify!($provider)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_dead_consumers_message_is_redelivered() {
+                super::a_dead_consumers_message_is_redelivered(stringify!($provider)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_consumers_never_share_a_message() {
+                super::concurrent_consumers_never_share_a_message(stringify!($provider)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn poison_goes_to_the_dead_letter_store_then_purge_and_stats() {
+                super::poison_goes_to_the_dead_letter_store_then_purge_and_stats(stringify!($provider)).await;
+            }
+        }
+    };
+}
+
+conformance!(pgmq);
+conformance!(rabbitmq);
