@@ -20,6 +20,8 @@ TaskerCore.configure do |c|
   c.orchestration_poll_interval_ms = 100
 end
 TaskerCore.logger.level = Logger::WARN
+# bin/test runs the suite once per provider (TASKER_MESSAGING_PROVIDER).
+SPEC_PROVIDER = TaskerCore.client.config["messaging"]["provider"].to_sym
 
 begin
   TaskerCore.migrate!
@@ -29,9 +31,10 @@ begin
       id bigserial PRIMARY KEY, step_uuid uuid NOT NULL, task_uuid uuid NOT NULL, pid integer NOT NULL,
       created_at timestamptz NOT NULL DEFAULT clock_timestamp())
   SQL
-rescue TaskerCore::DatabaseError => e
-  abort "#{e.message}\nThe specs need PostgreSQL with a tasker_test database: run bin/test (it starts and " \
-        "prepares everything), or `pg_ctlcluster 15 main start && createdb -h 127.0.0.1 -U postgres tasker_test`."
+rescue TaskerCore::DatabaseError, TaskerCore::MessagingError => e
+  abort "#{e.message}\nThe specs need PostgreSQL with a tasker_test database (and RabbitMQ for the rabbitmq " \
+        "run): run bin/test (it starts and prepares everything), or `pg_ctlcluster 15 main start && " \
+        "createdb -h 127.0.0.1 -U postgres tasker_test` and `rabbitmq-server -detached`."
 end
 
 # Runs an orchestrator and a worker in this process around each example

@@ -156,6 +156,9 @@ async fn poison_goes_to_the_dead_letter_store_then_purge_and_stats(provider: &st
     let stats = mq.stats(&queue).await.unwrap();
     assert_eq!((stats.depth, stats.visible), (0, 0));
     mq.delete_queue(&queue).await.unwrap();
+    // A deleted queue takes no more messages, and says so.
+    let err = mq.send(&queue, &json!({"i": 4})).await.unwrap_err();
+    assert!(err.to_string().contains(&format!("sending to queue {queue}")), "{err}");
 }
 
 macro_rules! conformance {

@@ -53,7 +53,13 @@ module TaskerCore
       @native.nack(queue.to_s, receipt, delay.to_f)
     end
 
-    # {"queue", "depth", "visible", "total_sent", "oldest_age_seconds"}
+    # Takes a message that can never be processed out of the queue and keeps
+    # it for inspection (PGMQ: the queue's archive; RabbitMQ: <queue>.dlq).
+    def dead_letter(queue, receipt)
+      @native.dead_letter(queue.to_s, receipt)
+    end
+
+    # {queue:, depth:, visible:, total_sent: (nil where unknown), oldest_age_seconds:}
     def stats(queue)
       @native.stats(queue.to_s)
     end

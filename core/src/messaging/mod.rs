@@ -85,6 +85,8 @@ pub trait MessagingService: Send + Sync + Debug {
     /// Removes every message; returns how many.
     async fn purge_queue(&self, queue: &str) -> Result<u64>;
 
+    /// Returns the provider's id for the message (PGMQ: its msg_id, which
+    /// is also its receipt; RabbitMQ: a sequence number of this provider).
     async fn send(&self, queue: &str, payload: &Value) -> Result<i64>;
     async fn send_batch(&self, queue: &str, payloads: &[Value]) -> Result<Vec<i64>>;
     /// Up to `max` messages, each invisible to other receivers for

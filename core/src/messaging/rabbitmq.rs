@@ -16,7 +16,10 @@
 //! - Sends cannot join a PostgreSQL transaction: the engine sends after
 //!   commit.
 //! - Stats know the messages ready in the broker and those this provider
-//!   holds, not a total ever sent.
+//!   holds, not a total ever sent. A purge removes ready messages only:
+//!   those held unacked by a consumer stay until settled.
+//! - `send` returns a sequence number this provider assigns (carried as the
+//!   message_id property); receipts are separate handles.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -62,6 +65,7 @@ pub struct RabbitMqProvider {
     generation: AtomicU64,
     held: Mutex<HashMap<i64, Held>>,
     next_receipt: AtomicI64,
+    next_message_id: AtomicI64,
 }
 
 impl std::fmt::Debug for RabbitMqProvider {
@@ -91,6 +95,7 @@ impl RabbitMqProvider {
             generation: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
             next_receipt: AtomicI64::new(1),
+            next_message_id: AtomicI64::new(1),
         };
         provider.link().await?;
         Ok(provider)
@@ -144,7 +149,9 @@ impl RabbitMqProvider {
                     .basic_publish(
                         ShortString::from(exchange),
                         ShortString::from(routing_key),
-                        BasicPublishOptions::default(),
+                        // Mandatory: a message no queue takes comes back,
+                        // instead of vanishing.
+                        BasicPublishOptions { mandatory: true, ..Default::default() },
                         body,
                         properties.clone(),
                     )
@@ -154,6 +161,12 @@ impl RabbitMqProvider {
             }
             .await;
             match attempt {
+                Ok(lapin::Confirmation::Ack(Some(_))) => {
+                    return Err(Error::new(
+                        ErrorKind::Messaging,
+                        format!("sending to queue {routing_key}: no such queue (the message was returned)"),
+                    ))
+                }
                 Ok(confirm) if confirm.is_ack() => return Ok(()),
                 Ok(_) => {
                     return Err(Error::new(
@@ -271,8 +284,10 @@ impl MessagingService for RabbitMqProvider {
 
     async fn send(&self, queue: &str, payload: &Value) -> Result<i64> {
         let body = serde_json::to_vec(payload).expect("JSON serializes");
-        self.publish("", queue, &body, persistent()).await?;
-        Ok(0)
+        let id = self.next_message_id.fetch_add(1, Ordering::SeqCst);
+        self.publish("", queue, &body, persistent().with_message_id(ShortString::from(id.to_string().as_str())))
+            .await?;
+        Ok(id)
     }
 
     async fn send_batch(&self, queue: &str, payloads: &[Value]) -> Result<Vec<i64>> {

@@ -75,6 +75,10 @@ impl MessageService {
         gvl::run(self.messaging.nack(&queue, receipt, seconds(delay)))
     }
 
+    fn dead_letter(&self, queue: String, receipt: i64) -> Result<(), Error> {
+        gvl::run(self.messaging.dead_letter(&queue, receipt))
+    }
+
     fn stats(ruby: &Ruby, rb_self: &Self, queue: String) -> Result<Value, Error> {
         to_ruby(ruby, &gvl::run(rb_self.messaging.stats(&queue))?)
     }
@@ -92,6 +96,7 @@ pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("receive", method!(MessageService::receive, 3))?;
     class.define_method("ack", method!(MessageService::ack, 2))?;
     class.define_method("nack", method!(MessageService::nack, 3))?;
+    class.define_method("dead_letter", method!(MessageService::dead_letter, 2))?;
     class.define_method("stats", method!(MessageService::stats, 1))?;
     Ok(())
 }
