@@ -18,6 +18,8 @@ require "tasker_core/step_handler/base"
 require "tasker_core/message_service"
 require "tasker_core/worker"
 require "tasker_core/runtime"
+require "tasker_core/instrumentation"
+require "tasker_core/launcher"
 
 # DAG workflow orchestration for Ruby and Rails, with a Rust core.
 module TaskerCore
@@ -78,29 +80,34 @@ module TaskerCore
       request = { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
                   "context" => context, "identity_key" => (identity_key&.to_s unless identity_key == :derived),
                   "derive_identity_key" => identity_key == :derived }
-      stored_context, key = client.validate_request(request)
-      sql = Models::Base.sanitize_sql_array(
-        ["SELECT task_uuid FROM tasker_create_task(?, ?, ?, ?::jsonb, ?, ?)",
-         request["namespace"], request["name"], request["version"], JSON.generate(stored_context), key,
-         client.queues_in_database?]
-      )
-      Models::Task.find(Models::Base.connection.select_value(sql))
+      Instrumentation.instrument("create_task", request.slice("namespace", "name", "version")) do |payload|
+        stored_context, key = client.validate_request(request)
+        sql = Models::Base.sanitize_sql_array(
+          ["SELECT task_uuid FROM tasker_create_task(?, ?, ?, ?::jsonb, ?, ?)",
+           request["namespace"], request["name"], request["version"], JSON.generate(stored_context), key,
+           client.queues_in_database?]
+        )
+        payload[:task_uuid] = Models::Base.connection.select_value(sql)
+        Models::Task.find(payload[:task_uuid])
+      end
     end
 
     # Cancels the task and its unfinished steps; nothing further runs.
     # Returns false when the task had already finished.
     def cancel_task(task, reason: "cancelled by operator")
-      client.cancel_task(uuid_of(task), reason)
+      operate("cancel_task", task_uuid: uuid_of(task), reason: reason) { client.cancel_task(uuid_of(task), reason) }
     end
 
     # Gives a failed step a fresh set of attempts and resumes its task.
     def retry_step(step, reason: "retried by operator")
-      client.retry_step(uuid_of(step), reason)
+      operate("retry_step", step_uuid: uuid_of(step), reason: reason) { client.retry_step(uuid_of(step), reason) }
     end
 
     # Marks a step done by hand with `result`; its dependents then run.
     def resolve_step_manually(step, result, reason: "resolved by operator")
-      client.resolve_step_manually(uuid_of(step), result, reason)
+      operate("resolve_step_manually", step_uuid: uuid_of(step), reason: reason) do
+        client.resolve_step_manually(uuid_of(step), result, reason)
+      end
     end
 
     def message_service
@@ -110,6 +117,10 @@ module TaskerCore
 
   class << self
     private
+
+    def operate(event, payload)
+      Instrumentation.instrument(event, payload) { |p| p[:applied] = yield }
+    end
 
     def uuid_of(record)
       record.respond_to?(:id) ? record.id.to_s : record.to_s

@@ -167,6 +167,24 @@ impl TaskerClient {
         queries::step_transitions(self.ctx.pool(), task_uuid).await
     }
 
+    /// `(template, step, handler)` for every step of the namespaces'
+    /// templates, so a worker can check its handlers before it starts: the
+    /// templates this process registered, or, when it registered none, every
+    /// one stored in the database.
+    pub async fn handlers(&self, namespaces: &[String]) -> Result<Vec<(String, String, String)>> {
+        let cached = self.ctx.templates().cached();
+        if cached.is_empty() {
+            return queries::handlers(self.ctx.pool(), namespaces).await;
+        }
+        let mut handlers: Vec<(String, String, String)> = cached
+            .iter()
+            .filter(|t| namespaces.contains(&t.namespace))
+            .flat_map(|t| t.steps.iter().map(|s| (t.key(), s.name.clone(), s.handler.callable.clone())))
+            .collect();
+        handlers.sort();
+        Ok(handlers)
+    }
+
     /// The results of a step's direct dependencies, by step name.
     pub async fn dependency_results(&self, step_uuid: Uuid) -> Result<HashMap<String, Option<Value>>> {
         queries::dependency_results(self.ctx.pool(), step_uuid).await

@@ -19,7 +19,12 @@ module TaskerCore
       @stopping = false
     end
 
+    # Checks, before taking any work, that every handler the namespaces'
+    # templates name exists and that ActiveRecord's pool can serve every
+    # thread; raises ConfigurationError or TemplateError naming the problem.
     def start
+      check_connection_pool!
+      check_handlers!
       @native = Native::Worker.start(@client, @namespaces, @concurrency)
       @threads = Array.new(@concurrency) do |i|
         Thread.new do
@@ -62,20 +67,51 @@ module TaskerCore
     end
 
     def perform(job)
+      payload = job.slice(:task_uuid, :step_uuid, :step_name, :namespace, :attempt, :correlation_id)
+                   .merge(handler: job[:handler_callable])
+      Instrumentation.instrument("perform_step", payload) { payload[:outcome] = run_handler(job, payload) }
+    end
+
+    # Runs the handler and reports the outcome; returns the step's state.
+    def run_handler(job, payload)
       step_uuid = job.fetch(:step_uuid)
-      result = ActiveRecord::Base.connection_pool.with_connection do
-        task = Models::Task.find(job.fetch(:task_uuid))
-        step = Models::WorkflowStep.find(step_uuid)
-        handler = handler_for(job.fetch(:handler_callable))
-        with_timeout(job[:timeout_seconds]) { handler.call(task, StepSequence.new(task, step), step) }
+      begin
+        result = ActiveRecord::Base.connection_pool.with_connection do
+          task = Models::Task.find(job.fetch(:task_uuid))
+          step = Models::WorkflowStep.find(step_uuid)
+          handler = handler_for(job.fetch(:handler_callable))
+          with_timeout(job[:timeout_seconds]) { handler.call(task, StepSequence.new(task, step), step) }
+        end
+      rescue PermanentError => e
+        return report_failure(step_uuid, e, payload, retryable: false)
+      rescue RetryableError => e
+        return report_failure(step_uuid, e, payload, retryable: true, retry_after: e.retry_after)
+      rescue StandardError => e
+        return report_failure(step_uuid, e, payload, retryable: true)
       end
       @native.complete(step_uuid, result)
-    rescue PermanentError => e
-      report_failure(step_uuid, e, retryable: false)
-    rescue RetryableError => e
-      report_failure(step_uuid, e, retryable: true, retry_after: e.retry_after)
-    rescue StandardError => e
-      report_failure(step_uuid, e, retryable: true)
+      "complete"
+    end
+
+    def check_connection_pool!
+      size = ActiveRecord::Base.connection_pool.size
+      return if size >= @concurrency
+
+      raise ConfigurationError,
+            "ActiveRecord's pool has #{size} connections but the worker runs #{@concurrency} threads; " \
+            "raise pool: in config/database.yml (or lower the worker's concurrency)"
+    end
+
+    def check_handlers!
+      problems = @client.handlers(@namespaces).filter_map do |template, step, callable|
+        handler_class(callable)
+        nil
+      rescue TemplateError => e
+        "template #{template} step #{step.inspect}: #{e.message}"
+      end
+      return if problems.empty?
+
+      raise TemplateError, "worker for #{@namespaces.join(', ')} cannot start: #{problems.join('; ')}"
     end
 
     # The template's timeout_seconds bounds one attempt; exceeding it is a
@@ -86,7 +122,8 @@ module TaskerCore
       Timeout.timeout(seconds, StepTimeoutError, "step exceeded its timeout of #{seconds} s", &block)
     end
 
-    def report_failure(step_uuid, error, retryable:, retry_after: nil)
+    def report_failure(step_uuid, error, payload, retryable:, retry_after: nil)
+      payload.merge!(error_class: error.class.name, error_message: error.message)
       @native.fail(step_uuid, {
                      "error_class" => error.class.name,
                      "message" => error.message,
@@ -97,6 +134,10 @@ module TaskerCore
     end
 
     def handler_for(callable)
+      handler_class(callable).new
+    end
+
+    def handler_class(callable)
       @handlers_lock.synchronize do
         @handlers[callable] ||= begin
           klass = Object.const_get(callable)
@@ -108,7 +149,7 @@ module TaskerCore
         rescue NameError => e
           raise TemplateError, "handler class #{callable} cannot be found: #{e.message}"
         end
-      end.new
+      end
     end
 
     def monotonic

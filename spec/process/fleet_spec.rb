@@ -77,8 +77,7 @@ RSpec.describe "many processes on one database" do
       # result was ever recorded.
       expect(runs_by_step([task])[slow.step_uuid]).to eq(2)
     ensure
-      stop_process(survivor) if survivor
-      stop_process(orchestrator)
+      [doomed, survivor, orchestrator].compact.each { |pid| stop_process(pid) }
     end
   end
 end

@@ -27,12 +27,21 @@ module ProcessHelpers
                   out: File::NULL, err: $stderr)
   end
 
-  # SIGTERM, then the exit status (nil if it had to be killed).
+  # SIGTERM, then the exit status (nil if it had to be killed, or had
+  # already been reaped).
   def stop_process(pid, timeout: 20)
-    Process.kill("TERM", pid)
+    begin
+      Process.kill("TERM", pid)
+    rescue Errno::ESRCH
+      return nil
+    end
     deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
     loop do
-      _, status = Process.wait2(pid, Process::WNOHANG)
+      _, status = begin
+        Process.wait2(pid, Process::WNOHANG)
+      rescue Errno::ECHILD
+        return nil
+      end
       return status if status
 
       if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline

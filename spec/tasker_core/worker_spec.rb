@@ -28,3 +28,40 @@ RSpec.describe TaskerCore::Worker do
     expect(worker.running?).to be(false)
   end
 end
+
+RSpec.describe TaskerCore::Worker, "start-up checks" do
+  it "refuses to start when a template names a handler class that does not exist" do
+    worker = described_class.new(namespaces: %w[missing], concurrency: 1)
+    expect { worker.start }.to raise_error(TaskerCore::TemplateError) { |e|
+      expect(e.message).to eq(
+        "worker for missing cannot start: template missing/missing_handler@1.0.0 step \"nowhere\": handler class " \
+        "Probe::DoesNotExist cannot be found: uninitialized constant Probe::DoesNotExist"
+      )
+    }
+    expect(worker.running?).to be(false)
+  end
+
+  it "refuses to start with more threads than ActiveRecord's pool has connections" do
+    size = ActiveRecord::Base.connection_pool.size
+    expect { described_class.new(namespaces: %w[probe], concurrency: size + 1).start }
+      .to raise_error(TaskerCore::ConfigurationError,
+                      "ActiveRecord's pool has #{size} connections but the worker runs #{size + 1} threads; " \
+                      "raise pool: in config/database.yml (or lower the worker's concurrency)")
+  end
+
+  it "reports each step through ActiveSupport::Notifications" do
+    events = []
+    subscriber = ActiveSupport::Notifications.subscribe("perform_step.tasker_core") do |*, payload|
+      events << payload.slice(:step_name, :namespace, :handler, :attempt, :outcome)
+    end
+    runtime = TaskerCore.start(orchestrator: true, worker: { namespaces: %w[probe], concurrency: 2 })
+    begin
+      TaskerCore.create_task(namespace: "probe", name: "inspect_models", version: "1.0.0").wait(timeout: 30)
+    ensure
+      runtime.stop(timeout: 10)
+      ActiveSupport::Notifications.unsubscribe(subscriber)
+    end
+    expect(events).to eq([{ step_name: "inspect", namespace: "probe", handler: "Probe::InspectModels", attempt: 1,
+                            outcome: "complete" }])
+  end
+end

@@ -121,15 +121,6 @@ RSpec.describe "example workflows through Ruby handlers" do
     expect(task.step("after_flaky").results).to eq("succeeded_on_attempt" => 2)
   end
 
-  it "records a handler class that does not exist as the step's error" do
-    task = run("missing_handler", namespace: "probe")
-
-    expect(task.status).to eq("error")
-    expect(task.step("nowhere").last_error)
-      .to include("class" => "TaskerCore::TemplateError",
-                  "message" => a_string_including("handler class Probe::DoesNotExist cannot be found"))
-  end
-
   it "creates a task once per identity key" do
     key = unique_name("order")
     first = TaskerCore.create_task(namespace: "examples", name: "linear_workflow", version: "1.0.0",

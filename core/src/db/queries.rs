@@ -435,3 +435,17 @@ pub(crate) async fn enqueued_steps(pool: &PgPool, task_uuid: Uuid) -> Result<Vec
     .await
     .map_err(Error::db(format!("reading the enqueued steps of task {task_uuid}")))
 }
+
+/// (template key, step name, handler callable) of every active step of the
+/// namespaces' templates.
+pub(crate) async fn handlers(pool: &PgPool, namespaces: &[String]) -> Result<Vec<(String, String, String)>> {
+    sqlx::query_as(
+        "SELECT t.namespace || '/' || t.name || '@' || t.version, ns.name, ns.handler_callable \
+         FROM tasker_named_steps ns JOIN tasker_task_templates t USING (template_id) \
+         WHERE t.namespace = ANY($1) AND ns.active ORDER BY 1, ns.position",
+    )
+    .bind(namespaces)
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db("reading the handlers of the registered templates"))
+}

@@ -37,6 +37,11 @@ impl TemplateRegistry {
         Ok(())
     }
 
+    /// The templates this process registered (or has loaded since).
+    pub(crate) fn cached(&self) -> Vec<Arc<TaskTemplate>> {
+        self.cache.read().expect("template cache lock").values().cloned().collect()
+    }
+
     /// The template, from the cache or else the database.
     pub(crate) async fn get(
         &self,

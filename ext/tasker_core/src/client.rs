@@ -85,6 +85,11 @@ impl Client {
         to_ruby(ruby, &gvl::run(rb_self.inner.validate_request(&request))?)
     }
 
+    /// `[[template, step, handler], ...]` for the namespaces' templates.
+    fn handlers(&self, namespaces: Vec<String>) -> Result<Vec<(String, String, String)>, Error> {
+        gvl::run(self.inner.handlers(&namespaces))
+    }
+
     /// Whether task creation can send its first messages from inside the
     /// database transaction (PGMQ).
     fn queues_in_database(&self) -> bool {
@@ -152,6 +157,7 @@ pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("register_template_yaml", method!(Client::register_template_yaml, 2))?;
     class.define_method("create_task", method!(Client::create_task, 1))?;
     class.define_method("validate_request", method!(Client::validate_request, 1))?;
+    class.define_method("handlers", method!(Client::handlers, 1))?;
     class.define_method("queues_in_database?", method!(Client::queues_in_database, 0))?;
     class.define_method("cancel_task", method!(Client::cancel_task, 2))?;
     class.define_method("retry_step", method!(Client::retry_step, 2))?;
