@@ -7,7 +7,7 @@ RSpec.describe "rake tasker:worker" do
     env = { "DATABASE_URL" => TEST_DATABASE_URL, "RUBYLIB" => File.join(ROOT, "lib"),
             "TASKER_BOOT" => File.join(ROOT, "spec/support/boot.rb"), "TASKER_STOP_TIMEOUT" => "15" }
     Process.spawn(env, "rake", "-f", File.join(ROOT, "Rakefile"), "tasker:worker", "NAMESPACES=rakework",
-                  "CONCURRENCY=1", out: File::NULL, err: File::NULL)
+                  "CONCURRENCY=1", out: File::NULL, err: ENV.fetch("TASKER_SPEC_LOG", File::NULL))
   end
 
   def runs_of(step)

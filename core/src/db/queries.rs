@@ -449,3 +449,16 @@ pub(crate) async fn handlers(pool: &PgPool, namespaces: &[String]) -> Result<Vec
     .await
     .map_err(Error::db("reading the handlers of the registered templates"))
 }
+
+/// In-progress tasks with a step enqueued within the last `window`.
+pub(crate) async fn tasks_with_enqueued_steps_since(pool: &PgPool, window: std::time::Duration) -> Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT s.task_uuid FROM tasker_workflow_steps s JOIN tasker_tasks t USING (task_uuid) \
+         WHERE s.status = 'enqueued' AND t.status = 'in_progress' \
+           AND s.enqueued_at > clock_timestamp() - make_interval(secs => $1)",
+    )
+    .bind(window.as_secs_f64())
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db("looking for tasks whose first messages may be unsent"))
+}

@@ -24,6 +24,14 @@ impl CreationPublisher {
         let mut listener =
             PgListener::connect_with(ctx.pool()).await.map_err(Error::db("connecting a LISTEN session"))?;
         listener.listen(queries::TASK_CREATED_CHANNEL).await.map_err(Error::db("listening for created tasks"))?;
+        // Catch up on tasks announced while no orchestrator listened: now
+        // that we listen, anything committed later is announced to us, and
+        // anything before is in this query. A message another orchestrator
+        // already sent is duplicated, which the claim makes harmless.
+        let window = std::time::Duration::from_secs(ctx.config().orchestration.stuck_enqueued_seconds);
+        for task_uuid in queries::tasks_with_enqueued_steps_since(ctx.pool(), window).await? {
+            publish_enqueued(&ctx, task_uuid).await?;
+        }
         Ok(Self { ctx, listener })
     }
 
