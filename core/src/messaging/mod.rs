@@ -154,6 +154,26 @@ impl Wakeups {
     }
 }
 
+/// Decodes a received message; one that cannot be decoded is a poison
+/// message: it is logged and moved to the provider's dead-letter store (kept,
+/// never dropped), and None is returned.
+pub(crate) async fn decode_or_dead_letter<T: serde::de::DeserializeOwned>(
+    messaging: &dyn MessagingService,
+    message: &ReceivedMessage,
+) -> Option<T> {
+    match message.decode() {
+        Ok(decoded) => Some(decoded),
+        Err(error) => {
+            tracing::error!(queue = message.queue, receipt = message.receipt, payload = %message.payload,
+                            error = %error, "poison message moved to the dead-letter store");
+            if let Err(e) = messaging.dead_letter(&message.queue, message.receipt).await {
+                tracing::error!(error = %e, "dead-lettering a poison message failed");
+            }
+            None
+        }
+    }
+}
+
 /// Names the queues: one per namespace for steps, and the orchestration
 /// queues.
 #[derive(Debug, Clone, Copy, Default)]
@@ -166,6 +186,12 @@ impl MessageRouter {
     /// The queue a namespace's steps are sent to.
     pub fn step_queue(namespace: &str) -> String {
         format!("{namespace}_queue")
+    }
+
+    /// The namespace whose steps a queue carries (the inverse of
+    /// [`MessageRouter::step_queue`]).
+    pub fn namespace_of(queue: &str) -> Option<&str> {
+        queue.strip_suffix("_queue")
     }
 
     /// The queues the engine itself reads.

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::messaging::{MessageRouter, ReceivedMessage, StepResultMessage, Wakeups};
+use crate::messaging::{decode_or_dead_letter, MessageRouter, ReceivedMessage, StepResultMessage, Wakeups};
 
 use super::step_enqueuer::advance_task;
 
@@ -57,9 +57,10 @@ impl ResultProcessor {
     async fn process(&self, messages: Vec<ReceivedMessage>) {
         let mut by_task: BTreeMap<Uuid, Vec<ReceivedMessage>> = BTreeMap::new();
         for message in messages {
-            match message.decode::<StepResultMessage>() {
-                Ok(result) => by_task.entry(result.task_uuid).or_default().push(message),
-                Err(e) => self.dead_letter(&message, &e).await,
+            if let Some(result) =
+                decode_or_dead_letter::<StepResultMessage>(self.ctx.messaging().as_ref(), &message).await
+            {
+                by_task.entry(result.task_uuid).or_default().push(message);
             }
         }
         for (task_uuid, messages) in by_task {
@@ -86,14 +87,6 @@ impl ResultProcessor {
                     }
                 }
             }
-        }
-    }
-
-    async fn dead_letter(&self, message: &ReceivedMessage, error: &Error) {
-        tracing::error!(queue = message.queue, receipt = message.receipt, payload = %message.payload,
-                        error = %error, "poison message moved to the dead-letter archive");
-        if let Err(e) = self.ctx.messaging().dead_letter(&message.queue, message.receipt).await {
-            tracing::error!(error = %e, "archiving a poison message failed");
         }
     }
 }

@@ -18,7 +18,9 @@ use crate::context::Context;
 use crate::db::queries::{self, ClaimedStep};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lifecycle::Lifecycle;
-use crate::messaging::{MessageRouter, ReceivedMessage, StepMessage, StepResultMessage, Wakeups};
+use crate::messaging::{
+    decode_or_dead_letter, MessageRouter, ReceivedMessage, StepMessage, StepResultMessage, Wakeups,
+};
 use crate::orchestration::backoff_delay;
 use crate::template::check_identifier;
 
@@ -331,16 +333,8 @@ impl Dispatcher {
     }
 
     async fn dispatch(&self, message: ReceivedMessage, permit: OwnedSemaphorePermit) {
-        let step = match message.decode::<StepMessage>() {
-            Ok(step) => step,
-            Err(e) => {
-                tracing::error!(queue = message.queue, payload = %message.payload, error = %e,
-                                "poison message moved to the dead-letter archive");
-                if let Err(e) = self.ctx.messaging().dead_letter(&message.queue, message.receipt).await {
-                    tracing::error!(error = %e, "archiving a poison message failed");
-                }
-                return;
-            }
+        let Some(step) = decode_or_dead_letter::<StepMessage>(self.ctx.messaging().as_ref(), &message).await else {
+            return;
         };
         // A step in progress is taken over only when its claim went stale:
         // no heartbeat for a whole visibility timeout.
@@ -366,7 +360,7 @@ impl Dispatcher {
             task_uuid: claim.task_uuid,
             step_uuid: step.step_uuid,
             correlation_id: step.correlation_id,
-            namespace: message.queue.trim_end_matches("_queue").to_owned(),
+            namespace: MessageRouter::namespace_of(&message.queue).unwrap_or(&message.queue).to_owned(),
             step_name: claim.step_name.clone(),
             handler_callable: claim.handler_callable.clone(),
             attempt: claim.attempts,
