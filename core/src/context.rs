@@ -1,9 +1,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::{broadcast, OnceCell};
+use tokio::sync::{broadcast, mpsc, OnceCell};
 use uuid::Uuid;
 
 use crate::config::{Config, MessagingProvider};
@@ -21,6 +22,7 @@ pub struct Context {
     messaging: Arc<dyn MessagingService>,
     templates: TemplateRegistry,
     finished_tasks: OnceCell<(broadcast::Sender<Uuid>, AbortOnDrop)>,
+    resender: std::sync::OnceLock<Resender>,
 }
 
 impl Context {
@@ -30,7 +32,9 @@ impl Context {
         let pool = db::connect(&config).await?;
         let messaging: Arc<dyn MessagingService> = match config.messaging.provider {
             MessagingProvider::Pgmq => Arc::new(PgmqProvider::new(pool.clone(), config.messaging.notifications).await),
-            MessagingProvider::Rabbitmq => Arc::new(RabbitMqProvider::connect(&config.messaging.rabbitmq_url).await?),
+            MessagingProvider::Rabbitmq => {
+                Arc::new(RabbitMqProvider::connect(&config.messaging.rabbitmq_url, config.messaging.prefetch).await?)
+            }
         };
         Ok(Arc::new(Self {
             config,
@@ -38,6 +42,7 @@ impl Context {
             messaging,
             templates: TemplateRegistry::default(),
             finished_tasks: OnceCell::new(),
+            resender: std::sync::OnceLock::new(),
         }))
     }
 
@@ -79,6 +84,22 @@ impl Context {
         Ok(templates)
     }
 
+    /// Sends messages that committed state has promised, for providers
+    /// whose queues are outside PostgreSQL. The state cannot be rolled back
+    /// any more, so a send that fails (the broker is restarting, say) is not
+    /// an error for the caller: it is retried in the background with backoff
+    /// until it goes through. Should this process die first, the sweep
+    /// recovers the steps involved.
+    pub(crate) async fn send_after_commit(&self, queue: &str, payloads: Vec<Value>) {
+        if payloads.is_empty() {
+            return;
+        }
+        if let Err(e) = self.messaging.send_batch(queue, &payloads).await {
+            tracing::warn!(queue, messages = payloads.len(), error = %e, "sending after commit failed; retrying in the background");
+            self.resender.get_or_init(|| Resender::start(self.messaging.clone())).push(queue, payloads);
+        }
+    }
+
     /// A feed of the uuids of tasks as they finish, shared by every waiter
     /// in this process (one LISTEN connection).
     pub(crate) async fn finished_tasks(&self) -> Result<broadcast::Receiver<Uuid>> {
@@ -112,6 +133,50 @@ impl Context {
             })
             .await?;
         Ok(sender.0.subscribe())
+    }
+}
+
+/// Most messages waiting to be resent; past it, the sweep recovers the rest.
+const RESEND_CAPACITY: usize = 10_000;
+
+/// Retries, in order and with capped exponential backoff, the sends of
+/// [`Context::send_after_commit`] that failed.
+#[derive(Debug)]
+struct Resender {
+    queue: mpsc::Sender<(String, Vec<Value>)>,
+    _task: AbortOnDrop,
+}
+
+impl Resender {
+    fn start(messaging: Arc<dyn MessagingService>) -> Self {
+        let (queue, mut pending) = mpsc::channel::<(String, Vec<Value>)>(RESEND_CAPACITY);
+        let task = tokio::spawn(async move {
+            while let Some((queue, payloads)) = pending.recv().await {
+                let mut delay = Duration::from_millis(100);
+                let mut tries = 1;
+                loop {
+                    tokio::time::sleep(delay).await;
+                    match messaging.send_batch(&queue, &payloads).await {
+                        Ok(_) => {
+                            tracing::info!(queue, messages = payloads.len(), tries, "resent messages after commit");
+                            break;
+                        }
+                        Err(e) => {
+                            tries += 1;
+                            delay = (delay * 2).min(Duration::from_secs(5));
+                            tracing::warn!(queue, tries, error = %e, "resending after commit failed; retrying");
+                        }
+                    }
+                }
+            }
+        });
+        Self { queue, _task: AbortOnDrop(task) }
+    }
+
+    fn push(&self, queue: &str, payloads: Vec<Value>) {
+        if self.queue.try_send((queue.to_owned(), payloads)).is_err() {
+            tracing::error!(queue, "too many messages waiting to be resent; the sweep recovers their steps");
+        }
     }
 }
 

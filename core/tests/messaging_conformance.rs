@@ -18,7 +18,7 @@ async fn connect(provider: &str) -> Arc<dyn MessagingService> {
         "pgmq" => common::context_with(json!({"max_connections": 3})).await.messaging().clone(),
         "rabbitmq" => {
             let url = std::env::var("RABBITMQ_URL").unwrap_or_else(|_| RABBITMQ_URL.to_owned());
-            match RabbitMqProvider::connect(&url).await {
+            match RabbitMqProvider::connect(&url, 16).await {
                 Ok(p) => Arc::new(p),
                 Err(e) => panic!(
                     "{e}\nThese tests need RabbitMQ: run bin/test (it starts it), or `rabbitmq-server -detached`."
@@ -37,6 +37,33 @@ async fn with_queue(provider: &str) -> (Arc<dyn MessagingService>, String) {
     (mq, queue)
 }
 
+/// Receives until `want` messages arrived (at most `max` per call) or 10 s
+/// passed. Consumers are asynchronous (RabbitMQ pushes deliveries), so a
+/// message sent a moment ago may take a moment to reach a receiver.
+async fn receive_until(
+    mq: &Arc<dyn MessagingService>,
+    queue: &str,
+    max: u32,
+    want: usize,
+) -> Vec<tasker_core::ReceivedMessage> {
+    receive_invisible_for(mq, queue, max, want, Duration::from_secs(30)).await
+}
+
+async fn receive_invisible_for(
+    mq: &Arc<dyn MessagingService>,
+    queue: &str,
+    max: u32,
+    want: usize,
+    visibility_timeout: Duration,
+) -> Vec<tasker_core::ReceivedMessage> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.len() < want && std::time::Instant::now() < deadline {
+        got.extend(mq.receive(queue, max, visibility_timeout).await.unwrap());
+    }
+    got
+}
+
 fn numbers(messages: &[tasker_core::ReceivedMessage]) -> Vec<i64> {
     messages.iter().map(|m| m.payload["i"].as_i64().expect("i")).collect()
 }
@@ -44,7 +71,7 @@ fn numbers(messages: &[tasker_core::ReceivedMessage]) -> Vec<i64> {
 async fn send_receive_ack(provider: &str) {
     let (mq, queue) = with_queue(provider).await;
     mq.send(&queue, &json!({"a": 1, "list": [1, 2.5, null]})).await.unwrap();
-    let got = mq.receive(&queue, 10, Duration::from_secs(30)).await.unwrap();
+    let got = receive_until(&mq, &queue, 10, 1).await;
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].payload.clone(), got[0].delivery_count), (json!({"a": 1, "list": [1, 2.5, null]}), 1));
     assert_eq!(got[0].queue, queue);
@@ -63,7 +90,7 @@ async fn batch_send_keeps_order(provider: &str) {
     let (mq, queue) = with_queue(provider).await;
     let payloads: Vec<Value> = (0..5).map(|i| json!({"i": i})).collect();
     assert_eq!(mq.send_batch(&queue, &payloads).await.unwrap().len(), 5);
-    let got = mq.receive(&queue, 10, Duration::from_secs(30)).await.unwrap();
+    let got = receive_until(&mq, &queue, 10, 5).await;
     assert_eq!(numbers(&got), vec![0, 1, 2, 3, 4]);
     mq.delete_queue(&queue).await.unwrap();
 }
@@ -71,9 +98,9 @@ async fn batch_send_keeps_order(provider: &str) {
 async fn nack_redelivers(provider: &str) {
     let (mq, queue) = with_queue(provider).await;
     mq.send(&queue, &json!({"i": 7})).await.unwrap();
-    let first = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
+    let first = receive_until(&mq, &queue, 1, 1).await;
     mq.nack(&queue, first[0].receipt, Duration::ZERO).await.unwrap();
-    let again = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
+    let again = receive_until(&mq, &queue, 1, 1).await;
     assert_eq!((numbers(&again), again[0].delivery_count), (vec![7], 2));
     mq.ack(&queue, again[0].receipt).await.unwrap();
     mq.delete_queue(&queue).await.unwrap();
@@ -82,11 +109,11 @@ async fn nack_redelivers(provider: &str) {
 async fn nack_with_delay_holds_the_message_back(provider: &str) {
     let (mq, queue) = with_queue(provider).await;
     mq.send(&queue, &json!({"i": 1})).await.unwrap();
-    let first = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
+    let first = receive_until(&mq, &queue, 1, 1).await;
     mq.nack(&queue, first[0].receipt, Duration::from_secs(1)).await.unwrap();
     assert!(mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap().is_empty(), "held back");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let back = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let back = receive_until(&mq, &queue, 1, 1).await;
     assert_eq!(numbers(&back), vec![1]);
     mq.delete_queue(&queue).await.unwrap();
 }
@@ -95,7 +122,7 @@ async fn a_dead_consumers_message_is_redelivered(provider: &str) {
     let (mq, queue) = with_queue(provider).await;
     mq.send(&queue, &json!({"i": 3})).await.unwrap();
     let doomed = connect(provider).await;
-    let taken = doomed.receive(&queue, 1, Duration::from_secs(1)).await.unwrap();
+    let taken = receive_invisible_for(&doomed, &queue, 1, 1, Duration::from_secs(1)).await;
     assert_eq!(numbers(&taken), vec![3]);
     // The consumer dies without acking: its connection goes away, and for
     // PGMQ the visibility timeout runs out.
@@ -117,28 +144,31 @@ async fn concurrent_consumers_never_share_a_message(provider: &str) {
     let (mq, queue) = with_queue(provider).await;
     let payloads: Vec<Value> = (0..200).map(|i| json!({"i": i})).collect();
     mq.send_batch(&queue, &payloads).await.unwrap();
+    let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut consumers = Vec::new();
     for _ in 0..4 {
-        let queue = queue.clone();
+        let (queue, acked) = (queue.clone(), acked.clone());
         let mq = connect(provider).await;
         consumers.push(tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
             let mut seen = Vec::new();
-            loop {
+            while acked.load(std::sync::atomic::Ordering::SeqCst) < 200 && std::time::Instant::now() < deadline {
                 let got = mq.receive(&queue, 7, Duration::from_secs(30)).await.unwrap();
-                if got.is_empty() {
-                    break seen;
-                }
                 for m in &got {
                     mq.ack(&queue, m.receipt).await.unwrap();
                 }
+                acked.fetch_add(got.len(), std::sync::atomic::Ordering::SeqCst);
                 seen.extend(numbers(&got));
             }
+            mq.close().await.unwrap();
+            seen
         }));
     }
     let mut all = Vec::new();
     for c in consumers {
         all.extend(c.await.unwrap());
     }
+    // Every message exactly once: none lost, none held by two at once.
     all.sort_unstable();
     assert_eq!(all, (0..200).collect::<Vec<_>>());
     mq.delete_queue(&queue).await.unwrap();
@@ -147,10 +177,10 @@ async fn concurrent_consumers_never_share_a_message(provider: &str) {
 async fn poison_goes_to_the_dead_letter_store_then_purge_and_stats(provider: &str) {
     let (mq, queue) = with_queue(provider).await;
     mq.send_batch(&queue, &[json!({"i": 1}), json!({"i": 2}), json!({"i": 3})]).await.unwrap();
-    let poison = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
+    let poison = receive_until(&mq, &queue, 1, 1).await;
     mq.dead_letter(&queue, poison[0].receipt).await.unwrap();
     let stats = mq.stats(&queue).await.unwrap();
-    assert_eq!((stats.depth, stats.visible), (2, 2));
+    assert_eq!((stats.depth, stats.visible), (2, 2), "{stats:?}");
     assert_eq!(mq.purge_queue(&queue).await.unwrap(), 2);
     assert!(mq.receive(&queue, 10, Duration::from_secs(30)).await.unwrap().is_empty());
     let stats = mq.stats(&queue).await.unwrap();
@@ -159,6 +189,26 @@ async fn poison_goes_to_the_dead_letter_store_then_purge_and_stats(provider: &st
     // A deleted queue takes no more messages, and says so.
     let err = mq.send(&queue, &json!({"i": 4})).await.unwrap_err();
     assert!(err.to_string().contains(&format!("sending to queue {queue}")), "{err}");
+}
+
+async fn wakeups_fire_on_send(provider: &str) {
+    let (mq, queue) = with_queue(provider).await;
+    let wake = mq.wakeups(std::slice::from_ref(&queue)).await.unwrap();
+    let sender = {
+        let (mq, queue) = (mq.clone(), queue.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            mq.send(&queue, &json!({})).await.unwrap();
+        })
+    };
+    let started = std::time::Instant::now();
+    wake.wait(Duration::from_secs(20)).await;
+    sender.await.unwrap();
+    // Woken by the send (PGMQ: NOTIFY; RabbitMQ: the pushed delivery), long
+    // before the 20 s fallback.
+    assert!(started.elapsed() < Duration::from_secs(10), "woke after {:?}", started.elapsed());
+    assert_eq!(receive_until(&mq, &queue, 1, 1).await.len(), 1);
+    mq.delete_queue(&queue).await.unwrap();
 }
 
 macro_rules! conformance {
@@ -189,6 +239,11 @@ macro_rules! conformance {
                 super::concurrent_consumers_never_share_a_message(stringify!($provider)).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn wakeups_fire_on_send() {
+                super::wakeups_fire_on_send(stringify!($provider)).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn poison_goes_to_the_dead_letter_store_then_purge_and_stats() {
                 super::poison_goes_to_the_dead_letter_store_then_purge_and_stats(stringify!($provider)).await;
             }
@@ -198,3 +253,24 @@ macro_rules! conformance {
 
 conformance!(pgmq);
 conformance!(rabbitmq);
+
+/// RabbitMQ's prefetch (PGMQ has none: a receive takes what it asks for).
+/// A consumer holds at most `prefetch` unacked deliveries; the rest go to
+/// other consumers, and come back to the queue when it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_prefetch_bounds_what_one_consumer_holds() {
+    let (mq, queue) = with_queue("rabbitmq").await;
+    let url = std::env::var("RABBITMQ_URL").unwrap_or_else(|_| RABBITMQ_URL.to_owned());
+    let narrow: Arc<dyn MessagingService> = Arc::new(RabbitMqProvider::connect(&url, 2).await.unwrap());
+    let payloads: Vec<Value> = (0..10).map(|i| json!({"i": i})).collect();
+    mq.send_batch(&queue, &payloads).await.unwrap();
+    let held = receive_until(&narrow, &queue, 10, 2).await;
+    assert_eq!(numbers(&held), vec![0, 1]);
+    assert!(narrow.receive(&queue, 10, Duration::from_secs(30)).await.unwrap().is_empty(), "prefetch is 2");
+    let rest = receive_until(&mq, &queue, 10, 8).await;
+    assert_eq!(numbers(&rest), (2..10).collect::<Vec<_>>());
+    narrow.close().await.unwrap();
+    let back = receive_until(&mq, &queue, 10, 2).await;
+    assert_eq!((numbers(&back), back[0].delivery_count), (vec![0, 1], 2));
+    mq.delete_queue(&queue).await.unwrap();
+}

@@ -250,45 +250,8 @@ async fn linear_and_diamond_run_the_same_on_rabbitmq() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflows_survive_the_broker_closing_every_connection() {
-    let ns = common::unique_namespace("severed");
-    let ctx = common::context_with(common::rabbitmq_overrides()).await;
-    ctx.register_template(common::linear_template(&ns)).await.unwrap();
-    let client = TaskerClient::new(ctx.clone());
-    let orchestrator = OrchestratorHandle::start(ctx.clone()).await.unwrap();
-    let worker = std::sync::Arc::new(WorkerHandle::start(ctx, std::slice::from_ref(&ns), 4).await.unwrap());
-    let runner = {
-        let (worker, client) = (worker.clone(), client.clone());
-        tokio::spawn(async move {
-            while worker.is_running() {
-                let Some(job) = worker.next_job(Duration::from_millis(200)).await.expect("next job") else { continue };
-                tokio::time::sleep(Duration::from_millis(30)).await; // a handler doing some work
-                common::run_job(&worker, &client, job).await;
-            }
-        })
-    };
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        tasks.push(client.create_task(&request(&ns, "linear")).await.unwrap().task_uuid);
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let closed = tokio::process::Command::new("rabbitmqctl")
-        .args(["close_all_connections", "tasker test: severing every connection"])
-        .output()
-        .await
-        .expect("rabbitmqctl runs (bin/test installs RabbitMQ)");
-    assert!(closed.status.success(), "{}", String::from_utf8_lossy(&closed.stderr));
-
-    for task_uuid in &tasks {
-        let done = client.wait_for_task(*task_uuid, Duration::from_secs(90)).await.unwrap();
-        assert_eq!(done.status, "complete");
-        let steps = client.steps(*task_uuid).await.unwrap();
-        assert_eq!(steps.last().unwrap().results, Some(json!(2_821_109_907_456_i64)));
-        // Each step's result was recorded exactly once.
-        let completions =
-            client.step_transitions(*task_uuid).await.unwrap().into_iter().filter(|t| t.to_state == "complete").count();
-        assert_eq!(completions, 4);
-    }
-    worker.shutdown(Duration::from_secs(5)).await.unwrap();
-    runner.await.unwrap();
-    orchestrator.shutdown(Duration::from_secs(5)).await.unwrap();
+    common::rabbitmq_workflows_survive("severed", || async {
+        common::rabbitmqctl(&["close_all_connections", "tasker test: severing every connection"]).await;
+    })
+    .await;
 }

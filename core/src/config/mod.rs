@@ -49,6 +49,10 @@ pub struct MessagingConfig {
     /// Wake readers with LISTEN/NOTIFY on send. Readers poll as well, so
     /// either alone drives every workflow; off means polling only.
     pub notifications: bool,
+    /// RabbitMQ only: deliveries the broker pushes to one consumer of a
+    /// queue ahead of its acks (`basic.qos`). Held messages count, so a
+    /// worker with concurrency N holds at most this many per queue.
+    pub prefetch: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +102,7 @@ impl Default for MessagingConfig {
             rabbitmq_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
             visibility_timeout_seconds: 30,
             notifications: true,
+            prefetch: 16,
         }
     }
 }
@@ -129,6 +134,7 @@ const ENV_KEYS: &[(&str, &[&str])] = &[
     ("TASKER_RABBITMQ_URL", &["messaging", "rabbitmq_url"]),
     ("RABBITMQ_URL", &["messaging", "rabbitmq_url"]),
     ("TASKER_VISIBILITY_TIMEOUT_SECONDS", &["messaging", "visibility_timeout_seconds"]),
+    ("TASKER_MESSAGING_PREFETCH", &["messaging", "prefetch"]),
     ("TASKER_WORKER_CONCURRENCY", &["worker", "concurrency"]),
 ];
 
@@ -166,6 +172,7 @@ impl Config {
         let positive = [
             ("max_connections", u64::from(self.max_connections)),
             ("messaging.visibility_timeout_seconds", u64::from(self.messaging.visibility_timeout_seconds)),
+            ("messaging.prefetch", u64::from(self.messaging.prefetch)),
             ("orchestration.batch_size", u64::from(self.orchestration.batch_size)),
             ("orchestration.enqueue_batch_size", u64::from(self.orchestration.enqueue_batch_size)),
             ("orchestration.poll_interval_ms", self.orchestration.poll_interval_ms),
@@ -220,6 +227,7 @@ impl fmt::Debug for Config {
             .field("messaging.rabbitmq_url", &redact_url(&self.messaging.rabbitmq_url))
             .field("messaging.visibility_timeout_seconds", &self.messaging.visibility_timeout_seconds)
             .field("messaging.notifications", &self.messaging.notifications)
+            .field("messaging.prefetch", &self.messaging.prefetch)
             .field("orchestration", &self.orchestration)
             .field("worker", &self.worker)
             .finish()

@@ -260,6 +260,25 @@ pub(crate) async fn tasks_with_due_retries(pool: &PgPool, limit: i64) -> Result<
     .map_err(Error::db("looking for steps due a retry"))
 }
 
+/// Tasks in progress with nothing in flight or waiting for a retry, and no
+/// step changed for `quiet_for`: a result message was lost (its sender died
+/// between commit and send), so nobody will advance them unless asked.
+pub(crate) async fn stalled_tasks(pool: &PgPool, quiet_for: std::time::Duration, limit: i64) -> Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT t.task_uuid FROM tasker_tasks t WHERE t.status = 'in_progress' \
+         AND t.updated_at < clock_timestamp() - $1 \
+         AND NOT EXISTS (SELECT 1 FROM tasker_workflow_steps s WHERE s.task_uuid = t.task_uuid \
+           AND (s.status IN ('enqueued', 'in_progress', 'waiting_for_retry') \
+                OR s.updated_at > clock_timestamp() - $1)) \
+         LIMIT $2",
+    )
+    .bind(quiet_for)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db("looking for stalled tasks"))
+}
+
 // ---- reads -----------------------------------------------------------------
 
 const TASK_COLUMNS: &str =

@@ -3,6 +3,13 @@
 //! queue, and reconnection.
 //!
 //! Semantics that differ from PGMQ (the engine is correct under both):
+//! - Push, not pull. The first `receive` (or `wakeups`) for a queue starts a
+//!   consumer (`basic.consume`) with `basic.qos` prefetch: the broker pushes
+//!   up to `prefetch` unacked deliveries to this provider, which buffers
+//!   them; `receive` takes from that buffer, waiting up to
+//!   [`SETTLE`] when it is empty for a delivery still on its way, and each
+//!   delivery wakes the queue's readers at once. Buffered deliveries are
+//!   invisible to other consumers, like held ones.
 //! - No visibility timeout. A received message stays unacked, invisible to
 //!   others, until this provider acks or nacks it or its connection closes
 //!   (the process died, or the connection was lost): then the broker
@@ -16,31 +23,39 @@
 //! - Sends cannot join a PostgreSQL transaction: the engine sends after
 //!   commit.
 //! - Stats know the messages ready in the broker and those this provider
-//!   holds, not a total ever sent. A purge removes ready messages only:
-//!   those held unacked by a consumer stay until settled.
+//!   buffers or holds (not those other consumers hold), not a total ever
+//!   sent. A purge removes ready and buffered messages: those received and
+//!   not yet settled stay until settled.
 //! - `send` returns a sequence number this provider assigns (carried as the
 //!   message_id property); receipts are separate handles.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-
+use futures_util::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicRejectOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-    QueuePurgeOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Acker, BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::Value;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use super::{MessagingService, QueueStats, ReceivedMessage, Wakeups};
 use crate::config::redact_url;
 use crate::error::{Error, ErrorKind, Result};
+
+/// How long an empty `receive` waits for a delivery the broker may already
+/// have pushed: consumers are asynchronous, and without it a message sent a
+/// moment ago could look absent.
+const SETTLE: Duration = Duration::from_millis(50);
 
 /// One connection with a confirming publisher channel and a channel for
 /// receiving; replaced whole when either breaks.
@@ -59,11 +74,74 @@ struct Held {
     data: Vec<u8>,
 }
 
+/// A delivery pushed by the broker that no `receive` has taken yet.
+struct Buffered {
+    delivery: Delivery,
+    generation: u64,
+}
+
+/// A running consumer of one queue, on the link of `generation`.
+struct Consumer {
+    generation: u64,
+    tag: ShortString,
+    task: JoinHandle<()>,
+}
+
+/// What consumer tasks share with the provider.
+#[derive(Default)]
+struct Inbox {
+    buffered: Mutex<HashMap<String, VecDeque<Buffered>>>,
+    /// Readers to wake per queue (see `wakeups`).
+    watchers: Mutex<Vec<(Vec<String>, Weak<Notify>)>>,
+    /// Woken on every delivery, for a `receive` waiting out [`SETTLE`].
+    arrived: Notify,
+}
+
+impl Inbox {
+    fn push(&self, queue: &str, buffered: Buffered) {
+        self.buffered.lock().expect("buffer lock").entry(queue.to_owned()).or_default().push_back(buffered);
+        self.wake(queue);
+    }
+
+    /// Wakes a `receive` waiting out [`SETTLE`] and the readers of `queue`.
+    fn wake(&self, queue: &str) {
+        self.arrived.notify_waiters();
+        let mut watchers = self.watchers.lock().expect("watchers lock");
+        watchers.retain(|(_, notify)| notify.strong_count() > 0);
+        for (queues, notify) in watchers.iter() {
+            if queues.iter().any(|q| q == queue) {
+                if let Some(notify) = notify.upgrade() {
+                    notify.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Takes up to `max` deliveries of the current link; older ones are back
+    /// with the broker already and are dropped.
+    fn take(&self, queue: &str, max: usize, generation: u64) -> Vec<Delivery> {
+        let mut buffered = self.buffered.lock().expect("buffer lock");
+        let Some(waiting) = buffered.get_mut(queue) else { return Vec::new() };
+        waiting.retain(|b| b.generation == generation);
+        let n = max.min(waiting.len());
+        waiting.drain(..n).map(|b| b.delivery).collect()
+    }
+
+    fn count(&self, queue: &str, generation: u64) -> i64 {
+        let buffered = self.buffered.lock().expect("buffer lock");
+        let n = buffered.get(queue).map_or(0, |w| w.iter().filter(|b| b.generation == generation).count());
+        i64::try_from(n).unwrap_or(i64::MAX)
+    }
+}
+
 pub struct RabbitMqProvider {
     url: String,
+    prefetch: u16,
     link: tokio::sync::Mutex<Option<Arc<Link>>>,
     generation: AtomicU64,
     held: Mutex<HashMap<i64, Held>>,
+    inbox: Arc<Inbox>,
+    consumers: tokio::sync::Mutex<HashMap<String, Consumer>>,
     next_receipt: AtomicI64,
     next_message_id: AtomicI64,
 }
@@ -88,12 +166,16 @@ fn table(entries: &[(&str, &str)]) -> FieldTable {
 
 impl RabbitMqProvider {
     /// Connects now, so a wrong URL or a stopped broker fails at start-up.
-    pub async fn connect(url: &str) -> Result<Self> {
+    /// `prefetch` bounds the unacked deliveries of each queue's consumer.
+    pub async fn connect(url: &str, prefetch: u16) -> Result<Self> {
         let provider = Self {
             url: url.to_owned(),
+            prefetch: prefetch.max(1),
             link: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
+            inbox: Arc::new(Inbox::default()),
+            consumers: tokio::sync::Mutex::new(HashMap::new()),
             next_receipt: AtomicI64::new(1),
             next_message_id: AtomicI64::new(1),
         };
@@ -180,6 +262,68 @@ impl RabbitMqProvider {
         Err(Error::messaging(format!("sending to queue {routing_key}"))(last.expect("an attempt failed")))
     }
 
+    /// Starts a consumer of `queue` on `link` unless one runs there already.
+    /// Its deliveries go to the inbox; it ends with its connection, or when
+    /// the broker cancels it (the queue was deleted).
+    async fn ensure_consumer(&self, link: &Link, queue: &str) -> Result<()> {
+        let mut consumers = self.consumers.lock().await;
+        if consumers.get(queue).is_some_and(|c| c.generation == link.generation && !c.task.is_finished()) {
+            return Ok(());
+        }
+        let doing = || format!("consuming queue {queue}");
+        link.receiver
+            .basic_qos(self.prefetch, BasicQosOptions { global: false })
+            .await
+            .map_err(rabbit_error(doing()))?;
+        let mut stream = link
+            .receiver
+            .basic_consume(
+                ShortString::from(queue),
+                ShortString::from(""),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(rabbit_error(doing()))?;
+        let (inbox, name, generation, tag) = (self.inbox.clone(), queue.to_owned(), link.generation, stream.tag());
+        let task = tokio::spawn(async move {
+            while let Some(delivery) = stream.next().await {
+                match delivery {
+                    Ok(delivery) => inbox.push(&name, Buffered { delivery, generation }),
+                    Err(e) => {
+                        tracing::warn!(queue = name, error = %e, "RabbitMQ consumer stopped; restarted on the next receive");
+                        break;
+                    }
+                }
+            }
+            // Wake readers so they receive again, which restarts the consumer.
+            inbox.wake(&name);
+        });
+        if let Some(old) = consumers.insert(queue.to_owned(), Consumer { generation, tag, task }) {
+            old.task.abort();
+        }
+        Ok(())
+    }
+
+    fn hold(&self, queue: &str, delivery: Delivery, generation: u64) -> ReceivedMessage {
+        let receipt = self.next_receipt.fetch_add(1, Ordering::SeqCst);
+        // A body that is not JSON arrives as a string, so the caller can
+        // dead-letter it.
+        let payload = serde_json::from_slice(&delivery.data)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&delivery.data).into_owned()));
+        let message = ReceivedMessage {
+            queue: queue.to_owned(),
+            receipt,
+            delivery_count: if delivery.redelivered { 2 } else { 1 },
+            payload,
+        };
+        self.held
+            .lock()
+            .expect("held lock")
+            .insert(receipt, Held { queue: queue.to_owned(), acker: delivery.acker, generation, data: delivery.data });
+        message
+    }
+
     fn take_held(&self, queue: &str, receipt: i64) -> Result<Held> {
         let held = self.held.lock().expect("held lock").remove(&receipt);
         let current = self.generation.load(Ordering::SeqCst);
@@ -259,6 +403,10 @@ impl MessagingService for RabbitMqProvider {
 
     async fn delete_queue(&self, queue: &str) -> Result<()> {
         let link = self.link().await?;
+        if let Some(consumer) = self.consumers.lock().await.remove(queue) {
+            consumer.task.abort();
+        }
+        self.inbox.buffered.lock().expect("buffer lock").remove(queue);
         for name in [queue.to_owned(), format!("{queue}.dlq"), format!("{queue}.delay")] {
             link.publisher
                 .queue_delete(ShortString::from(name.as_str()), QueueDeleteOptions::default())
@@ -274,12 +422,32 @@ impl MessagingService for RabbitMqProvider {
 
     async fn purge_queue(&self, queue: &str) -> Result<u64> {
         let link = self.link().await?;
+        let doing = || format!("purging queue {queue}");
+        // Deliveries pushed to this provider and not received are still the
+        // queue's messages. Cancelling the consumer first flushes those on
+        // their way (the broker sends them before it confirms the cancel).
+        let mut taken = 0;
+        if let Some(consumer) = self.consumers.lock().await.remove(queue) {
+            if consumer.generation == link.generation {
+                link.receiver
+                    .basic_cancel(consumer.tag, BasicCancelOptions::default())
+                    .await
+                    .map_err(rabbit_error(doing()))?;
+                let _ = tokio::time::timeout(Duration::from_secs(5), consumer.task).await;
+            } else {
+                consumer.task.abort();
+            }
+            for delivery in self.inbox.take(queue, usize::MAX, link.generation) {
+                delivery.acker.ack(BasicAckOptions::default()).await.map_err(rabbit_error(doing()))?;
+                taken += 1;
+            }
+        }
         let purged = link
             .publisher
             .queue_purge(ShortString::from(queue), QueuePurgeOptions::default())
             .await
-            .map_err(rabbit_error(format!("purging queue {queue}")))?;
-        Ok(u64::from(purged))
+            .map_err(rabbit_error(doing()))?;
+        Ok(u64::from(purged) + taken)
     }
 
     async fn send(&self, queue: &str, payload: &Value) -> Result<i64> {
@@ -300,37 +468,20 @@ impl MessagingService for RabbitMqProvider {
 
     async fn receive(&self, queue: &str, max: u32, _visibility_timeout: Duration) -> Result<Vec<ReceivedMessage>> {
         let link = self.link().await?;
-        let mut messages = Vec::new();
-        for _ in 0..max {
-            let got = link
-                .receiver
-                .basic_get(ShortString::from(queue), BasicGetOptions { no_ack: false })
-                .await
-                .map_err(rabbit_error(format!("receiving from queue {queue}")))?;
-            let Some(got) = got else { break };
-            let delivery = got.delivery;
-            let receipt = self.next_receipt.fetch_add(1, Ordering::SeqCst);
-            // A body that is not JSON arrives as a string, so the caller
-            // can dead-letter it.
-            let payload = serde_json::from_slice(&delivery.data)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&delivery.data).into_owned()));
-            messages.push(ReceivedMessage {
-                queue: queue.to_owned(),
-                receipt,
-                delivery_count: if delivery.redelivered { 2 } else { 1 },
-                payload,
-            });
-            self.held.lock().expect("held lock").insert(
-                receipt,
-                Held {
-                    queue: queue.to_owned(),
-                    acker: delivery.acker,
-                    generation: link.generation,
-                    data: delivery.data,
-                },
-            );
+        self.ensure_consumer(&link, queue).await?;
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        let mut deliveries = self.inbox.take(queue, max, link.generation);
+        if deliveries.is_empty() {
+            let arrived = self.inbox.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            deliveries = self.inbox.take(queue, max, link.generation);
+            if deliveries.is_empty() {
+                let _ = tokio::time::timeout(SETTLE, arrived).await;
+                deliveries = self.inbox.take(queue, max, link.generation);
+            }
         }
-        Ok(messages)
+        Ok(deliveries.into_iter().map(|d| self.hold(queue, d, link.generation)).collect())
     }
 
     async fn ack(&self, queue: &str, receipt: i64) -> Result<()> {
@@ -401,23 +552,34 @@ impl MessagingService for RabbitMqProvider {
                 return Err(e);
             }
         };
-        let ready = i64::from(declared.message_count());
+        let visible = i64::from(declared.message_count()) + self.inbox.count(queue, link.generation);
         Ok(QueueStats {
             queue: queue.to_owned(),
-            depth: ready + self.held_count(queue),
-            visible: ready,
+            depth: visible + self.held_count(queue),
+            visible,
             total_sent: None,
             oldest_age_seconds: None,
         })
     }
 
-    async fn wakeups(&self, _queues: &[String]) -> Result<Wakeups> {
-        // Readers of RabbitMQ queues poll (`poll_interval_ms`).
-        Ok(Wakeups::new(Arc::new(Notify::new()), None))
+    async fn wakeups(&self, queues: &[String]) -> Result<Wakeups> {
+        // Woken by each delivery pushed to this provider's consumers, which
+        // start here so the first message wakes its reader too.
+        let link = self.link().await?;
+        for queue in queues {
+            self.ensure_consumer(&link, queue).await?;
+        }
+        let notify = Arc::new(Notify::new());
+        self.inbox.watchers.lock().expect("watchers lock").push((queues.to_vec(), Arc::downgrade(&notify)));
+        Ok(Wakeups::new(notify, None))
     }
 
     async fn close(&self) -> Result<()> {
         if let Some(link) = self.link.lock().await.take() {
+            for (_, consumer) in self.consumers.lock().await.drain() {
+                consumer.task.abort();
+            }
+            self.inbox.buffered.lock().expect("buffer lock").clear();
             self.held.lock().expect("held lock").clear();
             link.connection.close(200, ShortString::from("closing")).await.map_err(rabbit_error("closing".into()))?;
         }

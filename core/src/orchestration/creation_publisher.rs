@@ -42,7 +42,7 @@ impl CreationPublisher {
                     Ok(n) => match n.payload().parse::<Uuid>() {
                         Ok(task_uuid) => {
                             if let Err(e) = publish_enqueued(&self.ctx, task_uuid).await {
-                                tracing::warn!(%task_uuid, error = %e, "sending a new task's first messages failed; \
+                                tracing::warn!(%task_uuid, error = %e, "reading a new task's enqueued steps failed; \
                                                the sweep resends them");
                             }
                         }
@@ -70,6 +70,6 @@ async fn publish_enqueued(ctx: &Context, task_uuid: Uuid) -> Result<()> {
                 .expect("messages serialize")
         })
         .collect();
-    ctx.messaging().send_batch(&MessageRouter::step_queue(&task.namespace), &payloads).await?;
+    ctx.send_after_commit(&MessageRouter::step_queue(&task.namespace), payloads).await;
     Ok(())
 }

@@ -19,6 +19,8 @@ const SWEEP_LIMIT: i32 = 500;
 
 /// Runs every `sweep_interval_ms`:
 /// - advances tasks with a step whose retry backoff has elapsed;
+/// - advances tasks in progress with nothing in flight and no change for a
+///   visibility timeout (their last result message was lost);
 /// - recovers steps whose worker is gone (in progress with no heartbeat for
 ///   a visibility timeout) or whose message may be lost (enqueued for
 ///   longer than `stuck_enqueued_seconds`): they are enqueued and sent
@@ -41,6 +43,9 @@ impl Sweeper {
             if let Err(e) = self.recover_stuck_steps().await {
                 tracing::warn!(error = %e, "recovery sweep failed; trying again next interval");
             }
+            if let Err(e) = self.advance_stalled_tasks().await {
+                tracing::warn!(error = %e, "stalled-task sweep failed; trying again next interval");
+            }
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 _ = stop.changed() => {}
@@ -51,6 +56,16 @@ impl Sweeper {
     async fn advance_due_retries(&self) -> Result<()> {
         for task_uuid in queries::tasks_with_due_retries(self.ctx.pool(), i64::from(SWEEP_LIMIT)).await? {
             let tx = self.ctx.pool().begin().await.map_err(Error::db("sweeping retries"))?;
+            advance_task(&self.ctx, tx, task_uuid).await?;
+        }
+        Ok(())
+    }
+
+    async fn advance_stalled_tasks(&self) -> Result<()> {
+        let quiet_for = Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds));
+        for task_uuid in queries::stalled_tasks(self.ctx.pool(), quiet_for, i64::from(SWEEP_LIMIT)).await? {
+            tracing::warn!(%task_uuid, "advancing a task nobody advanced (a result message was lost)");
+            let tx = self.ctx.pool().begin().await.map_err(Error::db("sweeping stalled tasks"))?;
             advance_task(&self.ctx, tx, task_uuid).await?;
         }
         Ok(())
@@ -84,7 +99,7 @@ impl Sweeper {
                             .expect("messages serialize")
                     })
                     .collect();
-                self.ctx.messaging().send_batch(&MessageRouter::step_queue(&task.namespace), &payloads).await?;
+                self.ctx.send_after_commit(&MessageRouter::step_queue(&task.namespace), payloads).await;
             }
         }
         Ok(recovered.len())

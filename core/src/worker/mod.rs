@@ -226,7 +226,7 @@ impl WorkerHandle {
         }
         tx.commit().await.map_err(Error::db(format!("recording step {}", job.step_uuid)))?;
         if !sent {
-            self.ctx.messaging().send(MessageRouter::STEP_RESULTS, &payload).await?;
+            self.ctx.send_after_commit(MessageRouter::STEP_RESULTS, vec![payload]).await;
         }
         // The outcome is committed; a failed ack only means the message is
         // delivered again, and the claim skips a step that is not enqueued.
