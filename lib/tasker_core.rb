@@ -8,6 +8,7 @@ require "active_record"
 require "tasker_core/version"
 require "tasker_core/errors"
 require "tasker_core/native"
+require "tasker_core/log_pump"
 require "tasker_core/configuration"
 require "tasker_core/models/base"
 require "tasker_core/models/task"
@@ -46,6 +47,7 @@ module TaskerCore
     # first use.
     def client
       @client_lock.synchronize do
+        LogPump.start
         @client ||= Native::Client.connect({}, configuration.to_native).tap do |client|
           Models::Base.ensure_connection!(client.database_url, pool: client.config["max_connections"] + 5)
         end

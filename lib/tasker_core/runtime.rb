@@ -32,6 +32,7 @@ module TaskerCore
       @orchestrator&.shutdown(timeout.to_f)
       @worker = nil
       @orchestrator = nil
+      LogPump.flush
     end
   end
 end

@@ -36,12 +36,16 @@ pub(crate) async fn advance_task(
     } else {
         ctx.messaging().send_batch_in_transaction(&mut tx, &queue, &payloads).await?.is_some()
     };
-    let status = queries::finalize_task(&mut tx, task_uuid).await?.unwrap_or(status);
+    let finalized = queries::finalize_task(&mut tx, task_uuid).await?;
     tx.commit().await.map_err(Error::db(format!("advancing task {task_uuid}")))?;
+    if let Some(finished) = finalized.as_ref().filter(|s| *s != &status) {
+        tracing::info!(%task_uuid, %correlation_id, namespace, status = %finished, "task finished");
+    }
+    let status = finalized.unwrap_or(status);
     if !sent_in_tx {
         // Only for providers outside PostgreSQL: the message goes out after
         // the state that promises it is committed.
-        ctx.messaging().send_batch(&queue, &payloads).await?;
+        ctx.send_after_commit(&queue, payloads).await;
     }
     if !ready.is_empty() {
         tracing::debug!(%task_uuid, %correlation_id, steps = ready.len(), queue, "enqueued ready steps");

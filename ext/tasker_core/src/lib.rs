@@ -4,6 +4,7 @@
 mod client;
 mod errors;
 mod gvl;
+mod log;
 mod message_service;
 mod orchestrator;
 mod worker;
@@ -14,6 +15,7 @@ use magnus::{prelude::*, Error, Ruby};
 fn init(ruby: &Ruby) -> Result<(), Error> {
     let native = ruby.define_module("TaskerCore")?.define_module("Native")?;
     client::init(ruby, native)?;
+    log::init(ruby, native)?;
     message_service::init(ruby, native)?;
     orchestrator::init(ruby, native)?;
     worker::init(ruby, native)?;
