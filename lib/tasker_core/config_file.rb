@@ -46,12 +46,12 @@ module TaskerCore
       raise ConfigurationError, "#{path} is not valid YAML: #{e.message}"
     end
 
-    # Removes nil and "" values (an unset ERB variable), recursively, so
-    # they do not override a lower layer.
+    # Removes nil and "" values (an unset ERB variable), and sections left
+    # empty, recursively, so they do not override a lower layer.
     def prune(hash)
       hash.each_with_object({}) do |(key, value), out|
         value = prune(value) if value.is_a?(Hash)
-        next if value.nil? || value == ""
+        next if value.nil? || value == "" || value == {}
 
         out[key.to_s] = value
       end

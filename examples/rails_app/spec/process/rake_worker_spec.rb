@@ -19,7 +19,7 @@ RSpec.describe "rake tasker:worker in the Rails app" do
 
   it "finishes the step in flight on SIGTERM and exits 0; a successor finishes the task; each step ran once" do
     widget = product("widget", price_cents: 1250, stock: 5)
-    workers = [spawn_rake_worker(gateway_latency: 2)]
+    workers = [spawn_rake_worker(gateway_latency: 1)]
     begin
       order = place_order({ widget => 2 })
       # The charge is in flight: the handler is waiting on the gateway.
