@@ -10,10 +10,7 @@ require "tasker_core/errors"
 require "tasker_core/native"
 require "tasker_core/log_pump"
 require "tasker_core/configuration"
-require "tasker_core/models/base"
-require "tasker_core/models/task"
-require "tasker_core/models/workflow_step"
-require "tasker_core/models/transitions"
+require "tasker_core/config_file"
 require "tasker_core/step_sequence"
 require "tasker_core/step_handler/base"
 require "tasker_core/message_service"
@@ -21,6 +18,22 @@ require "tasker_core/worker"
 require "tasker_core/runtime"
 require "tasker_core/instrumentation"
 require "tasker_core/launcher"
+
+module TaskerCore
+  # Autoloaded: defining them subclasses ActiveRecord::Base, and loading
+  # that while a Rails app is still configuring itself would apply
+  # ActiveRecord's settings before config/initializers run.
+  module Models
+    autoload :Base, "tasker_core/models/base"
+    autoload :Task, "tasker_core/models/task"
+    autoload :WorkflowStep, "tasker_core/models/workflow_step"
+    autoload :WorkflowStepEdge, "tasker_core/models/workflow_step"
+    autoload :TaskTransition, "tasker_core/models/transitions"
+    autoload :WorkflowStepTransition, "tasker_core/models/transitions"
+  end
+end
+
+require "tasker_core/railtie" if defined?(Rails::Railtie)
 
 # DAG workflow orchestration for Ruby and Rails, with a Rust core.
 module TaskerCore
@@ -48,7 +61,7 @@ module TaskerCore
     def client
       @client_lock.synchronize do
         LogPump.start
-        @client ||= Native::Client.connect({}, configuration.to_native).tap do |client|
+        @client ||= Native::Client.connect(configuration.file_settings, configuration.to_native).tap do |client|
           Models::Base.ensure_connection!(client.database_url, pool: client.config["max_connections"] + 5)
         end
       end

@@ -4,7 +4,8 @@ module TaskerCore
   # Runs step handlers in this Ruby process. The Rust core polls the
   # namespace queues and claims steps; `concurrency` Ruby threads each wait
   # for a job with the GVL released, run its handler with an ActiveRecord
-  # connection checked out for that step only, and report the outcome.
+  # connection checked out for that step only (inside the configured
+  # around_step: in Rails, the app's reloader), and report the outcome.
   class Worker
     POLL_SLICE = 0.25
 
@@ -14,8 +15,7 @@ module TaskerCore
       @namespaces = Array(namespaces).map(&:to_s)
       @concurrency = Integer(concurrency)
       @client = client
-      @handlers = {}
-      @handlers_lock = Mutex.new
+      @around_step = TaskerCore.configuration.around_step || ->(&run) { run.call }
       @stopping = false
     end
 
@@ -24,7 +24,7 @@ module TaskerCore
     # thread; raises ConfigurationError or TemplateError naming the problem.
     def start
       check_connection_pool!
-      check_handlers!
+      @around_step.call { check_handlers! }
       @native = Native::Worker.start(@client, @namespaces, @concurrency)
       @threads = Array.new(@concurrency) do |i|
         Thread.new do
@@ -76,11 +76,13 @@ module TaskerCore
     def run_handler(job, payload)
       step_uuid = job.fetch(:step_uuid)
       begin
-        result = ActiveRecord::Base.connection_pool.with_connection do
-          task = Models::Task.find(job.fetch(:task_uuid))
-          step = Models::WorkflowStep.find(step_uuid)
-          handler = handler_for(job.fetch(:handler_callable))
-          with_timeout(job[:timeout_seconds]) { handler.call(task, StepSequence.new(task, step), step) }
+        result = @around_step.call do
+          ActiveRecord::Base.connection_pool.with_connection do
+            task = Models::Task.find(job.fetch(:task_uuid))
+            step = Models::WorkflowStep.find(step_uuid)
+            handler = handler_for(job.fetch(:handler_callable))
+            with_timeout(job[:timeout_seconds]) { handler.call(task, StepSequence.new(task, step), step) }
+          end
         end
       rescue PermanentError => e
         return report_failure(step_uuid, e, payload, retryable: false)
@@ -137,19 +139,16 @@ module TaskerCore
       handler_class(callable).new
     end
 
+    # Resolved on every run, never cached: in a Rails app in development the
+    # autoloader replaces the class when its file changes, and a cached
+    # class object would keep running the old code.
     def handler_class(callable)
-      @handlers_lock.synchronize do
-        @handlers[callable] ||= begin
-          klass = Object.const_get(callable)
-          unless klass.method_defined?(:call)
-            raise TemplateError, "handler #{callable} does not define call(task, sequence, step)"
-          end
+      klass = Object.const_get(callable)
+      return klass if klass.method_defined?(:call)
 
-          klass
-        rescue NameError => e
-          raise TemplateError, "handler class #{callable} cannot be found: #{e.message}"
-        end
-      end
+      raise TemplateError, "handler #{callable} does not define call(task, sequence, step)"
+    rescue NameError => e
+      raise TemplateError, "handler class #{callable} cannot be found: #{e.message}"
     end
 
     def monotonic

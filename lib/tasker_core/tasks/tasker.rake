@@ -6,6 +6,8 @@
 #   rake tasker:worker NAMESPACES=fulfillment,billing CONCURRENCY=8
 #   rake tasker:orchestrator
 #   rake tasker:status
+# NAMESPACES and CONCURRENCY default to worker.namespaces and
+# worker.concurrency of the configuration (config/tasker.yml in Rails).
 
 namespace :tasker do
   task :boot do
@@ -16,9 +18,15 @@ namespace :tasker do
 
   desc "Run a worker (NAMESPACES, CONCURRENCY); stops cleanly on SIGTERM/SIGINT"
   task worker: :boot do
-    namespaces = ENV.fetch("NAMESPACES") { raise TaskerCore::ConfigurationError, "set NAMESPACES=a,b" }.split(",")
-    TaskerCore::Launcher.run(worker: { namespaces: namespaces, concurrency: Integer(ENV.fetch("CONCURRENCY", "4")) },
-                             orchestrator: false)
+    configured = TaskerCore.client.config["worker"]
+    namespaces = ENV["NAMESPACES"]&.split(",") || configured["namespaces"]
+    if namespaces.empty?
+      raise TaskerCore::ConfigurationError,
+            "no namespaces to work on: set NAMESPACES=a,b (or worker.namespaces in config/tasker.yml)"
+    end
+
+    concurrency = Integer(ENV.fetch("CONCURRENCY", configured["concurrency"]))
+    TaskerCore::Launcher.run(worker: { namespaces: namespaces, concurrency: concurrency }, orchestrator: false)
   end
 
   desc "Run an orchestrator; stops cleanly on SIGTERM/SIGINT"
@@ -29,5 +37,13 @@ namespace :tasker do
   desc "Print queue depths and task counts by status"
   task status: :boot do
     puts TaskerCore::Launcher.status_report
+  end
+
+  desc "Install or upgrade tasker_core's schema (PGMQ, tables, SQL functions) and register the templates"
+  task migrate: :boot do
+    TaskerCore.migrate!
+    keys = TaskerCore.register_templates!
+    puts "tasker_core schema is current in #{TaskerCore.client.config['database_url']}; " \
+         "#{keys.size} template(s) registered"
   end
 end

@@ -1,0 +1,5 @@
+# frozen_string_literal: true
+
+class OrderEvent < ApplicationRecord
+  belongs_to :order
+end

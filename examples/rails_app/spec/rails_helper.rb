@@ -1,0 +1,35 @@
+# frozen_string_literal: true
+
+# Boots the shop app in the test environment against the real PostgreSQL
+# (tasker_rails_test, or DATABASE_URL), migrates it (the app's tables and,
+# through the install migration, tasker_core's schema) and registers the
+# templates. Examples do not run inside transactions: the engine commits
+# from its own connections, which a wrapping transaction would hide.
+ENV["RAILS_ENV"] ||= "test"
+require_relative "../config/environment"
+require "securerandom"
+
+APP_ROOT = Rails.root.to_s
+
+begin
+  ActiveRecord::Migration.verbose = false
+  ActiveRecord::Base.connection.migration_context.migrate
+  TaskerCore.register_templates!
+rescue ActiveRecord::NoDatabaseError, ActiveRecord::ConnectionNotEstablished, TaskerCore::DatabaseError => e
+  abort "#{e.class}: #{e.message}\nThe Rails example's specs need PostgreSQL on 127.0.0.1:5432 with a " \
+        "tasker_rails_test database: run `bin/setup tasker_rails_test` from the repository root (it starts " \
+        "PostgreSQL and creates the database), or `pg_ctlcluster 15 main start && createdb -h 127.0.0.1 " \
+        "-U postgres tasker_rails_test`."
+end
+TaskerCore.logger.level = Logger::WARN
+
+Dir[File.join(__dir__, "support/**/*.rb")].sort.each { |f| require f }
+
+RSpec.configure do |config|
+  config.include ShopHelpers
+  config.include ProcessHelpers
+  config.extend ShopHelpers::ClassMethods
+  config.disable_monkey_patching!
+  config.order = :random
+  config.expect_with(:rspec) { |c| c.syntax = :expect }
+end
