@@ -64,6 +64,20 @@ async fn receive_invisible_for(
     got
 }
 
+/// (depth, visible), read until they equal `expected` or 5 s passed. Stats
+/// are a snapshot: with RabbitMQ a delivery on its way to a consumer is
+/// momentarily counted nowhere.
+async fn settled_stats(mq: &Arc<dyn MessagingService>, queue: &str, expected: (i64, i64)) -> (i64, i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = mq.stats(queue).await.unwrap();
+        if (stats.depth, stats.visible) == expected || std::time::Instant::now() > deadline {
+            return (stats.depth, stats.visible);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn numbers(messages: &[tasker_core::ReceivedMessage]) -> Vec<i64> {
     messages.iter().map(|m| m.payload["i"].as_i64().expect("i")).collect()
 }
@@ -179,12 +193,10 @@ async fn poison_goes_to_the_dead_letter_store_then_purge_and_stats(provider: &st
     mq.send_batch(&queue, &[json!({"i": 1}), json!({"i": 2}), json!({"i": 3})]).await.unwrap();
     let poison = receive_until(&mq, &queue, 1, 1).await;
     mq.dead_letter(&queue, poison[0].receipt).await.unwrap();
-    let stats = mq.stats(&queue).await.unwrap();
-    assert_eq!((stats.depth, stats.visible), (2, 2), "{stats:?}");
+    assert_eq!(settled_stats(&mq, &queue, (2, 2)).await, (2, 2));
     assert_eq!(mq.purge_queue(&queue).await.unwrap(), 2);
     assert!(mq.receive(&queue, 10, Duration::from_secs(30)).await.unwrap().is_empty());
-    let stats = mq.stats(&queue).await.unwrap();
-    assert_eq!((stats.depth, stats.visible), (0, 0));
+    assert_eq!(settled_stats(&mq, &queue, (0, 0)).await, (0, 0));
     mq.delete_queue(&queue).await.unwrap();
     // A deleted queue takes no more messages, and says so.
     let err = mq.send(&queue, &json!({"i": 4})).await.unwrap_err();

@@ -12,7 +12,9 @@ module TaskerCore
   # process drains the events with the GVL released; it is started with the
   # native client and again after a fork.
   module LogPump
-    DEFAULT_FILTER = "tasker_core=info,warn"
+    # lapin's own report of a message returned as unroutable is left out:
+    # the send fails with a TaskerCore::MessagingError naming the queue.
+    DEFAULT_FILTER = "tasker_core=info,lapin::returned_messages=error,warn"
     LEVELS = { "ERROR" => :error, "WARN" => :warn, "INFO" => :info, "DEBUG" => :debug, "TRACE" => :debug }.freeze
     BATCH = 256
     FLUSH_WAIT = 5 # seconds

@@ -6,10 +6,10 @@
 //! - Push, not pull. The first `receive` (or `wakeups`) for a queue starts a
 //!   consumer (`basic.consume`) with `basic.qos` prefetch: the broker pushes
 //!   up to `prefetch` unacked deliveries to this provider, which buffers
-//!   them; `receive` takes from that buffer, waiting up to
-//!   [`SETTLE`] when it is empty for a delivery still on its way, and each
-//!   delivery wakes the queue's readers at once. Buffered deliveries are
-//!   invisible to other consumers, like held ones.
+//!   them; `receive` takes what has arrived (the first, which starts the
+//!   consumer, waits up to [`SETTLE`] for the queue's first deliveries), and
+//!   each delivery wakes the queue's readers at once. Buffered deliveries
+//!   are invisible to other consumers, like held ones.
 //! - No visibility timeout. A received message stays unacked, invisible to
 //!   others, until this provider acks or nacks it or its connection closes
 //!   (the process died, or the connection was lost): then the broker
@@ -52,9 +52,8 @@ use super::{MessagingService, QueueStats, ReceivedMessage, Wakeups};
 use crate::config::redact_url;
 use crate::error::{Error, ErrorKind, Result};
 
-/// How long an empty `receive` waits for a delivery the broker may already
-/// have pushed: consumers are asynchronous, and without it a message sent a
-/// moment ago could look absent.
+/// How long the `receive` that starts a queue's consumer waits for the
+/// first deliveries, so that it does not report a full queue as empty.
 const SETTLE: Duration = Duration::from_millis(50);
 
 /// One connection with a confirming publisher channel and a channel for
@@ -265,10 +264,11 @@ impl RabbitMqProvider {
     /// Starts a consumer of `queue` on `link` unless one runs there already.
     /// Its deliveries go to the inbox; it ends with its connection, or when
     /// the broker cancels it (the queue was deleted).
-    async fn ensure_consumer(&self, link: &Link, queue: &str) -> Result<()> {
+    /// Returns whether it started one.
+    async fn ensure_consumer(&self, link: &Link, queue: &str) -> Result<bool> {
         let mut consumers = self.consumers.lock().await;
         if consumers.get(queue).is_some_and(|c| c.generation == link.generation && !c.task.is_finished()) {
-            return Ok(());
+            return Ok(false);
         }
         let doing = || format!("consuming queue {queue}");
         link.receiver
@@ -302,7 +302,7 @@ impl RabbitMqProvider {
         if let Some(old) = consumers.insert(queue.to_owned(), Consumer { generation, tag, task }) {
             old.task.abort();
         }
-        Ok(())
+        Ok(true)
     }
 
     fn hold(&self, queue: &str, delivery: Delivery, generation: u64) -> ReceivedMessage {
@@ -468,18 +468,16 @@ impl MessagingService for RabbitMqProvider {
 
     async fn receive(&self, queue: &str, max: u32, _visibility_timeout: Duration) -> Result<Vec<ReceivedMessage>> {
         let link = self.link().await?;
-        self.ensure_consumer(&link, queue).await?;
+        let arrived = self.inbox.arrived.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        let started = self.ensure_consumer(&link, queue).await?;
         let max = usize::try_from(max).unwrap_or(usize::MAX);
         let mut deliveries = self.inbox.take(queue, max, link.generation);
-        if deliveries.is_empty() {
-            let arrived = self.inbox.arrived.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
+        if deliveries.is_empty() && started {
+            // A new consumer: what the queue holds is on its way.
+            let _ = tokio::time::timeout(SETTLE, arrived).await;
             deliveries = self.inbox.take(queue, max, link.generation);
-            if deliveries.is_empty() {
-                let _ = tokio::time::timeout(SETTLE, arrived).await;
-                deliveries = self.inbox.take(queue, max, link.generation);
-            }
         }
         Ok(deliveries.into_iter().map(|d| self.hold(queue, d, link.generation)).collect())
     }
