@@ -7,6 +7,7 @@
 require "tasker_core"
 require "securerandom"
 require_relative "../examples/handlers/squares"
+require_relative "../examples/handlers/add_one"
 require_relative "fixtures/handlers/probe_handlers"
 
 ROOT = File.expand_path("..", __dir__)

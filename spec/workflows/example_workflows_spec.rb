@@ -52,6 +52,28 @@ RSpec.describe "example workflows through Ruby handlers" do
     expect(task.step("finish").dependencies.map(&:name)).to eq(%w[left right])
   end
 
+  it "runs the tree workflow: two branches, four leaves, one convergence" do
+    task = run("tree_workflow", context: { n: 1 })
+
+    expect(task.status).to eq("complete")
+    expect(step_rows(task).map { |name, _, result, attempts| [name, result, attempts] }).to eq(
+      [["root", 2, 1], ["branch_left", 3, 1], ["branch_right", 3, 1], ["leaf_d", 4, 1], ["leaf_e", 4, 1],
+       ["leaf_f", 4, 1], ["leaf_g", 4, 1], ["final_convergence", 17, 1]]
+    )
+    expect(task.step("final_convergence").dependencies.map(&:name)).to match_array(%w[leaf_d leaf_e leaf_f leaf_g])
+  end
+
+  it "runs the mixed DAG: a join, two single-branch steps and a final step needing all three" do
+    task = run("mixed_workflow", context: { n: 1 })
+
+    expect(task.status).to eq("complete")
+    expect(step_rows(task).map { |name, _, result, attempts| [name, result, attempts] }).to eq(
+      [["init", 2, 1], ["process_left", 3, 1], ["process_right", 3, 1], ["validate", 7, 1], ["transform", 4, 1],
+       ["analyze", 4, 1], ["finalize", 16, 1]]
+    )
+    expect(task.workflow_steps.map(&:status).uniq).to eq(["complete"])
+  end
+
   it "hands handlers real ActiveRecord models, on a worker thread" do
     task = run("inspect_models", namespace: "probe", context: { order_id: 42 })
 
