@@ -31,10 +31,7 @@ module Bench
 
   def self.run(names)
     started_at = Float(ENV.fetch("BENCH_STARTED_AT", Time.now.to_f.to_s))
-    unknown = names - SCENARIOS.keys
-    abort "unknown scenario(s) #{unknown.join(', ')}; known: #{SCENARIOS.keys.join(', ')}" unless unknown.empty?
-
-    fdatasync = prepare
+    fdatasync = prepare(names)
     scenarios = names.to_h { |name| [name, run_scenario(name, deadline: started_at + BUDGET_S - MARGIN_S)] }
     failed = scenarios.reject { |_, s| s["ok"] }.keys
     report = Report.new(scenarios: scenarios, wall_time_s: (Time.now.to_f - started_at).round(1), failed: failed,
@@ -44,9 +41,13 @@ module Bench
     abort "bench FAILED: #{failed.join(', ')}" unless failed.empty?
   end
 
-  # Clears earlier parts (each scenario writes PARTS/<name>.json; only this
-  # run's results are reported, never a mix of runs) and measures the disk.
-  def self.prepare
+  # Checks the names, clears earlier parts (each scenario writes
+  # PARTS/<name>.json; only this run's results are reported, never a mix
+  # of runs) and measures the disk.
+  def self.prepare(names)
+    unknown = names - SCENARIOS.keys
+    abort "unknown scenario(s) #{unknown.join(', ')}; known: #{SCENARIOS.keys.join(', ')}" unless unknown.empty?
+
     FileUtils.rm_rf(PARTS)
     FileUtils.mkdir_p(PARTS)
     fdatasync = Machine.fdatasync_per_s

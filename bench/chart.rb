@@ -29,7 +29,8 @@ module Bench
     def write_data
       bars = [["PGMQ raw\\nround trips", "pgmq_raw_roundtrips_per_s"],
               ["Sidekiq\\nchain jobs", "sidekiq_chain_jobs_per_s"],
-              ["tasker PGMQ\\nsteps", "tasker_pgmq_steps_per_s"], ["tasker RabbitMQ\\nsteps", "tasker_rabbitmq_steps_per_s"]]
+              ["tasker PGMQ\\nsteps", "tasker_pgmq_steps_per_s"],
+              ["tasker RabbitMQ\\nsteps", "tasker_rabbitmq_steps_per_s"]]
       File.write(File.join(@dir, "throughput.dat"), bars.map { |label, m| "\"#{label}\" #{value(m)}\n" }.join)
       latency = [["Sidekiq chain of 4", "sidekiq_chain_idle"], ["tasker linear-4 (PGMQ)", "tasker_pgmq_linear4_idle"]]
       File.write(File.join(@dir, "latency.dat"),

@@ -15,6 +15,9 @@ module Bench
   TEMPLATE_PATHS = [File.join(ROOT, "bench/templates"), GENERATED_TEMPLATES].freeze
   ORCHESTRATOR_BIN = File.join(ROOT, "target/release/tasker-orchestrator")
   PG_ADMIN_URL = ENV.fetch("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+  # A vhost of the bench's own: queue names (orchestration_step_results,
+  # bench_queue) are per vhost, and test suites use the default one.
+  RABBITMQ_URL = ENV.fetch("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/tasker_bench")
   NAMESPACE = "bench"
   FANOUT_WIDTH = 1000
 
@@ -63,7 +66,8 @@ module Bench
       File.executable?(ORCHESTRATOR_BIN)
 
     Process.spawn({ "DATABASE_URL" => with_application_name(database_url, "bench_orchestrator"),
-                    "TASKER_MESSAGING_PROVIDER" => provider.to_s, "TASKER_LOG" => "warn" },
+                    "TASKER_MESSAGING_PROVIDER" => provider.to_s, "RABBITMQ_URL" => RABBITMQ_URL,
+                    "TASKER_LOG" => "warn" },
                   ORCHESTRATOR_BIN, out: File::NULL, err: $stderr)
   end
 
@@ -71,7 +75,8 @@ module Bench
   # that configures TaskerCore and loads the (noop) handlers.
   def spawn_worker(database_url, provider, concurrency:)
     env = { "DATABASE_URL" => with_application_name(database_url, "bench_worker"),
-            "TASKER_MESSAGING_PROVIDER" => provider.to_s, "TASKER_BOOT" => File.join(ROOT, "bench/tasker_boot.rb"),
+            "TASKER_MESSAGING_PROVIDER" => provider.to_s, "RABBITMQ_URL" => RABBITMQ_URL,
+            "TASKER_BOOT" => File.join(ROOT, "bench/tasker_boot.rb"),
             "NAMESPACES" => NAMESPACE, "CONCURRENCY" => concurrency.to_s, "RUBYOPT" => nil }
     Process.spawn(env, "rake", "-f", File.join(ROOT, "Rakefile"), "tasker:worker", chdir: ROOT, out: File::NULL,
                                                                                    err: $stderr)

@@ -54,6 +54,7 @@ module Bench
         c.database_url = Bench.with_application_name(@database_url, "bench_driver")
         c.template_paths = TEMPLATE_PATHS
         c.messaging_provider = @provider
+        c.rabbitmq_url = RABBITMQ_URL
       end
       TaskerCore.logger.level = Logger::WARN
       TaskerCore.migrate!
@@ -161,10 +162,13 @@ module Bench
       end
     end
 
-    # RabbitMQ queues outlive the database: empty the ones this bench uses.
+    # RabbitMQ queues outlive the database: empty the ones this bench uses
+    # (in the bench's own vhost, RABBITMQ_URL).
     def purge_broker_queues
       service = TaskerCore.message_service
-      ["#{NAMESPACE}_queue", "orchestration_step_results"].each { |queue| service.purge_queue(queue) }
+      ["#{NAMESPACE}_queue", "orchestration_step_results"].each do |queue|
+        [queue, "#{queue}.delay", "#{queue}.dlq"].each { |q| service.purge_queue(q) }
+      end
     end
   end
 end
