@@ -31,7 +31,7 @@ module Bench
 
     def describe(sidekiq_version)
       settings = Bench.with_pg(PG_ADMIN_URL) do |conn|
-        %w[fsync synchronous_commit shared_buffers server_version].to_h do |name|
+        %w[fsync synchronous_commit shared_buffers autovacuum server_version].to_h do |name|
           [name, conn.exec("SHOW #{name}").getvalue(0, 0)]
         end
       end
@@ -40,6 +40,7 @@ module Bench
         "memory_gb" => (File.read("/proc/meminfo")[/MemTotal:\s+(\d+)/, 1].to_i / 1024.0 / 1024).round(1),
         "postgresql" => "PostgreSQL #{settings['server_version']}", "fsync" => settings["fsync"],
         "synchronous_commit" => settings["synchronous_commit"], "shared_buffers" => settings["shared_buffers"],
+        "autovacuum" => settings["autovacuum"],
         "ruby" => RUBY_VERSION, "sidekiq" => sidekiq_version,
         "redis" => command_output("redis-server", "--version")[/v=(\S+)/, 1],
         "rabbitmq" => command_output("rabbitmqctl", "-q", "version").strip,

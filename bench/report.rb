@@ -157,11 +157,14 @@ module Bench
       met ? "yes" : "NO"
     end
 
+    VACUUM_NOTE = ": the bench VACUUMs between throughput batches, untimed"
+
     def notes
       m = machine
       ["Run #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')} at #{m['git_commit']} on #{m['cpus']} CPUs " \
        "(#{m['cpu_model']}), #{m['memory_gb']} GB, disk #{m['disk_fdatasync_8k_per_s']} fdatasyncs/s (8 kB); " \
-       "#{m['postgresql']} (fsync #{m['fsync']}, synchronous_commit #{m['synchronous_commit']}); Ruby #{m['ruby']}; " \
+       "#{m['postgresql']} (fsync #{m['fsync']}, synchronous_commit #{m['synchronous_commit']}, autovacuum " \
+       "#{m['autovacuum']}#{VACUUM_NOTE if m['autovacuum'] == 'off'}); Ruby #{m['ruby']}; " \
        "Sidekiq #{m['sidekiq']} with Redis #{m['redis']}; RabbitMQ #{m['rabbitmq']}. " \
        "Total wall time #{(@wall_time_s / 60).round(1)} min.", *throughput_note].compact
     end

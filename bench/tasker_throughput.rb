@@ -7,7 +7,8 @@
 # BENCH_TOTAL_STEPS steps have run or the next batch would end after
 # BENCH_DEADLINE (epoch seconds, set by the conductor to keep the whole
 # bench under 25 minutes). With PGMQ this is also the long run across which
-# the worker's memory is sampled.
+# the worker's memory is sampled. When the server runs without autovacuum,
+# the database is vacuumed between batches (not timed).
 #   PROVIDER=pgmq|rabbitmq ruby -Ilib bench/tasker_throughput.rb
 require_relative "tasker_support"
 
@@ -51,7 +52,8 @@ begin
     steps = deployment.verify!(uuids, steps_per_task: 4)
     steps_done += steps
     memory << { t: Bench.monotonic - started, steps: steps_done }.merge(Bench.memory(worker))
-    result = { tasks: uuids.size, steps: steps, seconds: elapsed.round(3),
+    vacuum_s = deployment.vacuum_if_no_autovacuum # between batches, outside the timed window
+    result = { tasks: uuids.size, steps: steps, seconds: elapsed.round(3), vacuum_after_s: vacuum_s,
                steps_per_s: (steps / elapsed).round(1), creation_tasks_per_s: (uuids.size / created).round(1),
                cpu_ms_per_step: cpu.transform_values { |s| (s * 1000 / steps).round(3) } }
     Bench.log "#{provider} batch #{i + 1}: #{result}"
