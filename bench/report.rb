@@ -1,0 +1,195 @@
+# frozen_string_literal: true
+
+require "time"
+require_relative "support"
+require_relative "chart"
+require_relative "machine"
+
+module Bench
+  # Turns the scenarios' part files into results.json, results.md and
+  # results.png (gnuplot).
+  class Report
+    # Growth of the worker's RSS from the end of the first batch to the end
+    # of the run that still counts as flat.
+    FLAT_TOLERANCE = 0.05
+
+    Metric = Struct.new(:part, :key, :unit, :reference, :versus)
+    # name => where it comes from, its unit, the issue's reference figure,
+    # and the Sidekiq figure it is compared with.
+    METRICS = {
+      "pgmq_raw_roundtrips_per_s" => Metric.new("pgmq_raw", "roundtrips_per_s", "msg/s",
+                                                "~2,100 read+delete/s (2,500 sends/s), 4+4 processes",
+                                                "sidekiq_chain_jobs_per_s"),
+      "sidekiq_chain_jobs_per_s" => Metric.new("sidekiq_chain", "jobs_per_s", "jobs/s", "2,000-2,500 (noop: ~3,100)"),
+      "sidekiq_chain_idle_p50_ms" => Metric.new("sidekiq_chain", "p50_ms", "ms", "1.7"),
+      "sidekiq_chain_idle_p99_ms" => Metric.new("sidekiq_chain", "p99_ms", "ms", "4.8"),
+      "tasker_pgmq_steps_per_s" => Metric.new("tasker_pgmq_throughput", "steps_per_s", "steps/s",
+                                              "target >= 1.0x Sidekiq", "sidekiq_chain_jobs_per_s"),
+      "tasker_rabbitmq_steps_per_s" => Metric.new("tasker_rabbitmq_throughput", "steps_per_s", "steps/s", "-",
+                                                  "sidekiq_chain_jobs_per_s"),
+      "tasker_pgmq_linear4_idle_p50_ms" => Metric.new("tasker_pgmq_latency", "p50_ms", "ms",
+                                                      "target <= 2x Sidekiq p50; original Tasker ~255",
+                                                      "sidekiq_chain_idle_p50_ms"),
+      "tasker_pgmq_linear4_idle_p99_ms" => Metric.new("tasker_pgmq_latency", "p99_ms", "ms", "-",
+                                                      "sidekiq_chain_idle_p99_ms"),
+      "tasker_fanout_1000_s" => Metric.new("tasker_fanout", "seconds", "s", "-"),
+      "worker_rss_mb" => Metric.new("tasker_pgmq_throughput", "worker_rss_peak_mb", "MB (peak)",
+                                    "target: flat across 100k steps", "sidekiq_rss_peak_mb")
+    }.freeze
+
+    def initialize(scenarios:, wall_time_s:, failed:, fdatasync_per_s:)
+      @scenarios = scenarios
+      @wall_time_s = wall_time_s
+      @failed = failed
+      @fdatasync_per_s = fdatasync_per_s
+      @parts = Dir.glob(File.join(PARTS, "*.json")).to_h do |path|
+        [File.basename(path, ".json"), JSON.parse(File.read(path))]
+      end
+    end
+
+    def part(name, key)
+      @parts.dig(name, key)
+    end
+
+    def runs
+      @runs ||= METRICS.transform_values { |m| part(m.part, m.key) }
+    end
+
+    # Each figure against its Sidekiq counterpart from this run.
+    def ratios
+      @ratios ||= METRICS.filter_map do |name, m|
+        base = sidekiq_figure(m.versus)
+        [name, (runs[name].to_f / base).round(2)] if runs[name] && base&.positive?
+      end.to_h
+    end
+
+    def sidekiq_figure(name)
+      return nil unless name
+
+      name == "sidekiq_rss_peak_mb" ? part("sidekiq_chain", name) : runs[name]
+    end
+
+    def rss_flat
+      first = part("tasker_pgmq_throughput", "worker_rss_after_first_batch_mb")
+      last = part("tasker_pgmq_throughput", "worker_rss_end_mb")
+      return nil unless first && last
+
+      { "after_first_batch_mb" => first, "end_mb" => last,
+        "growth_pct" => ((last - first) / first * 100).round(1), "flat" => last <= first * (1 + FLAT_TOLERANCE) }
+    end
+
+    def targets
+      flat = rss_flat
+      [
+        target("tasker PGMQ steps/s >= 1.0x Sidekiq chain jobs/s", ratios["tasker_pgmq_steps_per_s"]) { |r| r >= 1.0 },
+        target("idle linear-4 p50 <= 2x Sidekiq idle chain p50", ratios["tasker_pgmq_linear4_idle_p50_ms"]) do |r|
+          r <= 2.0
+        end,
+        target("worker RSS flat across #{rss_steps} (end within #{(FLAT_TOLERANCE * 100).round} % of after " \
+               "the first batch)",
+               flat && "#{flat['after_first_batch_mb']} -> #{flat['end_mb']} MB (#{flat['growth_pct']} %)") do
+          flat["flat"]
+        end,
+        target("bench completes in under 25 minutes", "#{(@wall_time_s / 60).round(1)} min") do
+          @wall_time_s < 25 * 60
+        end
+      ]
+    end
+
+    def write
+      FileUtils.mkdir_p(OUT)
+      File.write(File.join(OUT, "results.json"), JSON.pretty_generate(json))
+      File.write(File.join(OUT, "results.md"), markdown)
+      Chart.new(runs, part("tasker_pgmq_throughput", "worker_rss_samples")).write(File.join(OUT, "results.png"))
+    end
+
+    def json
+      {
+        "generated_at" => Time.now.utc.iso8601, "wall_time_s" => @wall_time_s, "scenarios" => @scenarios,
+        "failed_scenarios" => @failed, "machine" => machine, "runs" => runs, "ratios_vs_sidekiq" => ratios,
+        "worker_rss_flatness" => rss_flat, "targets" => targets.map { |t| t.transform_keys(&:to_s) },
+        "details" => @parts
+      }
+    end
+
+    def markdown
+      lines = ["| metric | value | reference | ratio vs Sidekiq |", "|---|---:|---|---:|"]
+      runs.each do |name, value|
+        lines << "| `#{name}` | #{shown(name, value)} | #{reference(name)} | " \
+                 "#{ratios[name] ? "#{ratios[name]}x" : '-'} |"
+      end
+      lines += ["", "| target | measured | met |", "|---|---|---|"]
+      targets.each { |t| lines << "| #{t[:name]} | #{t[:value] || 'n/a'} | #{met_text(t[:met])} |" }
+      (lines + ["", *notes.map { |l| "#{l}  " }]).join("\n") << "\n"
+    end
+
+    private
+
+    def machine
+      @machine ||= Machine.describe(part("sidekiq_chain", "sidekiq_version"))
+                          .merge("disk_fdatasync_8k_per_s" => @fdatasync_per_s)
+    end
+
+    def rss_steps
+      ran = part("tasker_pgmq_throughput", "total_steps")
+      wanted = part("tasker_pgmq_throughput", "target_steps")
+      return "the long run (not run)" unless ran
+
+      ran < wanted ? "#{ran} steps (#{wanted} wanted; stopped by the time budget)" : "#{ran} steps"
+    end
+
+    def shown(name, value)
+      return "#{format_number(value)} #{METRICS[name].unit}" unless value.nil?
+
+      @failed.include?(METRICS[name].part) ? "FAILED" : "not run"
+    end
+
+    def reference(name)
+      sidekiq_rss = part("sidekiq_chain", "sidekiq_rss_peak_mb")
+      return "#{METRICS[name].reference}; Sidekiq's peak: #{sidekiq_rss} MB" if name == "worker_rss_mb" && sidekiq_rss
+
+      METRICS[name].reference
+    end
+
+    def met_text(met)
+      return "n/a" if met.nil?
+
+      met ? "yes" : "NO"
+    end
+
+    VACUUM_NOTE = ": the bench VACUUMs between throughput batches, untimed"
+
+    def notes
+      m = machine
+      ["Run #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')} at #{m['git_commit']} on #{m['cpus']} CPUs " \
+       "(#{m['cpu_model']}), #{m['memory_gb']} GB, disk #{m['disk_fdatasync_8k_per_s']} fdatasyncs/s (8 kB); " \
+       "#{m['postgresql']} (fsync #{m['fsync']}, synchronous_commit #{m['synchronous_commit']}, autovacuum " \
+       "#{m['autovacuum']}#{VACUUM_NOTE if m['autovacuum'] == 'off'}); Ruby #{m['ruby']}; " \
+       "Sidekiq #{m['sidekiq']} with Redis #{m['redis']}; RabbitMQ #{m['rabbitmq']}. " \
+       "Total wall time #{(@wall_time_s / 60).round(1)} min.", *throughput_note].compact
+    end
+
+    def throughput_note
+      pg = @parts["tasker_pgmq_throughput"] or return []
+      rabbit = @parts["tasker_rabbitmq_throughput"]
+      with_rabbit = rabbit ? ", #{rabbit['batches'].size} of #{rabbit['batches'].first['tasks']} with RabbitMQ" : ""
+      ["Throughput: #{pg['batches'].size} batches of #{pg['batches'].first['tasks']} linear-4 tasks " \
+       "(#{pg['total_steps']} steps) with PGMQ#{with_rabbit}; median batch reported. Worker RSS start/after " \
+       "first batch/end/peak: #{pg['worker_rss_start_mb']}/#{pg['worker_rss_after_first_batch_mb']}/" \
+       "#{pg['worker_rss_end_mb']}/#{pg['worker_rss_peak_mb']} MB."]
+    end
+
+    def target(name, value)
+      met = value.nil? ? nil : yield(value)
+      { name: name, value: value.is_a?(Float) ? "#{value}x" : value, met: met }
+    end
+
+    def format_number(value)
+      return value.to_s unless value.is_a?(Numeric)
+
+      whole, frac = format(value >= 100 ? "%.0f" : "%.2f", value).split(".")
+      whole = whole.reverse.scan(/\d{1,3}/).join(",").reverse
+      frac ? "#{whole}.#{frac}" : whole
+    end
+  end
+end

@@ -1,0 +1,35 @@
+# frozen_string_literal: true
+
+# Idle create-to-complete latency of a 4-step linear workflow (PGMQ): one
+# task at a time, timed from the create_task call until `task.wait` returns
+# it complete (wake-ups by NOTIFY, as in production).
+#   ruby -Ilib bench/tasker_latency.rb
+require_relative "tasker_support"
+
+repetitions = Bench.env_int("BENCH_LATENCY_REPS", 500)
+deployment = Bench::TaskerDeployment.new(provider: :pgmq)
+
+begin
+  deployment.start
+  deployment.warm_up(50)
+  run_one = lambda do
+    t0 = Bench.monotonic
+    task = deployment.create_task("linear4").wait(timeout: 30)
+    elapsed_ms = (Bench.monotonic - t0) * 1000
+    raise "task #{task.task_uuid} ended #{task.status}" unless task.complete?
+
+    [task.task_uuid, elapsed_ms]
+  end
+  20.times { run_one.call }
+  runs = Array.new(repetitions) { run_one.call }
+  deployment.verify!(runs.map(&:first), steps_per_task: 4)
+  times = runs.map(&:last)
+  data = { provider: "pgmq", repetitions: repetitions, all_tasks_complete: true,
+           p50_ms: Bench.percentile(times, 50).round(2), p90_ms: Bench.percentile(times, 90).round(2),
+           p99_ms: Bench.percentile(times, 99).round(2), min_ms: times.min.round(2), max_ms: times.max.round(2),
+           mean_ms: (times.sum / times.size).round(2) }
+  deployment.stop
+  Bench.write_part("tasker_pgmq_latency", data)
+ensure
+  deployment.stop if deployment.worker_pid
+end
