@@ -25,6 +25,19 @@ pub(crate) const TASK_FINISHED_CHANNEL: &str = "tasker_task_finished";
 /// its first messages (queues outside PostgreSQL).
 pub(crate) const TASK_CREATED_CHANNEL: &str = "tasker_task_created";
 
+/// Deletes PGMQ messages (acks them) on the caller's connection, inside its
+/// transaction. Messages already gone are not an error: a redelivered
+/// duplicate was acked by whoever handled it first.
+pub(crate) async fn delete_messages(conn: &mut PgConnection, queue: &str, receipts: &[i64]) -> Result<()> {
+    sqlx::query("SELECT pgmq.delete($1::text, $2::bigint[])")
+        .bind(queue)
+        .bind(receipts)
+        .execute(conn)
+        .await
+        .map_err(Error::db(format!("acking messages on queue {queue}")))?;
+    Ok(())
+}
+
 pub(crate) async fn install_queue_notify_trigger(pool: &PgPool, queue: &str) -> Result<()> {
     sqlx::query("SELECT tasker_install_queue_notify($1)")
         .bind(queue)

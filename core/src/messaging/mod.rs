@@ -123,6 +123,14 @@ pub trait MessagingService: Send + Sync + Debug {
         Ok(None)
     }
 
+    /// Acks inside the caller's PostgreSQL transaction, so the messages are
+    /// gone if and only if the transaction commits: one commit where there
+    /// were two. Returns false when the provider's queues are not in
+    /// PostgreSQL; the caller then acks after commit.
+    async fn ack_in_transaction(&self, _conn: &mut PgConnection, _queue: &str, _receipts: &[i64]) -> Result<bool> {
+        Ok(false)
+    }
+
     /// A notifier woken when a message may have arrived on one of the
     /// queues. Wake-ups are hints: callers still poll on a timer, so a lost
     /// notification costs latency, never a message.

@@ -137,6 +137,11 @@ impl MessagingService for PgmqProvider {
         queries::pgmq_queue_stats(&self.pool, queue).await
     }
 
+    async fn ack_in_transaction(&self, conn: &mut PgConnection, queue: &str, receipts: &[i64]) -> Result<bool> {
+        queries::delete_messages(conn, queue, receipts).await?;
+        Ok(true)
+    }
+
     async fn send_batch_in_transaction(
         &self,
         conn: &mut PgConnection,

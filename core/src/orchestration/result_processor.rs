@@ -64,15 +64,24 @@ impl ResultProcessor {
             }
         }
         for (task_uuid, messages) in by_task {
+            let receipts: Vec<i64> = messages.iter().map(|m| m.receipt).collect();
             let outcome = async {
-                let tx = self.ctx.pool().begin().await.map_err(Error::db(format!("advancing task {task_uuid}")))?;
-                advance_task(&self.ctx, tx, task_uuid).await
+                let mut tx =
+                    self.ctx.pool().begin().await.map_err(Error::db(format!("advancing task {task_uuid}")))?;
+                // Acked in the commit that advances the task, where the
+                // provider allows.
+                let acked = self
+                    .ctx
+                    .messaging()
+                    .ack_in_transaction(&mut tx, MessageRouter::STEP_RESULTS, &receipts)
+                    .await?;
+                advance_task(&self.ctx, tx, task_uuid).await.map(|status| (status, acked))
             }
             .await;
             match outcome {
-                Ok(status) => {
+                Ok((status, acked)) => {
                     tracing::debug!(%task_uuid, status, results = messages.len(), "processed step results");
-                    for message in &messages {
+                    for message in messages.iter().filter(|_| !acked) {
                         if let Err(e) = self.ctx.messaging().ack(&message.queue, message.receipt).await {
                             tracing::warn!(error = %e, "acking a step result failed; it will be redelivered");
                         }

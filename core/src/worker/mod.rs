@@ -224,14 +224,19 @@ impl WorkerHandle {
             tracing::warn!(step_uuid = %job.step_uuid, step = job.step_name,
                            "step was no longer in progress when its outcome arrived; outcome not applied");
         }
+        // The step message goes with the outcome, in the same commit where
+        // the provider allows.
+        let acked = self.ctx.messaging().ack_in_transaction(&mut tx, &flight.queue, &[flight.receipt]).await?;
         tx.commit().await.map_err(Error::db(format!("recording step {}", job.step_uuid)))?;
         if !sent {
             self.ctx.send_after_commit(MessageRouter::STEP_RESULTS, vec![payload]).await;
         }
         // The outcome is committed; a failed ack only means the message is
         // delivered again, and the claim skips a step that is not enqueued.
-        if let Err(e) = self.ctx.messaging().ack(&flight.queue, flight.receipt).await {
-            tracing::warn!(step_uuid = %job.step_uuid, error = %e, "acking a finished step's message failed");
+        if !acked {
+            if let Err(e) = self.ctx.messaging().ack(&flight.queue, flight.receipt).await {
+                tracing::warn!(step_uuid = %job.step_uuid, error = %e, "acking a finished step's message failed");
+            }
         }
         Ok(state)
     }
