@@ -77,9 +77,8 @@ module TaskerCore
       step_uuid = job.fetch(:step_uuid)
       begin
         result = @around_step.call do
-          ActiveRecord::Base.connection_pool.with_connection do
-            task = Models::Task.find(job.fetch(:task_uuid))
-            step = Models::WorkflowStep.find(step_uuid)
+          with_step_connection do
+            task, step = models_of(job)
             handler = handler_for(job.fetch(:handler_callable))
             with_timeout(job[:timeout_seconds]) { handler.call(task, StepSequence.new(task, step), step) }
           end
@@ -93,6 +92,22 @@ module TaskerCore
       end
       @native.complete(step_uuid, result)
       "complete"
+    end
+
+    # The task and step as the claim left them: the claim returns their
+    # rows, so building the models costs no query.
+    def models_of(job)
+      [Models::Task.instantiate(job.fetch(:task).transform_keys(&:to_s)),
+       Models::WorkflowStep.instantiate(job.fetch(:step).transform_keys(&:to_s))]
+    end
+
+    # The step's ActiveRecord connection is checked out when the handler
+    # first uses one (a checkout costs a round trip: ActiveRecord verifies
+    # the connection) and returned to the pool when the step ends.
+    def with_step_connection
+      yield
+    ensure
+      ActiveRecord::Base.connection_pool.release_connection
     end
 
     def check_connection_pool!

@@ -208,6 +208,9 @@ pub(crate) struct ClaimedStep {
     pub(crate) backoff_base_ms: i32,
     pub(crate) max_backoff_ms: i32,
     pub(crate) timeout_seconds: Option<i32>,
+    /// The task's and the step's rows after the claim (column => value).
+    pub(crate) task_row: Value,
+    pub(crate) step_row: Value,
 }
 
 pub(crate) async fn claim_step(

@@ -66,15 +66,11 @@ impl ResultProcessor {
         for (task_uuid, messages) in by_task {
             let receipts: Vec<i64> = messages.iter().map(|m| m.receipt).collect();
             let outcome = async {
-                let mut tx =
-                    self.ctx.pool().begin().await.map_err(Error::db(format!("advancing task {task_uuid}")))?;
+                let mut tx = self.ctx.pool().begin().await.map_err(Error::db(format!("advancing task {task_uuid}")))?;
                 // Acked in the commit that advances the task, where the
                 // provider allows.
-                let acked = self
-                    .ctx
-                    .messaging()
-                    .ack_in_transaction(&mut tx, MessageRouter::STEP_RESULTS, &receipts)
-                    .await?;
+                let acked =
+                    self.ctx.messaging().ack_in_transaction(&mut tx, MessageRouter::STEP_RESULTS, &receipts).await?;
                 advance_task(&self.ctx, tx, task_uuid).await.map(|status| (status, acked))
             }
             .await;

@@ -28,7 +28,7 @@ use crate::template::check_identifier;
 const MAX_BATCH: usize = 10;
 
 /// A claimed step, ready to run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepJob {
     pub task_uuid: Uuid,
     pub step_uuid: Uuid,
@@ -41,6 +41,10 @@ pub struct StepJob {
     pub max_attempts: i32,
     /// The template's limit on one attempt, if it sets one.
     pub timeout_seconds: Option<i32>,
+    /// The task's and the step's rows as the claim left them (column =>
+    /// value), so a worker need not read them back.
+    pub task: Value,
+    pub step: Value,
 }
 
 /// Why a handler failed.
@@ -371,6 +375,8 @@ impl Dispatcher {
             attempt: claim.attempts,
             max_attempts: claim.max_attempts,
             timeout_seconds: claim.timeout_seconds,
+            task: claim.task_row.clone(),
+            step: claim.step_row.clone(),
         };
         self.in_flight.lock().expect("in-flight lock").insert(
             step.step_uuid,
