@@ -441,8 +441,15 @@ impl Heartbeat {
         let steps: Vec<Uuid> = alive.iter().map(|a| a.0).collect();
         let attempts: Vec<i32> = alive.iter().map(|a| a.1).collect();
         queries::heartbeat_steps(self.ctx.pool(), &steps, &attempts).await?;
-        for (_, _, queue, receipt) in &alive {
-            self.ctx.messaging().extend_visibility(queue, *receipt, visibility).await?;
+        for (step_uuid, _, queue, receipt) in &alive {
+            if let Err(e) = self.ctx.messaging().extend_visibility(queue, *receipt, visibility).await {
+                // A step that finished since the list was taken has had its
+                // message acked: nothing to extend. Any other step is tried
+                // again at the next beat, the others meanwhile extended.
+                if self.in_flight.lock().expect("in-flight lock").contains_key(step_uuid) {
+                    tracing::warn!(%step_uuid, error = %e, "extending a running step's message failed; retrying");
+                }
+            }
         }
         Ok(())
     }
