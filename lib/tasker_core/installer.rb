@@ -46,6 +46,7 @@ module TaskerCore
         messaging:
           provider: pgmq                  # or rabbitmq (with rabbitmq_url)
           visibility_timeout_seconds: 30
+          prefetch: 16                    # rabbitmq: deliveries pushed ahead of acks, per queue
         worker:
           namespaces: []                  # what `rake tasker:worker` works on without NAMESPACES=
           concurrency: 4                  # keep at most database.yml's pool
