@@ -286,3 +286,20 @@ async fn rabbitmq_prefetch_bounds_what_one_consumer_holds() {
     assert_eq!((numbers(&back), back[0].delivery_count), (vec![0, 1], 2));
     mq.delete_queue(&queue).await.unwrap();
 }
+
+/// A RabbitMQ provider dropped without `close` (a Ruby client reconfigured
+/// and collected, say) hands back what it had prefetched and not received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_a_dropped_provider_gives_back_its_prefetched_deliveries() {
+    let (mq, queue) = with_queue("rabbitmq").await;
+    let url = std::env::var("RABBITMQ_URL").unwrap_or_else(|_| RABBITMQ_URL.to_owned());
+    let dropped: Arc<dyn MessagingService> = Arc::new(RabbitMqProvider::connect(&url, 16).await.unwrap());
+    mq.send_batch(&queue, &(0..5).map(|i| json!({"i": i})).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(numbers(&receive_until(&dropped, &queue, 1, 1).await), vec![0]);
+    drop(dropped);
+    let back = receive_until(&mq, &queue, 10, 5).await;
+    let mut got = numbers(&back);
+    got.sort_unstable();
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    mq.delete_queue(&queue).await.unwrap();
+}

@@ -151,6 +151,18 @@ impl std::fmt::Debug for RabbitMqProvider {
     }
 }
 
+impl Drop for RabbitMqProvider {
+    /// Stops the consumer tasks: each holds its channel open, and with it the
+    /// deliveries prefetched for this provider. Once they are gone, lapin
+    /// closes the channels and the connection, and the broker hands every
+    /// unsettled delivery to another consumer.
+    fn drop(&mut self) {
+        for (_, consumer) in self.consumers.get_mut().drain() {
+            consumer.task.abort();
+        }
+    }
+}
+
 fn rabbit_error(doing: String) -> impl FnOnce(lapin::Error) -> Error {
     Error::messaging(doing)
 }
