@@ -13,14 +13,7 @@ deployment = Bench::TaskerDeployment.new(provider: :pgmq)
 begin
   deployment.start
   deployment.warm_up(20)
-  run_one = lambda do
-    t0 = Bench.monotonic
-    task = deployment.create_task(name).wait(timeout: 600)
-    seconds = Bench.monotonic - t0
-    raise "fan-out task #{task.task_uuid} ended #{task.status}" unless task.complete?
-
-    [task.task_uuid, seconds]
-  end
+  run_one = -> { deployment.run_timed(name, timeout: 600) }
   run_one.call
   runs = Array.new(repetitions) { run_one.call }
   deployment.verify!(runs.map(&:first), steps_per_task: steps_per_task)

@@ -12,18 +12,11 @@ deployment = Bench::TaskerDeployment.new(provider: :pgmq)
 begin
   deployment.start
   deployment.warm_up(50)
-  run_one = lambda do
-    t0 = Bench.monotonic
-    task = deployment.create_task("linear4").wait(timeout: 30)
-    elapsed_ms = (Bench.monotonic - t0) * 1000
-    raise "task #{task.task_uuid} ended #{task.status}" unless task.complete?
-
-    [task.task_uuid, elapsed_ms]
-  end
+  run_one = -> { deployment.run_timed("linear4", timeout: 30) }
   20.times { run_one.call }
   runs = Array.new(repetitions) { run_one.call }
   deployment.verify!(runs.map(&:first), steps_per_task: 4)
-  times = runs.map(&:last)
+  times = runs.map { |_, seconds| seconds * 1000 }
   data = { provider: "pgmq", repetitions: repetitions, all_tasks_complete: true,
            p50_ms: Bench.percentile(times, 50).round(2), p90_ms: Bench.percentile(times, 90).round(2),
            p99_ms: Bench.percentile(times, 99).round(2), min_ms: times.min.round(2), max_ms: times.max.round(2),

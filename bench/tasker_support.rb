@@ -87,6 +87,17 @@ module Bench
       TaskerCore.create_task(namespace: NAMESPACE, name: name, version: "1.0.0", context: {})
     end
 
+    # Creates one task, waits for it and checks it completed; returns its
+    # uuid and the seconds from the create call until wait returned.
+    def run_timed(name, timeout:)
+      t0 = Bench.monotonic
+      task = create_task(name).wait(timeout: timeout)
+      seconds = Bench.monotonic - t0
+      raise "#{name} task #{task.task_uuid} ended #{task.status}" unless task.complete?
+
+      [task.task_uuid, seconds]
+    end
+
     # Creates `count` tasks from `threads` threads; returns their uuids.
     def create_tasks(name, count, threads: 4)
       queue = Queue.new

@@ -77,9 +77,11 @@ impl ResultProcessor {
             match outcome {
                 Ok((status, acked)) => {
                     tracing::debug!(%task_uuid, status, results = messages.len(), "processed step results");
-                    for message in messages.iter().filter(|_| !acked) {
-                        if let Err(e) = self.ctx.messaging().ack(&message.queue, message.receipt).await {
-                            tracing::warn!(error = %e, "acking a step result failed; it will be redelivered");
+                    if !acked {
+                        for message in &messages {
+                            if let Err(e) = self.ctx.messaging().ack(&message.queue, message.receipt).await {
+                                tracing::warn!(error = %e, "acking a step result failed; it will be redelivered");
+                            }
                         }
                     }
                 }
