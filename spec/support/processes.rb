@@ -1,11 +1,7 @@
 # frozen_string_literal: true
 
-require_relative "stop_process"
-
 # Starts and stops whole tasker processes for the multi-process specs.
 module ProcessHelpers
-  include StopProcess
-
   ORCHESTRATOR_BIN = File.join(ROOT, "target/release/tasker-orchestrator")
 
   def spawn_worker(namespaces:, concurrency: 4, env: {})
@@ -29,5 +25,31 @@ module ProcessHelpers
 
     Process.spawn({ "DATABASE_URL" => TEST_DATABASE_URL, "TASKER_LOG" => "warn" }.merge(env), ORCHESTRATOR_BIN,
                   out: File::NULL, err: $stderr)
+  end
+
+  # SIGTERM, then the exit status (nil if it had to be killed, or had
+  # already been reaped).
+  def stop_process(pid, timeout: 20)
+    begin
+      Process.kill("TERM", pid)
+    rescue Errno::ESRCH
+      return nil
+    end
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    loop do
+      _, status = begin
+        Process.wait2(pid, Process::WNOHANG)
+      rescue Errno::ECHILD
+        return nil
+      end
+      return status if status
+
+      if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+        Process.kill("KILL", pid)
+        Process.wait(pid)
+        return nil
+      end
+      sleep 0.05
+    end
   end
 end

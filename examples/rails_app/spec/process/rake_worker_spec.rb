@@ -25,7 +25,7 @@ RSpec.describe "rake tasker:worker in the Rails app" do
       # The charge is in flight: the handler is waiting on the gateway.
       wait_until(timeout: 60, what: "the worker to start charging") { runs(order, "charge_payment") == 1 }
 
-      status = stop_process(workers.pop, timeout: 30)
+      status = stop_process(workers.pop)
       expect(status&.exitstatus).to eq(0)
       task = order.fulfillment_task
       charge_step = task.step("charge_payment")

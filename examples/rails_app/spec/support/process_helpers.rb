@@ -3,13 +3,10 @@
 require "fileutils"
 require "open3"
 require "tmpdir"
-require_relative "../../../../spec/support/stop_process"
 
 # Runs the app's commands (rake, bin/rails, rspec) as processes of their
 # own, as an operator would.
 module ProcessHelpers
-  include StopProcess
-
   # The database this run uses, for the processes it starts.
   def self.database_url
     @database_url ||= TaskerCore.client.database_url
@@ -33,6 +30,25 @@ module ProcessHelpers
                    dir)
     FileUtils.rm_rf(Dir[File.join(dir, "{log,tmp}/*")])
     dir
+  end
+
+  # SIGTERM, then the exit status (nil if it had to be killed).
+  def stop_process(pid, timeout: 30)
+    Process.kill("TERM", pid)
+    deadline = monotonic + timeout
+    loop do
+      _, status = Process.wait2(pid, Process::WNOHANG)
+      return status if status
+
+      if monotonic > deadline
+        Process.kill("KILL", pid)
+        Process.wait(pid)
+        return nil
+      end
+      sleep 0.05
+    end
+  rescue Errno::ESRCH, Errno::ECHILD
+    nil
   end
 
   def wait_until(timeout: 30, what: "the condition")
