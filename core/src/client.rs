@@ -11,7 +11,7 @@ use crate::context::Context;
 use crate::db::queries;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{StepTransition, Task, TaskTransition, WorkflowStep};
-use crate::orchestration::step_enqueuer::advance_task;
+use crate::orchestration::step_enqueuer::{advance_task, Commit};
 
 /// A request to run a workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,7 +122,7 @@ impl TaskerClient {
         if !queries::retry_step(&mut tx, step_uuid, reason).await? {
             return Ok(false);
         }
-        advance_task(&self.ctx, tx, task_uuid).await?;
+        advance_task(&self.ctx, tx, task_uuid, Commit::Durable).await?;
         Ok(true)
     }
 
@@ -133,7 +133,7 @@ impl TaskerClient {
         if !queries::resolve_step_manually(&mut tx, step_uuid, results, reason).await? {
             return Ok(false);
         }
-        advance_task(&self.ctx, tx, task_uuid).await?;
+        advance_task(&self.ctx, tx, task_uuid, Commit::Durable).await?;
         Ok(true)
     }
 

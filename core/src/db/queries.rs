@@ -25,19 +25,6 @@ pub(crate) const TASK_FINISHED_CHANNEL: &str = "tasker_task_finished";
 /// its first messages (queues outside PostgreSQL).
 pub(crate) const TASK_CREATED_CHANNEL: &str = "tasker_task_created";
 
-/// Deletes PGMQ messages (acks them) on the caller's connection, inside its
-/// transaction. Messages already gone are not an error: a redelivered
-/// duplicate was acked by whoever handled it first.
-pub(crate) async fn delete_messages(conn: &mut PgConnection, queue: &str, receipts: &[i64]) -> Result<()> {
-    sqlx::query("SELECT pgmq.delete($1::text, $2::bigint[])")
-        .bind(queue)
-        .bind(receipts)
-        .execute(conn)
-        .await
-        .map_err(Error::db(format!("acking messages on queue {queue}")))?;
-    Ok(())
-}
-
 pub(crate) async fn install_queue_notify_trigger(pool: &PgPool, queue: &str) -> Result<()> {
     sqlx::query("SELECT tasker_install_queue_notify($1)")
         .bind(queue)
@@ -171,31 +158,6 @@ pub(crate) async fn create_task<'e>(
 
 /// Locks a task row for the rest of the transaction; returns its status,
 /// namespace and correlation id.
-pub(crate) async fn lock_task(conn: &mut PgConnection, task_uuid: Uuid) -> Result<Option<(String, String, Uuid)>> {
-    sqlx::query_as("SELECT status, namespace, correlation_id FROM tasker_tasks WHERE task_uuid = $1 FOR UPDATE")
-        .bind(task_uuid)
-        .fetch_optional(conn)
-        .await
-        .map_err(Error::db(format!("locking task {task_uuid}")))
-}
-
-pub(crate) async fn enqueue_ready_steps(conn: &mut PgConnection, task_uuid: Uuid, limit: u32) -> Result<Vec<Uuid>> {
-    sqlx::query_scalar("SELECT ready_step_uuid FROM tasker_enqueue_ready_steps($1, $2)")
-        .bind(task_uuid)
-        .bind(i32::try_from(limit).unwrap_or(i32::MAX))
-        .fetch_all(conn)
-        .await
-        .map_err(Error::db(format!("enqueuing the ready steps of task {task_uuid}")))
-}
-
-pub(crate) async fn finalize_task(conn: &mut PgConnection, task_uuid: Uuid) -> Result<Option<String>> {
-    sqlx::query_scalar("SELECT tasker_finalize_task($1)")
-        .bind(task_uuid)
-        .fetch_one(conn)
-        .await
-        .map_err(Error::db(format!("finalizing task {task_uuid}")))
-}
-
 /// What a worker needs to run a step it claimed.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct ClaimedStep {
@@ -213,19 +175,61 @@ pub(crate) struct ClaimedStep {
     pub(crate) step_row: Value,
 }
 
-pub(crate) async fn claim_step(
+/// Claims the steps of `step_uuids` (enqueued -> in_progress) in one
+/// statement; a step that is not enqueued is left out of the answer.
+/// `async_commit`: the caller's commit need not wait for the disk (see
+/// migration 008 for when that is safe).
+pub(crate) async fn claim_steps(
     pool: &PgPool,
-    step_uuid: Uuid,
+    step_uuids: &[Uuid],
     worker_id: &str,
     stale_after: std::time::Duration,
-) -> Result<Option<ClaimedStep>> {
-    sqlx::query_as("SELECT * FROM tasker_claim_step($1, $2, make_interval(secs => $3))")
-        .bind(step_uuid)
+    async_commit: bool,
+) -> Result<HashMap<Uuid, ClaimedStep>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        step_uuid: Uuid,
+        #[sqlx(flatten)]
+        claim: ClaimedStep,
+    }
+    let rows: Vec<Row> = sqlx::query_as("SELECT * FROM tasker_claim_steps($1, $2, make_interval(secs => $3), $4)")
+        .bind(step_uuids)
         .bind(worker_id)
         .bind(stale_after.as_secs_f64())
-        .fetch_optional(pool)
+        .bind(async_commit)
+        .fetch_all(pool)
         .await
-        .map_err(Error::db(format!("claiming step {step_uuid}")))
+        .map_err(Error::db(format!("claiming {} steps", step_uuids.len())))?;
+    Ok(rows.into_iter().map(|r| (r.step_uuid, r.claim)).collect())
+}
+
+/// A task after [`advance_tasks`].
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct AdvancedTask {
+    pub(crate) task_uuid: Uuid,
+    pub(crate) status_before: String,
+    pub(crate) status: String,
+    pub(crate) namespace: String,
+    pub(crate) correlation_id: Uuid,
+    /// Steps moved to `enqueued`, whose messages are still to be sent.
+    pub(crate) ready: Vec<Uuid>,
+}
+
+/// Locks each task, enqueues its ready steps and finalizes it, in one
+/// statement; a task that does not exist is left out of the answer.
+pub(crate) async fn advance_tasks(
+    conn: &mut PgConnection,
+    task_uuids: &[Uuid],
+    limit: u32,
+    async_commit: bool,
+) -> Result<Vec<AdvancedTask>> {
+    sqlx::query_as("SELECT * FROM tasker_advance_tasks($1, $2, $3)")
+        .bind(task_uuids)
+        .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+        .bind(async_commit)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::db(format!("advancing {} tasks", task_uuids.len())))
 }
 
 pub(crate) async fn complete_step(

@@ -9,7 +9,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::messaging::{decode_or_dead_letter, MessageRouter, ReceivedMessage, StepResultMessage, Wakeups};
 
-use super::step_enqueuer::advance_task;
+use super::step_enqueuer::{advance_tasks, Commit};
 
 /// How long a result that could not be processed waits before it is
 /// delivered again.
@@ -52,8 +52,10 @@ impl ResultProcessor {
         }
     }
 
-    /// Groups a batch by task so each task is advanced once, then acks what
-    /// was handled. A message that fails is left for redelivery.
+    /// Advances every task the batch has results for, in one transaction
+    /// that also acks the results where the provider allows. If that fails,
+    /// each task is advanced on its own, so one task that cannot be advanced
+    /// holds up no other; its results are handed back for redelivery.
     async fn process(&self, messages: Vec<ReceivedMessage>) {
         let mut by_task: BTreeMap<Uuid, Vec<ReceivedMessage>> = BTreeMap::new();
         for message in messages {
@@ -63,37 +65,43 @@ impl ResultProcessor {
                 by_task.entry(result.task_uuid).or_default().push(message);
             }
         }
-        for (task_uuid, messages) in by_task {
-            let receipts: Vec<i64> = messages.iter().map(|m| m.receipt).collect();
-            let outcome = async {
-                let mut tx = self.ctx.pool().begin().await.map_err(Error::db(format!("advancing task {task_uuid}")))?;
-                // Acked in the commit that advances the task, where the
-                // provider allows.
-                let acked =
-                    self.ctx.messaging().ack_in_transaction(&mut tx, MessageRouter::STEP_RESULTS, &receipts).await?;
-                advance_task(&self.ctx, tx, task_uuid).await.map(|status| (status, acked))
+        if by_task.len() > 1 {
+            let tasks: Vec<Uuid> = by_task.keys().copied().collect();
+            let all: Vec<&ReceivedMessage> = by_task.values().flatten().collect();
+            match self.advance(&tasks, &all).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(tasks = tasks.len(), error = %e,
+                                         "advancing a batch of tasks failed; advancing each on its own"),
             }
-            .await;
-            match outcome {
-                Ok((status, acked)) => {
-                    tracing::debug!(%task_uuid, status, results = messages.len(), "processed step results");
-                    if !acked {
-                        for message in &messages {
-                            if let Err(e) = self.ctx.messaging().ack(&message.queue, message.receipt).await {
-                                tracing::warn!(error = %e, "acking a step result failed; it will be redelivered");
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(%task_uuid, error = %e, "advancing a task failed; its results are redelivered");
-                    // Hand the messages back (RabbitMQ would otherwise hold
-                    // them for as long as this connection lives).
-                    for message in &messages {
-                        let _ = self.ctx.messaging().nack(&message.queue, message.receipt, RETRY_DELAY).await;
-                    }
+        }
+        for (task_uuid, messages) in by_task {
+            let messages: Vec<&ReceivedMessage> = messages.iter().collect();
+            if let Err(e) = self.advance(&[task_uuid], &messages).await {
+                tracing::error!(%task_uuid, error = %e, "advancing a task failed; its results are redelivered");
+                // Hand the messages back (RabbitMQ would otherwise hold
+                // them for as long as this connection lives).
+                for message in messages {
+                    let _ = self.ctx.messaging().nack(&message.queue, message.receipt, RETRY_DELAY).await;
                 }
             }
         }
+    }
+
+    async fn advance(&self, tasks: &[Uuid], messages: &[&ReceivedMessage]) -> Result<()> {
+        let receipts: Vec<i64> = messages.iter().map(|m| m.receipt).collect();
+        let mut tx = self.ctx.pool().begin().await.map_err(Error::db("advancing tasks"))?;
+        // Acked in the commit that advances the tasks, where the provider
+        // allows.
+        let acked = self.ctx.messaging().ack_in_transaction(&mut tx, MessageRouter::STEP_RESULTS, &receipts).await?;
+        let advanced = advance_tasks(&self.ctx, tx, tasks, Commit::Deferrable).await?;
+        tracing::debug!(tasks = advanced.len(), results = messages.len(), "processed step results");
+        if !acked {
+            for message in messages {
+                if let Err(e) = self.ctx.messaging().ack(&message.queue, message.receipt).await {
+                    tracing::warn!(error = %e, "acking a step result failed; it will be redelivered");
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -11,7 +11,7 @@ use crate::db::queries;
 use crate::error::{Error, Result};
 use crate::messaging::{MessageRouter, StepMessage};
 
-use super::step_enqueuer::advance_task;
+use super::step_enqueuer::{advance_task, Commit};
 
 /// Most tasks advanced, and most steps recovered, per sweep; the rest wait
 /// for the next sweep.
@@ -56,7 +56,7 @@ impl Sweeper {
     async fn advance_due_retries(&self) -> Result<()> {
         for task_uuid in queries::tasks_with_due_retries(self.ctx.pool(), i64::from(SWEEP_LIMIT)).await? {
             let tx = self.ctx.pool().begin().await.map_err(Error::db("sweeping retries"))?;
-            advance_task(&self.ctx, tx, task_uuid).await?;
+            advance_task(&self.ctx, tx, task_uuid, Commit::Deferrable).await?;
         }
         Ok(())
     }
@@ -66,7 +66,7 @@ impl Sweeper {
         for task_uuid in queries::stalled_tasks(self.ctx.pool(), quiet_for, i64::from(SWEEP_LIMIT)).await? {
             tracing::warn!(%task_uuid, "advancing a task nobody advanced (a result message was lost)");
             let tx = self.ctx.pool().begin().await.map_err(Error::db("sweeping stalled tasks"))?;
-            advance_task(&self.ctx, tx, task_uuid).await?;
+            advance_task(&self.ctx, tx, task_uuid, Commit::Deferrable).await?;
         }
         Ok(())
     }

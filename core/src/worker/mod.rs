@@ -320,13 +320,12 @@ impl Dispatcher {
                 let queue = &self.queues[(start + i) % self.queues.len()];
                 let want = u32::try_from(permits.len()).unwrap_or(1);
                 match self.ctx.messaging().receive(queue, want, visibility).await {
-                    Ok(messages) => {
-                        for message in messages {
-                            received_any = true;
-                            let permit = permits.pop().expect("never receive more than permits");
-                            self.dispatch(message, permit).await;
-                        }
+                    Ok(messages) if !messages.is_empty() => {
+                        received_any = true;
+                        let taken = permits.split_off(permits.len() - messages.len());
+                        self.dispatch(messages, taken).await;
                     }
+                    Ok(_) => {}
                     Err(e) => tracing::warn!(queue, error = %e, "polling a step queue failed; retrying"),
                 }
             }
@@ -341,30 +340,81 @@ impl Dispatcher {
         }
     }
 
-    async fn dispatch(&self, message: ReceivedMessage, permit: OwnedSemaphorePermit) {
-        let Some(step) = decode_or_dead_letter::<StepMessage>(self.ctx.messaging().as_ref(), &message).await else {
-            return;
-        };
-        // A step in progress is taken over only when its claim went stale:
-        // no heartbeat for a whole visibility timeout.
-        let stale_after = Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds));
-        let claim = match queries::claim_step(self.ctx.pool(), step.step_uuid, &self.worker_id, stale_after).await {
-            Ok(Some(claim)) => claim,
-            Ok(None) => {
-                // Not enqueued: a duplicate delivery, or already claimed,
-                // finished or cancelled. Never run it again.
-                tracing::debug!(step_uuid = %step.step_uuid, "skipping a step that is not enqueued");
-                if let Err(e) = self.ctx.messaging().ack(&message.queue, message.receipt).await {
-                    tracing::warn!(error = %e, "acking a skipped step message failed");
+    /// Claims the steps of a batch of messages in one statement (each on its
+    /// own if that fails), then hands each claimed step to a runner.
+    async fn dispatch(&self, messages: Vec<ReceivedMessage>, permits: Vec<OwnedSemaphorePermit>) {
+        let mut steps = Vec::with_capacity(messages.len());
+        for message in messages {
+            if let Some(step) = decode_or_dead_letter::<StepMessage>(self.ctx.messaging().as_ref(), &message).await {
+                steps.push((message, step));
+            }
+        }
+        let uuids: Vec<Uuid> = steps.iter().map(|(_, step)| step.step_uuid).collect();
+        let mut claims = match self.claim(&uuids).await {
+            Ok(claims) => claims,
+            Err(e) if uuids.len() > 1 => {
+                tracing::warn!(steps = uuids.len(), error = %e, "claiming a batch of steps failed; claiming each on its own");
+                let mut claims = HashMap::new();
+                let mut handed_back = Vec::new();
+                for (i, (message, step)) in steps.iter().enumerate() {
+                    match self.claim(&[step.step_uuid]).await {
+                        Ok(claim) => claims.extend(claim),
+                        Err(e) => {
+                            self.hand_back(message, step, &e).await;
+                            handed_back.push(i);
+                        }
+                    }
+                }
+                for i in handed_back.into_iter().rev() {
+                    steps.remove(i);
+                }
+                claims
+            }
+            Err(e) => {
+                for (message, step) in &steps {
+                    self.hand_back(message, step, &e).await;
                 }
                 return;
             }
-            Err(e) => {
-                tracing::warn!(step_uuid = %step.step_uuid, error = %e, "claiming a step failed; it is redelivered");
-                let _ = self.ctx.messaging().nack(&message.queue, message.receipt, Duration::from_secs(1)).await;
-                return;
-            }
         };
+        for ((message, step), permit) in steps.into_iter().zip(permits) {
+            match claims.remove(&step.step_uuid) {
+                Some(claim) => self.hand_over(message, step, claim, permit).await,
+                None => {
+                    // Not enqueued: a duplicate delivery, or already claimed,
+                    // finished or cancelled. Never run it again.
+                    tracing::debug!(step_uuid = %step.step_uuid, "skipping a step that is not enqueued");
+                    if let Err(e) = self.ctx.messaging().ack(&message.queue, message.receipt).await {
+                        tracing::warn!(error = %e, "acking a skipped step message failed");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn claim(&self, steps: &[Uuid]) -> Result<HashMap<Uuid, ClaimedStep>> {
+        // A step in progress is taken over only when its claim went stale:
+        // no heartbeat for a whole visibility timeout.
+        let stale_after = Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds));
+        // Losing a claim in a database crash only means the step runs again;
+        // it need not wait for the disk when the queues are in the same
+        // database (see migration 008).
+        let async_commit = self.ctx.messaging().queues_in_database();
+        queries::claim_steps(self.ctx.pool(), steps, &self.worker_id, stale_after, async_commit).await
+    }
+
+    async fn hand_back(&self, message: &ReceivedMessage, step: &StepMessage, error: &Error) {
+        tracing::warn!(step_uuid = %step.step_uuid, %error, "claiming a step failed; it is redelivered");
+        let _ = self.ctx.messaging().nack(&message.queue, message.receipt, Duration::from_secs(1)).await;
+    }
+
+    async fn hand_over(
+        &self,
+        message: ReceivedMessage,
+        step: StepMessage,
+        claim: ClaimedStep,
+        permit: OwnedSemaphorePermit,
+    ) {
         let job = StepJob {
             task_uuid: claim.task_uuid,
             step_uuid: step.step_uuid,
