@@ -4,14 +4,14 @@
 //! handlers (Ruby threads, or Rust in tests), who reports back with
 //! [`WorkerHandle::complete`] or [`WorkerHandle::fail`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::context::Context;
@@ -26,6 +26,9 @@ use crate::template::check_identifier;
 
 /// Most messages read per poll of one queue.
 const MAX_BATCH: usize = 10;
+
+/// Most outcomes recorded in one transaction.
+const MAX_RECORD_BATCH: usize = 64;
 
 /// A claimed step, ready to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +84,9 @@ pub struct WorkerHandle {
     id: String,
     jobs: tokio::sync::Mutex<mpsc::Receiver<StepJob>>,
     in_flight: Arc<Mutex<HashMap<Uuid, InFlight>>>,
+    /// To the recorder, which runs until the handle is dropped (steps still
+    /// report while the worker shuts down).
+    records: mpsc::Sender<Record>,
     lifecycle: Lifecycle,
 }
 
@@ -118,11 +124,13 @@ impl WorkerHandle {
             in_flight: in_flight.clone(),
         };
         let heartbeat = Heartbeat { ctx: ctx.clone(), in_flight: in_flight.clone() };
+        let (records, requests) = mpsc::channel(concurrency);
+        tokio::spawn(Recorder { ctx: ctx.clone(), worker_id: id.clone(), records: requests }.run());
         let lifecycle = Lifecycle::new();
         lifecycle.spawn("worker_dispatcher", move |stop| dispatcher.run(stop));
         lifecycle.spawn("worker_heartbeat", move |stop| heartbeat.run(stop));
         tracing::info!(worker = id, ?namespaces, concurrency, "worker started");
-        Ok(Self { ctx, id, jobs: tokio::sync::Mutex::new(receiver), in_flight, lifecycle })
+        Ok(Self { ctx, id, jobs: tokio::sync::Mutex::new(receiver), in_flight, records, lifecycle })
     }
 
     pub fn id(&self) -> &str {
@@ -153,19 +161,12 @@ impl WorkerHandle {
     }
 
     /// Records the handler's result and the transition in one transaction
-    /// with the result message, then acks the step's message.
+    /// with the result message, and acks the step's message in it where the
+    /// provider allows.
     pub async fn complete(&self, step_uuid: Uuid, result: Value) -> Result<()> {
         let flight = self.take(step_uuid)?;
-        let attempt = flight.job.attempt;
-        let meta = json!({"worker": self.id, "attempt": attempt});
-        self.record(&flight, |tx| {
-            Box::pin(async move {
-                let recorded = queries::complete_step(tx, step_uuid, attempt, &result, &meta).await?;
-                Ok(recorded.then(|| "complete".to_owned()))
-            })
-        })
-        .await
-        .map(|_| ())
+        let meta = json!({"worker": self.id, "attempt": flight.job.attempt});
+        self.record(flight, Outcome::Complete { result, meta }).await.map(|_| ())
     }
 
     /// Records a failure: `waiting_for_retry` with a backoff while attempts
@@ -183,7 +184,6 @@ impl WorkerHandle {
         );
         let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
         let retryable = claim.retryable && failure.retryable;
-        let attempt = claim.attempts;
         let error = json!({
             "class": failure.error_class,
             "message": failure.message,
@@ -192,57 +192,19 @@ impl WorkerHandle {
             "retryable": retryable,
             "worker": self.id,
         });
-        let state = self
-            .record(&flight, |tx| {
-                Box::pin(async move { queries::fail_step(tx, step_uuid, attempt, &error, retryable, retry_at).await })
-            })
-            .await?;
+        let state = self.record(flight, Outcome::Fail { error, retryable, retry_at }).await?;
         Ok(state.unwrap_or_else(|| "unchanged".to_owned()))
     }
 
-    async fn record<F>(&self, flight: &InFlight, change: F) -> Result<Option<String>>
-    where
-        F: for<'c> FnOnce(
-            &'c mut sqlx::PgConnection,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<String>>> + Send + 'c>>,
-    {
-        let job = &flight.job;
-        let mut tx = self.ctx.pool().begin().await.map_err(Error::db(format!("recording step {}", job.step_uuid)))?;
-        let state = change(&mut tx).await?;
-        let mut sent = true;
-        let payload = serde_json::to_value(StepResultMessage {
-            task_uuid: job.task_uuid,
-            step_uuid: job.step_uuid,
-            correlation_id: job.correlation_id,
-        })
-        .expect("messages serialize");
-        if state.is_some() {
-            sent = self
-                .ctx
-                .messaging()
-                .send_batch_in_transaction(&mut tx, MessageRouter::STEP_RESULTS, std::slice::from_ref(&payload))
-                .await?
-                .is_some();
-        } else {
-            tracing::warn!(step_uuid = %job.step_uuid, step = job.step_name,
-                           "step was no longer in progress when its outcome arrived; outcome not applied");
-        }
-        // The step message goes with the outcome, in the same commit where
-        // the provider allows.
-        let acked = self.ctx.messaging().ack_in_transaction(&mut tx, &flight.queue, &[flight.receipt]).await?;
-        tx.commit().await.map_err(Error::db(format!("recording step {}", job.step_uuid)))?;
-        if !sent {
-            self.ctx.send_after_commit(MessageRouter::STEP_RESULTS, vec![payload]).await;
-        }
-        // The outcome is committed; a failed ack only means the message is
-        // delivered again, and the claim skips a step that is not enqueued.
-        if !acked {
-            if let Err(e) = self.ctx.messaging().ack(&flight.queue, flight.receipt).await {
-                tracing::warn!(step_uuid = %job.step_uuid, error = %e, "acking a finished step's message failed");
-            }
-        }
-        Ok(state)
+    async fn record(&self, flight: InFlight, outcome: Outcome) -> Result<Option<String>> {
+        let (reply, answer) = oneshot::channel();
+        let step_uuid = flight.job.step_uuid;
+        self.records.send(Record { flight, outcome, reply }).await.map_err(|_| {
+            Error::new(ErrorKind::State, format!("worker {} stopped before recording step {step_uuid}", self.id))
+        })?;
+        answer.await.map_err(|_| {
+            Error::new(ErrorKind::State, format!("worker {} stopped while recording step {step_uuid}", self.id))
+        })?
     }
 
     /// Stops claiming work, waits up to `timeout` for steps being run to be
@@ -282,6 +244,121 @@ impl WorkerHandle {
                 tracing::error!(%step_uuid, error = %e, "releasing a step failed; it is recovered after its visibility timeout")
             }
         }
+    }
+}
+
+/// A handler's outcome, to be recorded.
+enum Outcome {
+    Complete { result: Value, meta: Value },
+    Fail { error: Value, retryable: bool, retry_at: chrono::DateTime<Utc> },
+}
+
+struct Record {
+    flight: InFlight,
+    outcome: Outcome,
+    reply: oneshot::Sender<Result<Option<String>>>,
+}
+
+/// Records outcomes with group commit: outcomes reported while a commit is
+/// under way are recorded together in the next transaction, so under load
+/// many steps share one commit (and one send and one ack), and an outcome
+/// reported alone is recorded at once. Each reporter is answered only after
+/// its outcome is committed.
+struct Recorder {
+    ctx: Arc<Context>,
+    worker_id: String,
+    records: mpsc::Receiver<Record>,
+}
+
+impl Recorder {
+    async fn run(mut self) {
+        while let Some(first) = self.records.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_RECORD_BATCH {
+                match self.records.try_recv() {
+                    Ok(record) => batch.push(record),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() > 1 {
+                match self.record(&batch).await {
+                    Ok(states) => {
+                        for (record, state) in batch.into_iter().zip(states) {
+                            let _ = record.reply.send(Ok(state));
+                        }
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(worker = self.worker_id, outcomes = batch.len(), error = %e,
+                                             "recording outcomes together failed; recording each on its own"),
+                }
+            }
+            // One at a time: what one outcome's failure holds up is its own.
+            for record in batch {
+                let state = self.record(std::slice::from_ref(&record)).await.map(|mut states| states.remove(0));
+                let _ = record.reply.send(state);
+            }
+        }
+    }
+
+    /// Records the outcomes and their result messages in one transaction,
+    /// which also acks their step messages where the provider allows.
+    async fn record(&self, batch: &[Record]) -> Result<Vec<Option<String>>> {
+        let mut tx = self.ctx.pool().begin().await.map_err(Error::db("recording step outcomes"))?;
+        let mut states = Vec::with_capacity(batch.len());
+        let mut results = Vec::with_capacity(batch.len());
+        let mut acks: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for Record { flight, outcome, .. } in batch {
+            let (step_uuid, attempt) = (flight.job.step_uuid, flight.job.attempt);
+            let state = match outcome {
+                Outcome::Complete { result, meta } => queries::complete_step(&mut tx, step_uuid, attempt, result, meta)
+                    .await?
+                    .then(|| "complete".to_owned()),
+                Outcome::Fail { error, retryable, retry_at } => {
+                    queries::fail_step(&mut tx, step_uuid, attempt, error, *retryable, *retry_at).await?
+                }
+            };
+            if state.is_some() {
+                let message = StepResultMessage {
+                    task_uuid: flight.job.task_uuid,
+                    step_uuid,
+                    correlation_id: flight.job.correlation_id,
+                };
+                results.push(serde_json::to_value(message).expect("messages serialize"));
+            } else {
+                tracing::warn!(%step_uuid, step = flight.job.step_name,
+                               "step was no longer in progress when its outcome arrived; outcome not applied");
+            }
+            acks.entry(flight.queue.as_str()).or_default().push(flight.receipt);
+            states.push(state);
+        }
+        let sent = results.is_empty()
+            || self
+                .ctx
+                .messaging()
+                .send_batch_in_transaction(&mut tx, MessageRouter::STEP_RESULTS, &results)
+                .await?
+                .is_some();
+        // The step messages go with the outcomes, in the same commit where
+        // the provider allows.
+        let mut acked = true;
+        for (queue, receipts) in &acks {
+            acked &= self.ctx.messaging().ack_in_transaction(&mut tx, queue, receipts).await?;
+        }
+        tx.commit().await.map_err(Error::db("recording step outcomes"))?;
+        if !sent {
+            self.ctx.send_after_commit(MessageRouter::STEP_RESULTS, results).await;
+        }
+        // The outcomes are committed; a failed ack only means a message is
+        // delivered again, and the claim skips a step that is not enqueued.
+        if !acked {
+            for Record { flight, .. } in batch {
+                if let Err(e) = self.ctx.messaging().ack(&flight.queue, flight.receipt).await {
+                    tracing::warn!(step_uuid = %flight.job.step_uuid, error = %e,
+                                   "acking a finished step's message failed");
+                }
+            }
+        }
+        Ok(states)
     }
 }
 
