@@ -324,11 +324,11 @@ impl Recorder {
                     correlation_id: flight.job.correlation_id,
                 };
                 results.push(serde_json::to_value(message).expect("messages serialize"));
+                acks.entry(flight.queue.as_str()).or_default().push(flight.receipt);
             } else {
                 tracing::warn!(%step_uuid, step = flight.job.step_name,
                                "step was no longer in progress when its outcome arrived; outcome not applied");
             }
-            acks.entry(flight.queue.as_str()).or_default().push(flight.receipt);
             states.push(state);
         }
         let sent = results.is_empty()
@@ -348,13 +348,23 @@ impl Recorder {
         if !sent {
             self.ctx.send_after_commit(MessageRouter::STEP_RESULTS, results).await;
         }
-        // The outcomes are committed; a failed ack only means a message is
-        // delivered again, and the claim skips a step that is not enqueued.
-        if !acked {
-            for Record { flight, .. } in batch {
+        for (Record { flight, .. }, state) in batch.iter().zip(&states) {
+            let step_uuid = flight.job.step_uuid;
+            if state.is_none() {
+                // Not applied: the step was cancelled or resolved meanwhile,
+                // or the claim itself was lost (a database crash took an
+                // asynchronous commit) and the step is enqueued again. The
+                // message goes back: a claim runs the step if it still needs
+                // to run, and acks the message if not.
+                if let Err(e) = self.ctx.messaging().nack(&flight.queue, flight.receipt, Duration::ZERO).await {
+                    tracing::warn!(%step_uuid, error = %e, "returning the message of an unapplied outcome failed");
+                }
+            } else if !acked {
+                // The outcome is committed; a failed ack only means the
+                // message is delivered again, and the claim skips a step
+                // that is not enqueued.
                 if let Err(e) = self.ctx.messaging().ack(&flight.queue, flight.receipt).await {
-                    tracing::warn!(step_uuid = %flight.job.step_uuid, error = %e,
-                                   "acking a finished step's message failed");
+                    tracing::warn!(%step_uuid, error = %e, "acking a finished step's message failed");
                 }
             }
         }
