@@ -82,12 +82,7 @@ async fn workflows_survive_a_database_crash() {
                 Err(e) => panic!("task {task_uuid} did not finish after the crash: {e}"),
             }
         };
-        assert_eq!(done.status, "complete");
-        let steps = client.steps(*task_uuid).await.unwrap();
-        assert_eq!(steps.last().unwrap().results, Some(json!(2_821_109_907_456_i64)));
-        let completions =
-            client.step_transitions(*task_uuid).await.unwrap().into_iter().filter(|t| t.to_state == "complete").count();
-        assert_eq!(completions, 4, "each step's result recorded exactly once");
+        common::assert_linear_six_completed_once(&client, &done).await;
     }
     worker.shutdown(Duration::from_secs(5)).await.unwrap();
     runner.await.unwrap();

@@ -207,14 +207,20 @@ where
 
     for task_uuid in &tasks {
         let done = client.wait_for_task(*task_uuid, Duration::from_secs(90)).await.unwrap();
-        assert_eq!(done.status, "complete");
-        let steps = client.steps(*task_uuid).await.unwrap();
-        assert_eq!(steps.last().unwrap().results, Some(json!(2_821_109_907_456_i64)));
-        let completions =
-            client.step_transitions(*task_uuid).await.unwrap().into_iter().filter(|t| t.to_state == "complete").count();
-        assert_eq!(completions, 4, "each step's result recorded exactly once");
+        assert_linear_six_completed_once(&client, &done).await;
     }
     worker.shutdown(Duration::from_secs(5)).await.unwrap();
     runner.await.unwrap();
     orchestrator.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A linear task of [`linear_template`] with `{"n": 6}` finished: complete,
+/// the last step's result exact, and each step's result recorded once.
+pub async fn assert_linear_six_completed_once(client: &TaskerClient, task: &tasker_core::Task) {
+    assert_eq!(task.status, "complete");
+    let steps = client.steps(task.task_uuid).await.unwrap();
+    assert_eq!(steps.last().unwrap().results, Some(json!(2_821_109_907_456_i64)));
+    let completions =
+        client.step_transitions(task.task_uuid).await.unwrap().into_iter().filter(|t| t.to_state == "complete").count();
+    assert_eq!(completions, 4, "each step's result recorded exactly once");
 }
