@@ -59,11 +59,21 @@ module TaskerCore
     def run_loop
       until @stopping
         job = @native.next_job(POLL_SLICE)
-        perform(job) if job
+        perform_reported(job) if job
       end
     rescue StandardError => e
       TaskerCore.logger.error("tasker worker thread #{Thread.current.name} died: #{e.class}: #{e.message}")
       raise
+    end
+
+    # A report that cannot be recorded (the database is unreachable, say)
+    # costs this step, not the thread: the claim goes stale without
+    # heartbeats and the step runs again, attempt + 1.
+    def perform_reported(job)
+      perform(job)
+    rescue TaskerCore::Error => e
+      TaskerCore.logger.error("tasker worker could not record step #{job[:step_uuid]}: #{e.class}: #{e.message}; " \
+                              "it runs again once its claim goes stale")
     end
 
     def perform(job)

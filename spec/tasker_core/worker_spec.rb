@@ -21,6 +21,35 @@ RSpec.describe TaskerCore::Worker do
     expect(during).to be > 10_000
   end
 
+  it "keeps its thread when a step's outcome cannot be recorded, and logs which step" do
+    jobs = [{ step_uuid: "step-a" }, { step_uuid: "step-b" }]
+    native = double("native worker", running?: true, shutdown: nil)
+    allow(native).to receive(:next_job) { jobs.shift || sleep(0.01) && nil }
+    allow(TaskerCore::Native::Worker).to receive(:start).and_return(native)
+    worker = described_class.new(namespaces: [unique_name("report")], concurrency: 1)
+    allow(worker).to receive(:check_connection_pool!)
+    allow(worker).to receive(:check_handlers!)
+    attempted = Queue.new
+    allow(worker).to receive(:perform) do |job|
+      attempted << job[:step_uuid]
+      raise TaskerCore::DatabaseError, "recording step outcomes: connection reset"
+    end
+    log = StringIO.new
+    logger = TaskerCore.logger
+    TaskerCore.logger = Logger.new(log)
+
+    worker.start
+    seen = Array.new(2) { Timeout.timeout(5) { attempted.pop } }
+    worker.stop(timeout: 2)
+
+    # The second job ran on the same single thread after the first failed.
+    expect(seen).to eq(%w[step-a step-b])
+    expect(log.string).to include("could not record step step-a: TaskerCore::DatabaseError: " \
+                                  "recording step outcomes: connection reset")
+  ensure
+    TaskerCore.logger = logger if logger
+  end
+
   it "stops cleanly and reports that it stopped" do
     worker = described_class.new(namespaces: [unique_name("stop")], concurrency: 2).start
     expect(worker.running?).to be(true)
