@@ -31,15 +31,34 @@ async fn crash_and_restart_postgres(ctx: &tasker_core::Context) {
     }
 }
 
-/// A step's square, or the error that stopped it (the database is down).
+/// Runs a step as a worker's runner would: its square, or a retryable
+/// failure when the handler could not read what it needed (the database is
+/// down). If even the report fails, the step runs again once its claim goes
+/// stale.
 async fn run_step(worker: &WorkerHandle, client: &TaskerClient, job: tasker_core::StepJob) -> tasker_core::Result<()> {
-    let deps = client.dependency_results(job.step_uuid).await?;
-    let input = match deps.values().next() {
-        Some(parent) => parent.as_ref().and_then(|v| v.as_i64()).expect("integer result"),
-        None => client.task(job.task_uuid).await?.context["n"].as_i64().expect("n in context"),
+    let square = async {
+        let deps = client.dependency_results(job.step_uuid).await?;
+        let input = match deps.values().next() {
+            Some(parent) => parent.as_ref().and_then(|v| v.as_i64()).expect("integer result"),
+            None => client.task(job.task_uuid).await?.context["n"].as_i64().expect("n in context"),
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await; // a handler doing some work
+        Ok(input * input)
     };
-    tokio::time::sleep(Duration::from_millis(30)).await; // a handler doing some work
-    worker.complete(job.step_uuid, json!(input * input)).await
+    let square: tasker_core::Result<i64> = square.await;
+    match square {
+        Ok(square) => worker.complete(job.step_uuid, json!(square)).await,
+        Err(e) => {
+            let failure = tasker_core::StepFailure {
+                error_class: "DatabaseUnavailable".to_owned(),
+                message: e.to_string(),
+                backtrace: Vec::new(),
+                retryable: true,
+                retry_after_seconds: Some(0.0),
+            };
+            worker.fail(job.step_uuid, failure).await.map(|_| ())
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
