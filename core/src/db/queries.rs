@@ -156,8 +156,6 @@ pub(crate) async fn create_task<'e>(
         .map_err(Error::db(format!("creating a {key} task")))
 }
 
-/// Locks a task row for the rest of the transaction; returns its status,
-/// namespace and correlation id.
 /// What a worker needs to run a step it claimed.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct ClaimedStep {
