@@ -499,10 +499,10 @@ impl Dispatcher {
         &self,
         message: ReceivedMessage,
         step: StepMessage,
-        claim: ClaimedStep,
+        mut claim: ClaimedStep,
         permit: OwnedSemaphorePermit,
     ) {
-        let job = StepJob {
+        let mut job = StepJob {
             task_uuid: claim.task_uuid,
             step_uuid: step.step_uuid,
             correlation_id: step.correlation_id,
@@ -512,15 +512,20 @@ impl Dispatcher {
             attempt: claim.attempts,
             max_attempts: claim.max_attempts,
             timeout_seconds: claim.timeout_seconds,
-            task: claim.task_row.clone(),
-            step: claim.step_row.clone(),
+            task: Value::Null,
+            step: Value::Null,
         };
+        // The in-flight record keeps the job without the rows, which only the
+        // runner reads: they are moved to it, not copied.
+        let kept = job.clone();
+        job.task = std::mem::take(&mut claim.task_row);
+        job.step = std::mem::take(&mut claim.step_row);
         self.in_flight.lock().expect("in-flight lock").insert(
             step.step_uuid,
             InFlight {
                 queue: message.queue,
                 receipt: message.receipt,
-                job: job.clone(),
+                job: kept,
                 claim,
                 claimed_at: tokio::time::Instant::now(),
                 _permit: permit,
