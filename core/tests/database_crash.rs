@@ -31,22 +31,13 @@ async fn crash_and_restart_postgres(ctx: &tasker_core::Context) {
     }
 }
 
-/// Runs a step as a worker's runner would: its square, or a retryable
+/// Runs a step as a worker's runner would: its result, or a retryable
 /// failure when the handler could not read what it needed (the database is
 /// down). If even the report fails, the step runs again once its claim goes
 /// stale.
 async fn run_step(worker: &WorkerHandle, client: &TaskerClient, job: tasker_core::StepJob) -> tasker_core::Result<()> {
-    let square = async {
-        let deps = client.dependency_results(job.step_uuid).await?;
-        let input = match deps.values().next() {
-            Some(parent) => parent.as_ref().and_then(|v| v.as_i64()).expect("integer result"),
-            None => client.task(job.task_uuid).await?.context["n"].as_i64().expect("n in context"),
-        };
-        tokio::time::sleep(Duration::from_millis(30)).await; // a handler doing some work
-        Ok(input * input)
-    };
-    let square: tasker_core::Result<i64> = square.await;
-    match square {
+    tokio::time::sleep(Duration::from_millis(30)).await; // a handler doing some work
+    match common::step_result(client, &job).await {
         Ok(square) => worker.complete(job.step_uuid, json!(square)).await,
         Err(e) => {
             let failure = tasker_core::StepFailure {

@@ -112,20 +112,27 @@ pub fn template(namespace: &str, name: &str, handler_prefix: &str, steps: &[(&st
 /// Runs one job: `Squares::*` squares its input (the task's `n` for a root
 /// step, else the product of its dependencies' results); `Sum::*` returns
 /// one plus the sum of its dependencies' results (1 for a root).
-pub async fn run_job(worker: &WorkerHandle, client: &TaskerClient, job: tasker_core::StepJob) {
-    let deps = client.dependency_results(job.step_uuid).await.expect("dependency results");
+/// What the test handlers compute for a step: `Sum::` steps add one to the
+/// sum of their parents' results; the others square the product of their
+/// parents' results (a root squares the context's `n`).
+pub async fn step_result(client: &TaskerClient, job: &tasker_core::StepJob) -> tasker_core::Result<i64> {
+    let deps = client.dependency_results(job.step_uuid).await?;
     let values = deps.values().map(|v| v.as_ref().and_then(Value::as_i64).expect("integer result"));
-    let result = if job.handler_callable.starts_with("Sum::") {
+    Ok(if job.handler_callable.starts_with("Sum::") {
         1 + values.sum::<i64>()
     } else {
         let input: i64 = if deps.is_empty() {
-            let task = client.task(job.task_uuid).await.expect("task");
+            let task = client.task(job.task_uuid).await?;
             task.context["n"].as_i64().expect("n in context")
         } else {
             values.product()
         };
         input * input
-    };
+    })
+}
+
+pub async fn run_job(worker: &WorkerHandle, client: &TaskerClient, job: tasker_core::StepJob) {
+    let result = step_result(client, &job).await.expect("step inputs read");
     worker.complete(job.step_uuid, json!(result)).await.expect("complete");
 }
 
