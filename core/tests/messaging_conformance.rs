@@ -303,3 +303,46 @@ async fn rabbitmq_a_dropped_provider_gives_back_its_prefetched_deliveries() {
     assert_eq!(got, vec![0, 1, 2, 3, 4]);
     mq.delete_queue(&queue).await.unwrap();
 }
+
+/// PGMQ's reads and acks find messages by key however the queue table's
+/// statistics look. A queue vacuumed while empty looks free to scan whole,
+/// and a prepared statement planned then used to keep scanning the whole
+/// table (live and dead rows) on every call while the queue filled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgmq_reads_and_acks_by_key_after_the_queue_was_vacuumed_empty() {
+    common::context().await; // migrated (that takes two connections)
+                             // One connection, so the statements the provider prepared are on it.
+    let ctx = common::context_with(json!({"max_connections": 1})).await;
+    let mq = ctx.messaging().clone();
+    let queue = common::unique_namespace("conf");
+    mq.create_queue(&queue).await.unwrap();
+    let batch: Vec<Value> = (0..200).map(|i| json!({"i": i})).collect();
+    mq.send_batch(&queue, &batch).await.unwrap();
+    let drained = receive_until(&mq, &queue, 200, 200).await;
+    for m in &drained {
+        mq.ack(&queue, m.receipt).await.unwrap();
+    }
+    sqlx::query(&format!("VACUUM (ANALYZE) pgmq.\"q_{queue}\"")).execute(ctx.pool()).await.unwrap();
+    mq.send_batch(&queue, &batch[..3]).await.unwrap();
+    let got = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
+    mq.ack(&queue, got[0].receipt).await.unwrap();
+
+    let prepared: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, statement FROM pg_prepared_statements \
+          WHERE statement LIKE 'UPDATE pgmq.%' OR statement LIKE 'DELETE FROM pgmq.%' ORDER BY statement DESC",
+    )
+    .fetch_all(ctx.pool())
+    .await
+    .unwrap();
+    let kinds: Vec<&str> = prepared.iter().map(|(_, sql)| &sql[..6]).collect();
+    assert_eq!(kinds, vec!["UPDATE", "DELETE"], "the read and the ack are prepared statements");
+    for (name, sql) in &prepared {
+        let args = if sql.starts_with("UPDATE") { "(10, 30)" } else { "('{1}')" };
+        let plan: Vec<String> =
+            sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}{args}")).fetch_all(ctx.pool()).await.unwrap();
+        let plan = plan.join("\n");
+        assert!(!plan.contains("Seq Scan"), "{sql}\nscans the whole queue table:\n{plan}");
+        assert!(plan.contains(&format!("Index Scan using q_{queue}_pkey")), "{sql}\n{plan}");
+    }
+    mq.delete_queue(&queue).await.unwrap();
+}

@@ -125,11 +125,11 @@ impl MessagingService for PgmqProvider {
     async fn receive(&self, queue: &str, max: u32, visibility_timeout: Duration) -> Result<Vec<ReceivedMessage>> {
         let table = queue_table(queue)?;
         let sql = format!(
-            "WITH next AS (SELECT msg_id FROM {table} WHERE vt <= clock_timestamp() ORDER BY msg_id \
-                           LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             UPDATE {table} m SET last_read_at = clock_timestamp(), read_ct = m.read_ct + 1, \
+            "UPDATE {table} m SET last_read_at = clock_timestamp(), read_ct = m.read_ct + 1, \
                     vt = clock_timestamp() + make_interval(secs => $2) \
-             FROM next WHERE m.msg_id = next.msg_id RETURNING m.msg_id, m.read_ct, m.message"
+             WHERE m.msg_id = ANY(ARRAY(SELECT msg_id FROM {table} WHERE vt <= clock_timestamp() \
+                                        ORDER BY msg_id LIMIT $1 FOR UPDATE SKIP LOCKED)) \
+             RETURNING m.msg_id, m.read_ct, m.message"
         );
         let mut rows: Vec<(i64, i32, Option<Value>)> = sqlx::query_as(&sql)
             .bind(i64::from(max))
