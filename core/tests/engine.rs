@@ -450,3 +450,71 @@ async fn a_duplicate_delivery_never_reruns_a_finished_step_and_a_poison_message_
     assert_eq!(archived, vec![json!({"not": "a step message"})]);
     run.stop().await;
 }
+
+/// Outcomes recorded together: one statement completes the steps still in
+/// the attempt it claimed, and keeps a step resolved meanwhile as it is,
+/// with the result in its history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_recorded_together_apply_only_to_steps_still_in_progress() {
+    let ns = common::unique_namespace("together");
+    let ctx = common::context().await;
+    ctx.register_template(common::diamond_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let orchestrator = OrchestratorHandle::start(ctx.clone()).await.unwrap();
+    let worker = WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 2).await.unwrap();
+    let task = client.create_task(&request(&ns, "diamond", 3)).await.unwrap();
+    common::run_job(&worker, &client, worker.next_job(Duration::from_secs(10)).await.unwrap().unwrap()).await;
+    let mut jobs = Vec::new();
+    while jobs.len() < 2 {
+        jobs.push(worker.next_job(Duration::from_secs(10)).await.unwrap().expect("left and right are claimed"));
+    }
+    jobs.sort_by(|a, b| a.step_name.cmp(&b.step_name));
+    let (left, right) = (&jobs[0], &jobs[1]);
+    assert!(client.resolve_step_manually(right.step_uuid, &json!("by hand"), "operator").await.unwrap());
+
+    let mut tx = ctx.pool().begin().await.unwrap();
+    let mut applied: Vec<(uuid::Uuid, bool)> = sqlx::query_as("SELECT * FROM tasker_complete_steps($1, $2, $3, $4)")
+        .bind(vec![left.step_uuid, right.step_uuid])
+        .bind(vec![1, 1])
+        .bind(vec![json!(9), json!(9)])
+        .bind(vec![json!({"worker": "w"}), json!({"worker": "w"})])
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    applied.sort_by_key(|(step, _)| *step != left.step_uuid);
+    assert_eq!(applied, vec![(left.step_uuid, true), (right.step_uuid, false)]);
+
+    let steps = results(&client, task.task_uuid).await;
+    assert_eq!(steps["left"], ("complete".to_owned(), json!(9)));
+    assert_eq!(steps["right"], ("resolved_manually".to_owned(), json!("by hand")));
+    let transitions = client.step_transitions(task.task_uuid).await.unwrap();
+    let of = |step: uuid::Uuid| -> Vec<(String, String, i32, bool)> {
+        transitions
+            .iter()
+            .filter(|t| t.step_uuid == step)
+            .map(|t| (t.from_state.clone(), t.to_state.clone(), t.sort_key, t.most_recent))
+            .collect()
+    };
+    let row = |from: &str, to: &str, sort: i32, recent: bool| (from.to_owned(), to.to_owned(), sort, recent);
+    assert_eq!(
+        of(left.step_uuid),
+        vec![
+            row("", "pending", 1, false),
+            row("pending", "enqueued", 2, false),
+            row("enqueued", "in_progress", 3, false),
+            row("in_progress", "complete", 4, true),
+        ]
+    );
+    let right_history = of(right.step_uuid);
+    assert_eq!(right_history.last().unwrap(), &row("resolved_manually", "resolved_manually", 5, true));
+    let late = transitions.iter().rfind(|t| t.step_uuid == right.step_uuid).unwrap();
+    assert_eq!((late.metadata["late_result"].clone(), late.metadata["attempt"].clone()), (json!(9), json!(1)));
+    // The worker still holds both claims: its reports now change nothing.
+    for job in &jobs {
+        worker.complete(job.step_uuid, json!(9)).await.unwrap();
+    }
+    assert_eq!(results(&client, task.task_uuid).await["left"], ("complete".to_owned(), json!(9)));
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    orchestrator.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -1,7 +1,7 @@
 //! Every SQL statement the engine runs. State changes call the SQL functions
 //! defined in the migrations, so each is one round trip.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -230,21 +230,26 @@ pub(crate) async fn advance_tasks(
         .map_err(Error::db(format!("advancing {} tasks", task_uuids.len())))
 }
 
-pub(crate) async fn complete_step(
+/// in_progress -> complete for each `(step, attempt, results, metadata)`
+/// in one statement. Returns the steps whose outcome was applied; the rest
+/// were no longer in that attempt, and their results are kept in the
+/// history as late results.
+pub(crate) async fn complete_steps(
     conn: &mut PgConnection,
-    step_uuid: Uuid,
-    attempt: i32,
-    results: &Value,
-    metadata: &Value,
-) -> Result<bool> {
-    sqlx::query_scalar("SELECT tasker_complete_step($1, $2, $3, $4)")
-        .bind(step_uuid)
-        .bind(attempt)
+    steps: &[Uuid],
+    attempts: &[i32],
+    results: &[&Value],
+    metadata: &[&Value],
+) -> Result<HashSet<Uuid>> {
+    let rows: Vec<(Uuid, bool)> = sqlx::query_as("SELECT * FROM tasker_complete_steps($1, $2, $3, $4)")
+        .bind(steps)
+        .bind(attempts)
         .bind(results)
         .bind(metadata)
-        .fetch_one(conn)
+        .fetch_all(conn)
         .await
-        .map_err(Error::db(format!("recording the result of step {step_uuid}")))
+        .map_err(Error::db(format!("recording the results of {} steps", steps.len())))?;
+    Ok(rows.into_iter().filter_map(|(step, applied)| applied.then_some(step)).collect())
 }
 
 pub(crate) async fn fail_step(

@@ -4,7 +4,7 @@
 //! handlers (Ruby threads, or Rust in tests), who reports back with
 //! [`WorkerHandle::complete`] or [`WorkerHandle::fail`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -307,12 +307,28 @@ impl Recorder {
         let mut states = Vec::with_capacity(batch.len());
         let mut results = Vec::with_capacity(batch.len());
         let mut acks: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        // Completions in one statement; failures (rarer, each with its own
+        // retry decision) one by one.
+        let completed = {
+            let (mut steps, mut attempts, mut values, mut metas) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for Record { flight, outcome, .. } in batch {
+                if let Outcome::Complete { result, meta } = outcome {
+                    steps.push(flight.job.step_uuid);
+                    attempts.push(flight.job.attempt);
+                    values.push(result);
+                    metas.push(meta);
+                }
+            }
+            if steps.is_empty() {
+                HashSet::new()
+            } else {
+                queries::complete_steps(&mut tx, &steps, &attempts, &values, &metas).await?
+            }
+        };
         for Record { flight, outcome, .. } in batch {
             let (step_uuid, attempt) = (flight.job.step_uuid, flight.job.attempt);
             let state = match outcome {
-                Outcome::Complete { result, meta } => queries::complete_step(&mut tx, step_uuid, attempt, result, meta)
-                    .await?
-                    .then(|| "complete".to_owned()),
+                Outcome::Complete { .. } => completed.contains(&step_uuid).then(|| "complete".to_owned()),
                 Outcome::Fail { error, retryable, retry_at } => {
                     queries::fail_step(&mut tx, step_uuid, attempt, error, *retryable, *retry_at).await?
                 }
