@@ -148,12 +148,21 @@ pub trait MessagingService: Send + Sync + Debug {
 #[derive(Debug)]
 pub struct Wakeups {
     notify: Arc<Notify>,
+    pushed: bool,
     _listener: Option<AbortOnDrop>,
 }
 
 impl Wakeups {
-    pub(crate) fn new(notify: Arc<Notify>, listener: Option<tokio::task::JoinHandle<()>>) -> Self {
-        Self { notify, _listener: listener.map(AbortOnDrop) }
+    /// `pushed`: every arrival wakes a waiter (or the next wait, if none
+    /// waits yet), as opposed to hints that polling alone stands in for.
+    pub(crate) fn new(notify: Arc<Notify>, pushed: bool, listener: Option<tokio::task::JoinHandle<()>>) -> Self {
+        Self { notify, pushed, _listener: listener.map(AbortOnDrop) }
+    }
+
+    /// Whether a reader that found a queue drained can wait for the next
+    /// arrival instead of reading again: true when arrivals are pushed.
+    pub fn pushed(&self) -> bool {
+        self.pushed
     }
 
     /// Waits for a hint or `max_wait`, whichever comes first.

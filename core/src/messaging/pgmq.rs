@@ -210,7 +210,7 @@ impl MessagingService for PgmqProvider {
 
     async fn wakeups(&self, queues: &[String]) -> Result<Wakeups> {
         if !self.notifications {
-            return Ok(Wakeups::new(Arc::new(Notify::new()), None));
+            return Ok(Wakeups::new(Arc::new(Notify::new()), false, None));
         }
         let mut listener =
             PgListener::connect_with(&self.pool).await.map_err(Error::db("connecting a LISTEN session"))?;
@@ -232,6 +232,6 @@ impl MessagingService for PgmqProvider {
                 waker.notify_one();
             }
         });
-        Ok(Wakeups::new(notify, Some(task)))
+        Ok(Wakeups::new(notify, true, Some(task)))
     }
 }

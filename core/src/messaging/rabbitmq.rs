@@ -581,7 +581,7 @@ impl MessagingService for RabbitMqProvider {
         }
         let notify = Arc::new(Notify::new());
         self.inbox.watchers.lock().expect("watchers lock").push((queues.to_vec(), Arc::downgrade(&notify)));
-        Ok(Wakeups::new(notify, None))
+        Ok(Wakeups::new(notify, true, None))
     }
 
     async fn close(&self) -> Result<()> {

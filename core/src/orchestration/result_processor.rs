@@ -39,8 +39,14 @@ impl ResultProcessor {
                 .await;
             match received {
                 Ok(messages) if !messages.is_empty() => {
+                    // Less than a full batch with pushed wake-ups: the queue
+                    // is drained, and the next result wakes the wait below.
+                    let asked = usize::try_from(config.orchestration.batch_size).unwrap_or(usize::MAX);
+                    let drained = self.wakeups.pushed() && messages.len() < asked;
                     self.process(messages).await;
-                    continue;
+                    if !drained {
+                        continue;
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "reading step results failed; retrying"),

@@ -415,16 +415,23 @@ impl Dispatcher {
                     Err(_) => break,
                 }
             }
+            // Read again at once only where there may be more: a queue that
+            // filled the batch, or one not read for want of permits. With
+            // pushed wake-ups, a queue that gave less than asked is drained
+            // and its next arrival wakes the wait below.
             let mut received_any = false;
+            let mut maybe_more = false;
             for i in 0..self.queues.len() {
                 if permits.is_empty() {
+                    maybe_more = true;
                     break;
                 }
                 let queue = &self.queues[(start + i) % self.queues.len()];
-                let want = u32::try_from(permits.len()).unwrap_or(1);
-                match self.ctx.messaging().receive(queue, want, visibility).await {
+                let want = permits.len();
+                match self.ctx.messaging().receive(queue, u32::try_from(want).unwrap_or(1), visibility).await {
                     Ok(messages) if !messages.is_empty() => {
                         received_any = true;
+                        maybe_more |= messages.len() >= want;
                         let taken = permits.split_off(permits.len() - messages.len());
                         self.dispatch(messages, taken).await;
                     }
@@ -434,7 +441,8 @@ impl Dispatcher {
             }
             start = start.wrapping_add(1);
             drop(permits);
-            if !received_any {
+            let read_again = if self.wakeups.pushed() { maybe_more } else { received_any };
+            if !read_again {
                 tokio::select! {
                     () = self.wakeups.wait(poll) => {}
                     _ = stop.changed() => {}
