@@ -2,8 +2,9 @@
 -- instead of a loop calling a function per step, each of whose statements
 -- paid its own executor start-up and nested function call (in a profile of
 -- the bench, executor start-up, plan lookup and plpgsql calls were about a
--- third of PostgreSQL's CPU). Same locks (each step's row, in uuid order),
--- same compare-and-swap, same transitions and answers as migrations 008-009.
+-- third of PostgreSQL's CPU). Same row locks, each batch's taken in uuid
+-- order, same compare-and-swap, same transitions and answers as migrations
+-- 008-009.
 -- Steps are found by primary key only: the rows are locked in a
 -- MATERIALIZED step, so no status condition reaches the scan (see migration
 -- 009 for why it must not).
@@ -96,8 +97,13 @@ CREATE FUNCTION tasker_complete_steps(p_steps uuid[], p_attempts integer[], p_re
 RETURNS TABLE (step_uuid uuid, applied boolean) LANGUAGE plpgsql AS $$
 DECLARE
   v_done uuid[];
+  v_done_meta jsonb[];
   r record;
 BEGIN
+  IF cardinality(p_steps) <> (SELECT count(DISTINCT u.s) FROM unnest(p_steps) AS u(s)) THEN
+    RAISE EXCEPTION 'tasker_complete_steps: a step appears more than once in %', p_steps
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
   WITH input AS (
     SELECT * FROM unnest(p_steps, p_attempts) AS u(step_uuid, attempt)
   ), locked AS MATERIALIZED (
@@ -114,11 +120,12 @@ BEGIN
          completed_at = clock_timestamp(), updated_at = clock_timestamp()
     FROM unnest(p_steps, p_results) AS u(step_uuid, results)
    WHERE s.step_uuid = u.step_uuid AND u.step_uuid = ANY (v_done);
-  PERFORM tasker_append_step_transitions(
-    ARRAY(SELECT u.s FROM unnest(p_steps, p_meta) AS u(s, m) WHERE u.s = ANY (v_done)),
+  SELECT coalesce(array_agg(u.s ORDER BY u.i), '{}'), coalesce(array_agg(u.m ORDER BY u.i), '{}')
+    INTO v_done, v_done_meta
+    FROM unnest(p_steps, p_meta) WITH ORDINALITY AS u(s, m, i) WHERE u.s = ANY (v_done);
+  PERFORM tasker_append_step_transitions(v_done,
     array_fill('in_progress'::text, ARRAY[cardinality(v_done)]),
-    array_fill('complete'::text, ARRAY[cardinality(v_done)]),
-    ARRAY(SELECT u.m FROM unnest(p_steps, p_meta) AS u(s, m) WHERE u.s = ANY (v_done)));
+    array_fill('complete'::text, ARRAY[cardinality(v_done)]), v_done_meta);
 
   FOR r IN SELECT * FROM unnest(p_steps, p_attempts, p_results, p_meta) AS u(s, a, res, m)
             WHERE u.s <> ALL (v_done) LOOP

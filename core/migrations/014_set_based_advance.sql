@@ -2,7 +2,8 @@
 -- loop calling tasker_enqueue_ready_steps and tasker_finalize_task per task
 -- (and tasker_append_step_transition per ready step). Same locks (each
 -- task's row, in uuid order, then the steps it enqueues, skipping any locked),
--- same readiness rule, same limit per task, same finalization and history
+-- same readiness rule, same limit per task (see below for steps held by
+-- someone else), same finalization and history
 -- as migrations 002 and 008; the answer is unchanged: one row per existing
 -- task, in uuid order, with its ready steps in position order.
 
@@ -36,9 +37,11 @@ BEGIN
 
   -- Steps whose dependencies are all complete (or resolved manually), and
   -- steps whose retry backoff has elapsed; at most p_limit per task, in
-  -- position order. Then only those are locked (skipping any a concurrent
-  -- operator holds): with the task's row locked, no other advance changes
-  -- them meanwhile, and their state is checked again under the lock.
+  -- position order (no limit when p_limit is NULL). Then only those are
+  -- locked: with the task's row locked, no other advance changes them
+  -- meanwhile, and their state is checked again under the lock. One that
+  -- someone else holds is skipped, not replaced by the next ready step;
+  -- whoever holds it advances the task afterwards.
   WITH ready AS (
     SELECT s.step_uuid, row_number() OVER (PARTITION BY s.task_uuid ORDER BY s.position) AS n
       FROM tasker_workflow_steps s
@@ -54,7 +57,7 @@ BEGIN
   ), locked AS MATERIALIZED (
     SELECT s.step_uuid, s.task_uuid, s.status, s.position
       FROM tasker_workflow_steps s
-     WHERE s.step_uuid = ANY (ARRAY(SELECT k.step_uuid FROM ready k WHERE k.n <= p_limit))
+     WHERE s.step_uuid = ANY (ARRAY(SELECT k.step_uuid FROM ready k WHERE k.n <= coalesce(p_limit, 2147483647)))
      ORDER BY s.step_uuid
        FOR UPDATE SKIP LOCKED
   )

@@ -18,9 +18,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Any fixed number: only migrators take this advisory lock.
 const MIGRATION_LOCK: i64 = 0x7461_736b_6572;
 
-/// Settings for every connection of the engine's pool. Every statement the
-/// engine runs finds its rows by key, and the plan the statistics suggest is
-/// wrong for the queue tables, which empty and fill again all the time:
+/// Settings for every connection of the engine's pool. The engine's hot
+/// statements find their rows by key (the sweeps read index ranges; queue
+/// counts for stats and migrations are the cold exceptions), and the plan
+/// the statistics suggest is wrong for the queue tables, which empty and
+/// fill again all the time:
 /// after a VACUUM or ANALYZE at a quiet moment they look empty, a sequential
 /// scan looks free, and a prepared statement keeps that plan while the
 /// table fills (in the bench, a read then cost 2.1 ms instead of 0.2, and
@@ -28,7 +30,8 @@ const MIGRATION_LOCK: i64 = 0x7461_736b_6572;
 /// only a last resort, and the prepared statements keep one generic plan
 /// rather than planning again (the read was planned anew on every call).
 /// Sent after connecting rather than as startup options, which PgBouncer
-/// refuses.
+/// refuses; like the engine's prepared statements, they need session
+/// pooling.
 const SESSION_SETTINGS: &str = "SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan";
 
 pub(crate) async fn connect(config: &Config) -> Result<PgPool> {

@@ -153,8 +153,10 @@ pub struct Wakeups {
 }
 
 impl Wakeups {
-    /// `pushed`: every arrival wakes a waiter (or the next wait, if none
-    /// waits yet), as opposed to hints that polling alone stands in for.
+    /// `pushed`: every new message wakes a waiter (or the next wait, if
+    /// none waits yet), as opposed to hints that polling alone stands in
+    /// for. A message that becomes visible again (a nack, an expired
+    /// visibility timeout) may wake nobody and is found by polling.
     pub(crate) fn new(notify: Arc<Notify>, pushed: bool, listener: Option<tokio::task::JoinHandle<()>>) -> Self {
         Self { notify, pushed, _listener: listener.map(AbortOnDrop) }
     }
