@@ -139,14 +139,29 @@ async fn tree_mixed_and_wide_fan_out_shapes_finish_with_exact_results() {
     run.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_stops_everything_and_a_late_result_changes_nothing() {
-    let ns = common::unique_namespace("cancel");
+/// A namespace with the diamond template, an orchestrator, and a worker
+/// (two steps at once) whose jobs the test takes and reports by hand.
+struct ByHand {
+    ns: String,
+    ctx: Arc<tasker_core::Context>,
+    client: TaskerClient,
+    orchestrator: OrchestratorHandle,
+    worker: WorkerHandle,
+}
+
+async fn diamond_by_hand(prefix: &str) -> ByHand {
+    let ns = common::unique_namespace(prefix);
     let ctx = common::context().await;
     ctx.register_template(common::diamond_template(&ns)).await.unwrap();
     let client = TaskerClient::new(ctx.clone());
     let orchestrator = OrchestratorHandle::start(ctx.clone()).await.unwrap();
     let worker = WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 2).await.unwrap();
+    ByHand { ns, ctx, client, orchestrator, worker }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_stops_everything_and_a_late_result_changes_nothing() {
+    let ByHand { ns, ctx, client, orchestrator, worker } = diamond_by_hand("cancel").await;
 
     let task = client.create_task(&request(&ns, "diamond", 6)).await.unwrap();
     let job = worker.next_job(Duration::from_secs(10)).await.unwrap().expect("start is enqueued");
@@ -456,12 +471,7 @@ async fn a_duplicate_delivery_never_reruns_a_finished_step_and_a_poison_message_
 /// with the result in its history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_recorded_together_apply_only_to_steps_still_in_progress() {
-    let ns = common::unique_namespace("together");
-    let ctx = common::context().await;
-    ctx.register_template(common::diamond_template(&ns)).await.unwrap();
-    let client = TaskerClient::new(ctx.clone());
-    let orchestrator = OrchestratorHandle::start(ctx.clone()).await.unwrap();
-    let worker = WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 2).await.unwrap();
+    let ByHand { ns, ctx, client, orchestrator, worker } = diamond_by_hand("together").await;
     let task = client.create_task(&request(&ns, "diamond", 3)).await.unwrap();
     common::run_job(&worker, &client, worker.next_job(Duration::from_secs(10)).await.unwrap().unwrap()).await;
     let mut jobs = Vec::new();
