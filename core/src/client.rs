@@ -196,12 +196,13 @@ impl TaskerClient {
         let deadline = Instant::now() + timeout;
         let mut finished = self.ctx.finished_tasks().await?;
         loop {
-            let status = queries::task_status(self.ctx.pool(), task_uuid)
-                .await?
-                .ok_or_else(|| Error::not_found(format!("task {task_uuid} does not exist")))?;
-            if matches!(status.as_str(), "complete" | "error" | "cancelled") {
-                return self.task(task_uuid).await;
+            // The whole row each time: a finished task is returned without
+            // reading it again.
+            let task = self.task(task_uuid).await?;
+            if matches!(task.status.as_str(), "complete" | "error" | "cancelled") {
+                return Ok(task);
             }
+            let status = task.status;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::new(

@@ -346,3 +346,35 @@ async fn pgmq_reads_and_acks_by_key_after_the_queue_was_vacuumed_empty() {
     }
     mq.delete_queue(&queue).await.unwrap();
 }
+
+/// A read commits without waiting for the disk (a lost read only makes its
+/// messages visible again): the prepared read, run in a transaction, leaves
+/// that transaction's commit asynchronous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgmq_reads_commit_without_waiting_for_the_disk() {
+    common::context().await; // migrated (that takes two connections)
+    let ctx = common::context_with(json!({"max_connections": 1})).await;
+    let mq = ctx.messaging().clone();
+    let queue = common::unique_namespace("conf");
+    mq.create_queue(&queue).await.unwrap();
+    mq.send_batch(&queue, &[json!({"i": 1}), json!({"i": 2})]).await.unwrap();
+    let first = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(first.len(), 1);
+
+    let (name,): (String,) =
+        sqlx::query_as("SELECT name FROM pg_prepared_statements WHERE statement LIKE $1 AND statement LIKE 'UPDATE %'")
+            .bind(format!("%q_{queue}%"))
+            .fetch_one(ctx.pool())
+            .await
+            .unwrap();
+    let mut tx = ctx.pool().begin().await.unwrap();
+    let before: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&mut *tx).await.unwrap();
+    let read = sqlx::raw_sql(&format!("EXECUTE {name}(1, 30)")).fetch_all(&mut *tx).await.unwrap();
+    assert_eq!(read.len(), 1, "the second message is read");
+    let during: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(during, "off", "the read's transaction commits asynchronously");
+    tx.rollback().await.unwrap();
+    let after: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(ctx.pool()).await.unwrap();
+    assert_eq!(after, before, "only for the read's own transaction");
+    mq.delete_queue(&queue).await.unwrap();
+}

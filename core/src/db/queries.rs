@@ -315,14 +315,6 @@ pub(crate) async fn get_task<'e>(executor: impl PgExecutor<'e>, task_uuid: Uuid)
         .map_err(Error::db(format!("reading task {task_uuid}")))
 }
 
-pub(crate) async fn task_status(pool: &PgPool, task_uuid: Uuid) -> Result<Option<String>> {
-    sqlx::query_scalar("SELECT status FROM tasker_tasks WHERE task_uuid = $1")
-        .bind(task_uuid)
-        .fetch_optional(pool)
-        .await
-        .map_err(Error::db(format!("reading the status of task {task_uuid}")))
-}
-
 pub(crate) async fn task_steps(pool: &PgPool, task_uuid: Uuid) -> Result<Vec<WorkflowStep>> {
     sqlx::query_as(
         "SELECT step_uuid, task_uuid, name, position, status, attempts, max_attempts, results, last_error, retry_at \

@@ -124,9 +124,17 @@ impl MessagingService for PgmqProvider {
 
     async fn receive(&self, queue: &str, max: u32, visibility_timeout: Duration) -> Result<Vec<ReceivedMessage>> {
         let table = queue_table(queue)?;
+        // A read's commit need not wait for the disk: if a crash loses it,
+        // the messages are visible again at once, as if never read, and are
+        // delivered again (at least once, as after any reader's crash). A
+        // later commit that must be durable flushes the WAL up to itself,
+        // so it never outlives a read it depends on. Idle, a synchronous
+        // commit here cost 0.25 ms of every hop. set_config's `true` keeps
+        // the setting to the statement's own transaction.
         let sql = format!(
             "UPDATE {table} m SET last_read_at = clock_timestamp(), read_ct = m.read_ct + 1, \
                     vt = clock_timestamp() + make_interval(secs => $2) \
+               FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit \
              WHERE m.msg_id = ANY(ARRAY(SELECT msg_id FROM {table} WHERE vt <= clock_timestamp() \
                                         ORDER BY msg_id LIMIT $1 FOR UPDATE SKIP LOCKED)) \
              RETURNING m.msg_id, m.read_ct, m.message"
