@@ -528,3 +528,21 @@ async fn completions_recorded_together_apply_only_to_steps_still_in_progress() {
     worker.shutdown(Duration::from_secs(5)).await.unwrap();
     orchestrator.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A pooled connection is checked before use only once it has been idle a
+/// while (checking every use cost a round trip per statement): one the
+/// server dropped while it sat idle is replaced, and the caller never sees
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pooled_connection_the_server_dropped_is_replaced_unseen() {
+    common::context().await; // migrated (that takes two connections)
+    let ctx = common::context_with(json!({"max_connections": 1})).await;
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(ctx.pool()).await.unwrap();
+    let admin = common::context().await;
+    let killed: bool =
+        sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(admin.pool()).await.unwrap();
+    assert!(killed);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(ctx.pool()).await.unwrap();
+    assert_ne!(again, pid, "a new connection serves the query");
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pgmq::PGMQueueExt;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Executor, PgPool};
+use sqlx::{Connection, Executor, PgPool};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
@@ -34,11 +34,28 @@ const MIGRATION_LOCK: i64 = 0x7461_736b_6572;
 /// pooling.
 const SESSION_SETTINGS: &str = "SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan";
 
+/// A pooled connection idle this long is checked (a ping, one round trip)
+/// before it is handed out. sqlx checks every connection by default, which
+/// cost a round trip per statement on the hot path, where a connection is
+/// idle for microseconds between uses. A connection that died within this
+/// window (the server restarted) fails its next statement instead; every
+/// engine loop retries, and a caller sees that one error.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 pub(crate) async fn connect(config: &Config) -> Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(|conn, _| Box::pin(async move { conn.execute(SESSION_SETTINGS).await.map(|_| ()) }))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect(&config.database_url)
         .await
         .map_err(|e| {
