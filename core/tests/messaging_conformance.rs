@@ -304,18 +304,24 @@ async fn rabbitmq_a_dropped_provider_gives_back_its_prefetched_deliveries() {
     mq.delete_queue(&queue).await.unwrap();
 }
 
+/// A PGMQ provider on a pool of one connection, so the statements it
+/// prepares are on the connection a test inspects, and a new queue.
+async fn one_connection_pgmq() -> (Arc<tasker_core::Context>, Arc<dyn MessagingService>, String) {
+    common::context().await; // migrated (that takes two connections)
+    let ctx = common::context_with(json!({"max_connections": 1})).await;
+    let mq = ctx.messaging().clone();
+    let queue = common::unique_namespace("conf");
+    mq.create_queue(&queue).await.unwrap();
+    (ctx, mq, queue)
+}
+
 /// PGMQ's reads and acks find messages by key however the queue table's
 /// statistics look. A queue vacuumed while empty looks free to scan whole,
 /// and a prepared statement planned then used to keep scanning the whole
 /// table (live and dead rows) on every call while the queue filled again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgmq_reads_and_acks_by_key_after_the_queue_was_vacuumed_empty() {
-    common::context().await; // migrated (that takes two connections)
-                             // One connection, so the statements the provider prepared are on it.
-    let ctx = common::context_with(json!({"max_connections": 1})).await;
-    let mq = ctx.messaging().clone();
-    let queue = common::unique_namespace("conf");
-    mq.create_queue(&queue).await.unwrap();
+    let (ctx, mq, queue) = one_connection_pgmq().await;
     let batch: Vec<Value> = (0..200).map(|i| json!({"i": i})).collect();
     mq.send_batch(&queue, &batch).await.unwrap();
     let drained = receive_until(&mq, &queue, 200, 200).await;
@@ -352,11 +358,7 @@ async fn pgmq_reads_and_acks_by_key_after_the_queue_was_vacuumed_empty() {
 /// that transaction's commit asynchronous.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgmq_reads_commit_without_waiting_for_the_disk() {
-    common::context().await; // migrated (that takes two connections)
-    let ctx = common::context_with(json!({"max_connections": 1})).await;
-    let mq = ctx.messaging().clone();
-    let queue = common::unique_namespace("conf");
-    mq.create_queue(&queue).await.unwrap();
+    let (ctx, mq, queue) = one_connection_pgmq().await;
     mq.send_batch(&queue, &[json!({"i": 1}), json!({"i": 2})]).await.unwrap();
     let first = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
     assert_eq!(first.len(), 1);
