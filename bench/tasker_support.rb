@@ -66,13 +66,22 @@ module Bench
       self
     end
 
-    # SIGTERM both; each must exit 0 (steps in flight finish first).
+    # SIGTERM both; each must exit 0 (steps in flight finish first). Both
+    # are stopped even when the first fails to stop cleanly: a process left
+    # running would hold the bench's output open (bin/bench-compare waited
+    # on one for good), and the first failure is raised after.
     def stop
-      Bench.stop_cleanly(@worker_pid, "worker") if @worker_pid
-      Bench.stop_cleanly(@orchestrator_pid, "orchestrator") if @orchestrator_pid
+      failures = [[@worker_pid, "worker"], [@orchestrator_pid, "orchestrator"]].filter_map do |pid, name|
+        Bench.stop_cleanly(pid, name) if pid
+        nil
+      rescue StandardError => e
+        e
+      end
       @worker_pid = @orchestrator_pid = nil
       @monitor&.close
+      @monitor = nil
       ActiveRecord::Base.connection_handler.clear_all_connections!
+      raise failures.first unless failures.empty?
     end
 
     # Runs `count` linear4 tasks to the end (first task creation also waits
