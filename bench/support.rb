@@ -15,7 +15,7 @@ module Bench
   TEMPLATE_PATHS = [File.join(ROOT, "bench/templates"), GENERATED_TEMPLATES].freeze
   ORCHESTRATOR_BIN = File.join(ROOT, "target/release/tasker-orchestrator")
   PG_ADMIN_URL = ENV.fetch("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-  # A vhost of the bench's own: queue names (orchestration_step_results,
+  # A vhost of the bench's own: queue names (orchestration_task_requests,
   # bench_queue) are per vhost, and test suites use the default one.
   RABBITMQ_URL = ENV.fetch("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/tasker_bench")
   NAMESPACE = "bench"

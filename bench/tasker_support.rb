@@ -200,7 +200,7 @@ module Bench
     # (in the bench's own vhost, RABBITMQ_URL).
     def purge_broker_queues
       service = TaskerCore.message_service
-      ["#{NAMESPACE}_queue", "orchestration_step_results"].each do |queue|
+      ["#{NAMESPACE}_queue", "orchestration_task_requests"].each do |queue|
         [queue, "#{queue}.delay", "#{queue}.dlq"].each { |q| service.purge_queue(q) }
       end
     end

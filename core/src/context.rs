@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::config::{Config, MessagingProvider};
 use crate::db::{self, queries};
 use crate::error::{Error, Result};
-use crate::messaging::{MessagingService, PgmqProvider, RabbitMqProvider};
+use crate::messaging::{MessagingService, Outbox, PgmqProvider, RabbitMqProvider};
 use crate::template::{TaskTemplate, TemplateRegistry};
 
 /// What every component works through: configuration, the connection pool,
@@ -97,6 +97,28 @@ impl Context {
         if let Err(e) = self.messaging.send_batch(queue, &payloads).await {
             tracing::warn!(queue, messages = payloads.len(), error = %e, "sending after commit failed; retrying in the background");
             self.resender.get_or_init(|| Resender::start(self.messaging.clone())).push(queue, payloads);
+        }
+    }
+
+    /// Sends what an outcome, advance or recovery committed without sending
+    /// (queues outside PostgreSQL): undelayed messages through
+    /// [`Context::send_after_commit`], grouped by queue; a delayed one (a
+    /// retry) on its own. A delayed send that fails is logged: the sweep
+    /// enqueues a step whose retry message never came.
+    pub(crate) async fn send_outbox(&self, outbox: Vec<Outbox>) {
+        let mut now: std::collections::BTreeMap<String, Vec<Value>> = std::collections::BTreeMap::new();
+        for Outbox { queue, message, delay_ms } in outbox {
+            if delay_ms <= 0 {
+                now.entry(queue).or_default().push(message);
+                continue;
+            }
+            let delay = Duration::from_millis(u64::try_from(delay_ms).unwrap_or(0));
+            if let Err(e) = self.messaging.send_delayed(&queue, &message, delay).await {
+                tracing::warn!(queue, error = %e, "sending a retry's delayed message failed; the sweep recovers the step");
+            }
+        }
+        for (queue, payloads) in now {
+            self.send_after_commit(&queue, payloads).await;
         }
     }
 

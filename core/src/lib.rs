@@ -27,7 +27,6 @@ pub use db::migrate;
 pub use error::{Error, ErrorKind, Result};
 pub use messaging::{
     MessageRouter, MessagingService, PgmqProvider, QueueStats, RabbitMqProvider, ReceivedMessage, StepMessage,
-    StepResultMessage,
 };
 pub use model::{StepTransition, Task, TaskTransition, WorkflowStep};
 pub use orchestration::{backoff_delay, OrchestratorHandle};

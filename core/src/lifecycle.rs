@@ -42,11 +42,22 @@ impl Lifecycle {
         *self.stop.borrow()
     }
 
+    /// Tells every component to stop, without waiting for them (see
+    /// [`Lifecycle::shutdown`]).
+    pub(crate) fn signal_stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// A view of the stop signal for helpers that are not components.
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
     /// Signals every component, then waits for each in reverse order. A
     /// component still running at the deadline is aborted; one that
     /// panicked is reported.
     pub(crate) async fn shutdown(&self, timeout: Duration) -> Result<()> {
-        self.stop.send_replace(true);
+        self.signal_stop();
         let deadline = Instant::now() + timeout;
         let components: Vec<_> = std::mem::take(&mut *self.components.lock().expect("lifecycle lock"));
         let mut problems = Vec::new();

@@ -421,8 +421,8 @@ async fn the_database_allows_exactly_the_transitions_the_state_machines_allow() 
     ctx.register_template(common::linear_template(&ns)).await.unwrap();
     let task = TaskerClient::new(ctx.clone()).create_task(&request(&ns, "linear", 6)).await.unwrap();
     let refused = sqlx::query(
-        "INSERT INTO tasker_task_transitions (task_uuid, from_state, to_state, sort_key, most_recent) \
-         VALUES ($1, 'complete', 'pending', 99, false)",
+        "INSERT INTO tasker_task_transitions (task_uuid, from_state, to_state, sort_key) \
+         VALUES ($1, 'complete', 'pending', 99)",
     )
     .bind(task.task_uuid)
     .execute(ctx.pool())
@@ -468,12 +468,15 @@ async fn a_duplicate_delivery_never_reruns_a_finished_step_and_a_poison_message_
 
 /// Outcomes recorded together: one statement completes the steps still in
 /// the attempt it claimed, and keeps a step resolved meanwhile as it is,
-/// with the result in its history.
+/// with the result in its history. The history is append-only: one row per
+/// change, numbered in order, none ever rewritten.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_recorded_together_apply_only_to_steps_still_in_progress() {
     let ByHand { ns, ctx, client, orchestrator, worker } = diamond_by_hand("together").await;
     let task = client.create_task(&request(&ns, "diamond", 3)).await.unwrap();
     common::run_job(&worker, &client, worker.next_job(Duration::from_secs(10)).await.unwrap().unwrap()).await;
+    // Both branches are claimed eagerly by start's outcome: the worker has
+    // two slots, start's and a free one.
     let mut jobs = Vec::new();
     while jobs.len() < 2 {
         jobs.push(worker.next_job(Duration::from_secs(10)).await.unwrap().expect("left and right are claimed"));
@@ -482,42 +485,51 @@ async fn completions_recorded_together_apply_only_to_steps_still_in_progress() {
     let (left, right) = (&jobs[0], &jobs[1]);
     assert!(client.resolve_step_manually(right.step_uuid, &json!("by hand"), "operator").await.unwrap());
 
-    let mut tx = ctx.pool().begin().await.unwrap();
-    let mut applied: Vec<(uuid::Uuid, bool)> = sqlx::query_as("SELECT * FROM tasker_complete_steps($1, $2, $3, $4)")
-        .bind(vec![left.step_uuid, right.step_uuid])
-        .bind(vec![1, 1])
-        .bind(vec![json!(9), json!(9)])
-        .bind(vec![json!({"worker": "w"}), json!({"worker": "w"})])
-        .fetch_all(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    applied.sort_by_key(|(step, _)| *step != left.step_uuid);
-    assert_eq!(applied, vec![(left.step_uuid, true), (right.step_uuid, false)]);
+    let rows: Vec<(String, Option<uuid::Uuid>, Option<String>)> = sqlx::query_as(
+        "SELECT kind, step_uuid, state FROM tasker_record_outcomes($1, $2, $3, $4, $5, $6, $7, 'w', $8, 0, true, \
+         $9, $10) WHERE kind = 'outcome'",
+    )
+    .bind(vec![left.step_uuid, right.step_uuid])
+    .bind(vec![1, 1])
+    .bind(vec![true, true])
+    .bind(vec![json!(9), json!(9)])
+    .bind(vec![false, false])
+    .bind(vec![0_i64, 0])
+    .bind(vec![json!({"worker": "w"}), json!({"worker": "w"})])
+    .bind(vec![ns.clone()])
+    .bind(vec![None::<String>, None])
+    .bind(vec![None::<i64>, None])
+    .fetch_all(ctx.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("outcome".to_owned(), Some(left.step_uuid), Some("complete".to_owned())),
+            ("outcome".to_owned(), Some(right.step_uuid), None),
+        ]
+    );
 
     let steps = results(&client, task.task_uuid).await;
     assert_eq!(steps["left"], ("complete".to_owned(), json!(9)));
     assert_eq!(steps["right"], ("resolved_manually".to_owned(), json!("by hand")));
     let transitions = client.step_transitions(task.task_uuid).await.unwrap();
-    let of = |step: uuid::Uuid| -> Vec<(String, String, i32, bool)> {
+    let of = |step: uuid::Uuid| -> Vec<(String, String, i32)> {
         transitions
             .iter()
             .filter(|t| t.step_uuid == step)
-            .map(|t| (t.from_state.clone(), t.to_state.clone(), t.sort_key, t.most_recent))
+            .map(|t| (t.from_state.clone(), t.to_state.clone(), t.sort_key))
             .collect()
     };
-    let row = |from: &str, to: &str, sort: i32, recent: bool| (from.to_owned(), to.to_owned(), sort, recent);
+    let row = |from: &str, to: &str, sort: i32| (from.to_owned(), to.to_owned(), sort);
     assert_eq!(
         of(left.step_uuid),
-        vec![
-            row("", "pending", 1, false),
-            row("pending", "enqueued", 2, false),
-            row("enqueued", "in_progress", 3, false),
-            row("in_progress", "complete", 4, true),
-        ]
+        vec![row("", "pending", 1), row("pending", "in_progress", 2), row("in_progress", "complete", 3)]
     );
+    let eager = transitions.iter().find(|t| t.step_uuid == left.step_uuid && t.sort_key == 2).unwrap();
+    assert_eq!((eager.metadata["eager"].clone(), eager.metadata["worker"].clone()), (json!(true), json!(worker.id())));
     let right_history = of(right.step_uuid);
-    assert_eq!(right_history.last().unwrap(), &row("resolved_manually", "resolved_manually", 5, true));
+    assert_eq!(right_history.last().unwrap(), &row("resolved_manually", "resolved_manually", 4));
     let late = transitions.iter().rfind(|t| t.step_uuid == right.step_uuid).unwrap();
     assert_eq!((late.metadata["late_result"].clone(), late.metadata["attempt"].clone()), (json!(9), json!(1)));
     // The worker still holds both claims: its reports now change nothing.

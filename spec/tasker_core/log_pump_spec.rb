@@ -23,13 +23,14 @@ RSpec.describe TaskerCore::LogPump do
     task = TaskerCore.create_task(namespace: "examples", name: "linear_workflow", version: "1.0.0",
                                   context: { n: 2 })
     task.wait(timeout: 30)
+    worker_id = runtime.worker.id
     runtime.stop(timeout: 10)
 
     finished = logged.lines.grep(/task finished task_uuid=#{task.task_uuid}/)
     expect(finished.size).to eq(1)
     expect(finished.first).to start_with("I, ").and include(
-      " INFO -- : [tasker_core::orchestration::step_enqueuer] task finished task_uuid=#{task.task_uuid} " \
-      "correlation_id=#{task.correlation_id} namespace=examples status=complete\n"
+      " INFO -- : [tasker_core::worker] task finished task_uuid=#{task.task_uuid} " \
+      "correlation_id=#{task.correlation_id} namespace=examples status=complete worker=#{worker_id}\n"
     )
     expect(logged).to match(
       /INFO -- : \[tasker_core::worker\] worker started worker=\S+ namespaces=\["examples"\] concurrency=2/

@@ -32,11 +32,16 @@ RSpec.describe "example workflows through Ruby handlers" do
                                     ["square_four", "complete", 2_821_109_907_456, 1]
                                   ])
     expect(history(task.transitions)).to eq([["", "pending"], %w[pending in_progress], %w[in_progress complete]])
-    task.workflow_steps.each do |step|
-      expect(history(step.transitions)).to eq([["", "pending"], %w[pending enqueued], %w[enqueued in_progress],
-                                               %w[in_progress complete]])
-      expect(step.transitions.map(&:most_recent)).to eq([false, false, false, true])
+    # The first step is enqueued with the task; each later one is claimed
+    # eagerly by the worker that finished the one before: no queue hop.
+    first, *rest = task.workflow_steps.to_a
+    expect(history(first.transitions)).to eq([["", "pending"], %w[pending enqueued], %w[enqueued in_progress],
+                                              %w[in_progress complete]])
+    rest.each do |step|
+      expect(history(step.transitions)).to eq([["", "pending"], %w[pending in_progress], %w[in_progress complete]])
+      expect(step.transitions.second.metadata).to include("eager" => true, "attempt" => 1)
     end
+    expect(task.workflow_steps.map { |s| s.transitions.map(&:sort_key) }).to eq([[1, 2, 3, 4]] + [[1, 2, 3]] * 3)
   end
 
   it "runs the diamond workflow: both branches join into 6^16" do
@@ -138,8 +143,8 @@ RSpec.describe "example workflows through Ruby handlers" do
     expect([flaky.status, flaky.attempts, flaky.results]).to eq(["complete", 2, { "succeeded_on_attempt" => 2 }])
     expect(flaky.last_error).to include("class" => "TaskerCore::RetryableError", "message" => "warehouse busy")
     expect(history(flaky.transitions)).to eq([["", "pending"], %w[pending enqueued], %w[enqueued in_progress],
-                                              %w[in_progress waiting_for_retry], %w[waiting_for_retry enqueued],
-                                              %w[enqueued in_progress], %w[in_progress complete]])
+                                              %w[in_progress waiting_for_retry], %w[waiting_for_retry in_progress],
+                                              %w[in_progress complete]])
     expect(task.step("after_flaky").results).to eq("succeeded_on_attempt" => 2)
   end
 

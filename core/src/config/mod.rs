@@ -58,13 +58,11 @@ pub struct MessagingConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OrchestrationConfig {
-    /// Result messages read per poll.
+    /// Task requests read per poll.
     pub batch_size: u32,
-    /// Most steps enqueued for one task per pass.
-    pub enqueue_batch_size: u32,
     /// Longest wait between polls when no notification arrives.
     pub poll_interval_ms: u64,
-    /// How often the sweep looks for steps due a retry and stuck steps.
+    /// How often the sweep looks for stuck steps and unadvanced tasks.
     pub sweep_interval_ms: u64,
     /// An enqueued step whose message has not been taken for this long is
     /// sent again (a safety net for messages lost outside PostgreSQL).
@@ -109,13 +107,7 @@ impl Default for MessagingConfig {
 
 impl Default for OrchestrationConfig {
     fn default() -> Self {
-        Self {
-            batch_size: 50,
-            enqueue_batch_size: 500,
-            poll_interval_ms: 200,
-            sweep_interval_ms: 1000,
-            stuck_enqueued_seconds: 600,
-        }
+        Self { batch_size: 50, poll_interval_ms: 200, sweep_interval_ms: 1000, stuck_enqueued_seconds: 600 }
     }
 }
 
@@ -174,7 +166,6 @@ impl Config {
             ("messaging.visibility_timeout_seconds", u64::from(self.messaging.visibility_timeout_seconds)),
             ("messaging.prefetch", u64::from(self.messaging.prefetch)),
             ("orchestration.batch_size", u64::from(self.orchestration.batch_size)),
-            ("orchestration.enqueue_batch_size", u64::from(self.orchestration.enqueue_batch_size)),
             ("orchestration.poll_interval_ms", self.orchestration.poll_interval_ms),
             ("orchestration.sweep_interval_ms", self.orchestration.sweep_interval_ms),
             ("orchestration.stuck_enqueued_seconds", self.orchestration.stuck_enqueued_seconds),

@@ -1,5 +1,5 @@
-//! The connection pool, migrations (PGMQ's SQL and the engine's own), and
-//! every SQL statement the engine runs (in `queries`).
+//! The connection pool, migrations (PGMQ's SQL, the engine's tables and its
+//! SQL functions), and every SQL statement the engine runs (in `queries`).
 
 pub(crate) mod queries;
 
@@ -14,6 +14,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::messaging::{MessageRouter, MessagingService};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The engine's SQL functions: (name, source) of every file in
+/// core/sql/functions, in name order.
+const FUNCTIONS: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/sql_functions.rs"));
 
 /// Any fixed number: only migrators take this advisory lock.
 const MIGRATION_LOCK: i64 = 0x7461_736b_6572;
@@ -90,10 +94,85 @@ async fn migrate_locked(pool: &PgPool) -> Result<()> {
     pgmq.install_sql_from_embedded()
         .await
         .map_err(|e| Error::with_source(ErrorKind::Database, format!("installing PGMQ's SQL: {e}"), e))?;
+    refuse_prerelease_schema(pool).await?;
     MIGRATOR
         .run(pool)
         .await
         .map_err(|e| Error::with_source(ErrorKind::Database, format!("running migrations: {e}"), e))?;
+    install_functions(pool).await
+}
+
+/// Before the first release the schema's 15 migrations were folded into one
+/// baseline; a database migrated with those cannot be migrated on, and
+/// says so instead of failing on a missing migration.
+async fn refuse_prerelease_schema(pool: &PgPool) -> Result<()> {
+    let prerelease: bool = sqlx::query_scalar(
+        "SELECT to_regclass('_sqlx_migrations') IS NOT NULL \
+           AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('tasker_workflow_step_transitions') \
+                        AND attname = 'most_recent')",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(Error::db("reading the schema version"))?;
+    if prerelease {
+        return Err(Error::new(
+            ErrorKind::Database,
+            "this database holds tasker_core's pre-release schema (before the migrations were folded into one \
+             baseline); its tasks cannot be carried over: drop and create the database (dropdb NAME && createdb NAME), \
+             then migrate again",
+        ));
+    }
+    Ok(())
+}
+
+/// Installs the SQL functions when their sources changed (a checksum of
+/// all of them is kept in `tasker_sql_functions`): in one transaction,
+/// every `tasker_` function is dropped (a changed signature cannot be
+/// replaced in place) and each file is run. The trigger function the queue
+/// tables depend on is replaced in place.
+async fn install_functions(pool: &PgPool) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for (name, source) in FUNCTIONS {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(source.as_bytes());
+    }
+    let checksum: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let failed = |doing: &str| Error::db(format!("installing the SQL functions: {doing}"));
+    let mut tx = pool.begin().await.map_err(failed("beginning"))?;
+    tx.execute("CREATE TABLE IF NOT EXISTS tasker_sql_functions (checksum text NOT NULL)")
+        .await
+        .map_err(failed("creating tasker_sql_functions"))?;
+    let installed: Option<String> = sqlx::query_scalar("SELECT checksum FROM tasker_sql_functions")
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(failed("reading the installed checksum"))?;
+    if installed.as_deref() == Some(checksum.as_str()) {
+        return Ok(());
+    }
+    tx.execute(
+        "DO $$ DECLARE f regprocedure; BEGIN \
+           FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                     WHERE n.nspname = current_schema() AND p.proname LIKE 'tasker\\_%' \
+                       AND p.prorettype <> 'trigger'::regtype LOOP \
+             EXECUTE 'DROP FUNCTION ' || f; \
+           END LOOP; END $$",
+    )
+    .await
+    .map_err(failed("dropping the previous ones"))?;
+    // Function bodies refer to each other; they are checked when called.
+    tx.execute("SET LOCAL check_function_bodies = off").await.map_err(failed("deferring body checks"))?;
+    for (name, source) in FUNCTIONS {
+        tx.execute(*source).await.map_err(failed(&format!("core/sql/functions/{name}.sql")))?;
+    }
+    tx.execute("DELETE FROM tasker_sql_functions").await.map_err(failed("recording the checksum"))?;
+    sqlx::query("INSERT INTO tasker_sql_functions (checksum) VALUES ($1)")
+        .bind(&checksum)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("recording the checksum"))?;
+    tx.commit().await.map_err(failed("committing"))?;
     Ok(())
 }
 

@@ -1,15 +1,14 @@
 //! Every SQL statement the engine runs. State changes call the SQL functions
 //! defined in the migrations, so each is one round trip.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::messaging::QueueStats;
+use crate::messaging::{MessageRouter, Outbox, QueueStats};
 use crate::model::{StepTransition, Task, TaskTransition, WorkflowStep};
 use crate::template::TaskTemplate;
 
@@ -55,14 +54,16 @@ pub(crate) async fn pgmq_queue_stats(pool: &PgPool, queue: &str) -> Result<Queue
 // ---- templates -------------------------------------------------------------
 
 /// Stores a template and its steps; returns its id and each step's id.
-pub(crate) async fn upsert_template(conn: &mut PgConnection, template: &TaskTemplate, queue_name: &str) -> Result<()> {
+pub(crate) async fn upsert_template(conn: &mut PgConnection, template: &TaskTemplate) -> Result<()> {
     let key = template.key();
-    sqlx::query("INSERT INTO tasker_namespaces (name, queue_name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-        .bind(&template.namespace)
-        .bind(queue_name)
-        .execute(&mut *conn)
-        .await
-        .map_err(Error::db(format!("registering namespace {}", template.namespace)))?;
+    for namespace in template.step_namespaces() {
+        sqlx::query("INSERT INTO tasker_namespaces (name, queue_name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(namespace)
+            .bind(MessageRouter::step_queue(namespace))
+            .execute(&mut *conn)
+            .await
+            .map_err(Error::db(format!("registering namespace {namespace}")))?;
+    }
     let definition = serde_json::to_value(template).expect("templates serialize");
     let template_id: i64 = sqlx::query_scalar(
         "INSERT INTO tasker_task_templates (namespace, name, version, description, definition) \
@@ -83,9 +84,10 @@ pub(crate) async fn upsert_template(conn: &mut PgConnection, template: &TaskTemp
     for (position, step) in template.steps.iter().enumerate() {
         sqlx::query(
             "INSERT INTO tasker_named_steps (template_id, name, position, handler_callable, handler_config, \
-               retryable, max_attempts, backoff_base_ms, max_backoff_ms, timeout_seconds) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+               retryable, max_attempts, backoff_base_ms, max_backoff_ms, timeout_seconds, namespace) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (template_id, name) DO UPDATE SET position = EXCLUDED.position, \
+               namespace = EXCLUDED.namespace, \
                handler_callable = EXCLUDED.handler_callable, handler_config = EXCLUDED.handler_config, \
                retryable = EXCLUDED.retryable, max_attempts = EXCLUDED.max_attempts, \
                backoff_base_ms = EXCLUDED.backoff_base_ms, max_backoff_ms = EXCLUDED.max_backoff_ms, \
@@ -105,6 +107,7 @@ pub(crate) async fn upsert_template(conn: &mut PgConnection, template: &TaskTemp
         .bind(i32::try_from(step.retry.backoff_base_ms).unwrap_or(i32::MAX))
         .bind(i32::try_from(step.retry.max_backoff_ms).unwrap_or(i32::MAX))
         .bind(step.timeout_seconds.map(|t| i32::try_from(t).unwrap_or(i32::MAX)))
+        .bind(step.namespace.as_deref().unwrap_or(&template.namespace))
         .execute(&mut *conn)
         .await
         .map_err(Error::db(format!("registering step {:?} of template {key}", step.name)))?;
@@ -157,9 +160,10 @@ pub(crate) async fn create_task<'e>(
 }
 
 /// What a worker needs to run a step it claimed.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub(crate) struct ClaimedStep {
     pub(crate) task_uuid: Uuid,
+    pub(crate) namespace: String,
     pub(crate) step_name: String,
     pub(crate) handler_callable: String,
     pub(crate) attempts: i32,
@@ -173,14 +177,15 @@ pub(crate) struct ClaimedStep {
     pub(crate) step_row: Value,
 }
 
-/// Claims the steps of `step_uuids` (enqueued -> in_progress) in one
-/// statement; a step that is not enqueued is left out of the answer.
-/// `async_commit`: the caller's commit need not wait for the disk (see
-/// migration 008 for when that is safe).
+/// Claims the steps of `step_uuids` (see `tasker_claim_steps`) in one
+/// statement; a step that is not claimable, or not in one of `namespaces`,
+/// is left out of the answer. `async_commit`: the caller's commit need not
+/// wait for the disk (see `tasker_claim_steps` for when that is safe).
 pub(crate) async fn claim_steps(
     pool: &PgPool,
     step_uuids: &[Uuid],
     worker_id: &str,
+    namespaces: &[String],
     stale_after: std::time::Duration,
     async_commit: bool,
 ) -> Result<HashMap<Uuid, ClaimedStep>> {
@@ -190,9 +195,10 @@ pub(crate) async fn claim_steps(
         #[sqlx(flatten)]
         claim: ClaimedStep,
     }
-    let rows: Vec<Row> = sqlx::query_as("SELECT * FROM tasker_claim_steps($1, $2, make_interval(secs => $3), $4)")
+    let rows: Vec<Row> = sqlx::query_as("SELECT * FROM tasker_claim_steps($1, $2, $3, make_interval(secs => $4), $5)")
         .bind(step_uuids)
         .bind(worker_id)
+        .bind(namespaces)
         .bind(stale_after.as_secs_f64())
         .bind(async_commit)
         .fetch_all(pool)
@@ -207,10 +213,8 @@ pub(crate) struct AdvancedTask {
     pub(crate) task_uuid: Uuid,
     pub(crate) status_before: String,
     pub(crate) status: String,
-    pub(crate) namespace: String,
-    pub(crate) correlation_id: Uuid,
-    /// Steps moved to `enqueued`, whose messages are still to be sent.
-    pub(crate) ready: Vec<Uuid>,
+    /// Messages to send after commit (queues outside PostgreSQL).
+    pub(crate) unsent: sqlx::types::Json<Vec<Outbox>>,
 }
 
 /// Locks each task, enqueues its ready steps and finalizes it, in one
@@ -218,69 +222,136 @@ pub(crate) struct AdvancedTask {
 pub(crate) async fn advance_tasks(
     conn: &mut PgConnection,
     task_uuids: &[Uuid],
-    limit: u32,
     async_commit: bool,
+    send: bool,
 ) -> Result<Vec<AdvancedTask>> {
     sqlx::query_as("SELECT * FROM tasker_advance_tasks($1, $2, $3)")
         .bind(task_uuids)
-        .bind(i32::try_from(limit).unwrap_or(i32::MAX))
         .bind(async_commit)
+        .bind(send)
         .fetch_all(conn)
         .await
         .map_err(Error::db(format!("advancing {} tasks", task_uuids.len())))
 }
 
-/// in_progress -> complete for each `(step, attempt, results, metadata)`
-/// in one statement. Returns the steps whose outcome was applied; the rest
-/// were no longer in that attempt, and their results are kept in the
-/// history as late results.
-pub(crate) async fn complete_steps(
-    conn: &mut PgConnection,
-    steps: &[Uuid],
-    attempts: &[i32],
-    results: &[&Value],
-    metadata: &[&Value],
-) -> Result<HashSet<Uuid>> {
-    let rows: Vec<(Uuid, bool)> = sqlx::query_as("SELECT * FROM tasker_complete_steps($1, $2, $3, $4)")
-        .bind(steps)
-        .bind(attempts)
-        .bind(results)
-        .bind(metadata)
-        .fetch_all(conn)
-        .await
-        .map_err(Error::db(format!("recording the results of {} steps", steps.len())))?;
-    Ok(rows.into_iter().filter_map(|(step, applied)| applied.then_some(step)).collect())
+/// The outcomes of a batch of steps, as `tasker_record_outcomes` takes them
+/// (one entry per step, distinct).
+#[derive(Debug, Default)]
+pub(crate) struct Outcomes<'a> {
+    pub(crate) steps: Vec<Uuid>,
+    pub(crate) attempts: Vec<i32>,
+    pub(crate) completed: Vec<bool>,
+    /// The result, or the error.
+    pub(crate) payloads: Vec<&'a Value>,
+    pub(crate) retryable: Vec<bool>,
+    pub(crate) delays_ms: Vec<i64>,
+    pub(crate) metadata: Vec<Value>,
+    /// Each step's message, acked in the same transaction if its outcome
+    /// applies (PGMQ; None for a step claimed eagerly, or outside PGMQ).
+    pub(crate) ack_queues: Vec<Option<&'a str>>,
+    pub(crate) ack_receipts: Vec<Option<i64>>,
 }
 
-pub(crate) async fn fail_step(
-    conn: &mut PgConnection,
-    step_uuid: Uuid,
-    attempt: i32,
-    error: &Value,
-    retryable: bool,
-    retry_at: DateTime<Utc>,
-) -> Result<Option<String>> {
-    sqlx::query_scalar("SELECT tasker_fail_step($1, $2, $3, $4, $5)")
-        .bind(step_uuid)
-        .bind(attempt)
-        .bind(error)
-        .bind(retryable)
-        .bind(retry_at)
-        .fetch_one(conn)
-        .await
-        .map_err(Error::db(format!("recording the failure of step {step_uuid}")))
+/// A step claimed for this worker by its outcome transaction.
+#[derive(Debug)]
+pub(crate) struct EagerClaim {
+    pub(crate) step_uuid: Uuid,
+    pub(crate) correlation_id: Uuid,
+    pub(crate) claim: ClaimedStep,
 }
 
-/// Tasks with a step whose retry backoff has elapsed.
-pub(crate) async fn tasks_with_due_retries(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>> {
-    sqlx::query_scalar(
-        "SELECT DISTINCT task_uuid FROM tasker_workflow_steps \
-         WHERE status = 'waiting_for_retry' AND retry_at <= clock_timestamp() LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-    .map_err(Error::db("looking for steps due a retry"))
+/// A task an outcome transaction ended.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct FinishedTask {
+    #[serde(skip)]
+    pub(crate) task_uuid: Uuid,
+    #[serde(skip)]
+    pub(crate) status: String,
+    pub(crate) namespace: String,
+    pub(crate) correlation_id: Uuid,
+}
+
+/// What [`record_outcomes`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Recorded {
+    /// Each step's new state, None when its outcome was not applied.
+    pub(crate) states: HashMap<Uuid, Option<String>>,
+    pub(crate) claimed: Vec<EagerClaim>,
+    pub(crate) unsent: Vec<Outbox>,
+    /// Tasks that ended.
+    pub(crate) finished: Vec<FinishedTask>,
+}
+
+/// A worker's outcome transaction for a batch, in one statement (see
+/// `tasker_record_outcomes`): outcomes recorded, messages acked, ready
+/// dependents claimed for this worker (at most `eager_slots`, in
+/// `namespaces`) or enqueued, tasks with nothing left finalized.
+pub(crate) async fn record_outcomes(
+    pool: &PgPool,
+    outcomes: &Outcomes<'_>,
+    worker_id: &str,
+    namespaces: &[String],
+    eager_slots: usize,
+    send: bool,
+) -> Result<Recorded> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        kind: String,
+        step_uuid: Option<Uuid>,
+        task_uuid: Option<Uuid>,
+        state: Option<String>,
+        detail: Option<Value>,
+    }
+    let rows: Vec<Row> =
+        sqlx::query_as("SELECT * FROM tasker_record_outcomes($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+            .bind(&outcomes.steps)
+            .bind(&outcomes.attempts)
+            .bind(&outcomes.completed)
+            .bind(&outcomes.payloads)
+            .bind(&outcomes.retryable)
+            .bind(&outcomes.delays_ms)
+            .bind(&outcomes.metadata)
+            .bind(worker_id)
+            .bind(namespaces)
+            .bind(i32::try_from(eager_slots).unwrap_or(i32::MAX))
+            .bind(send)
+            .bind(&outcomes.ack_queues)
+            .bind(&outcomes.ack_receipts)
+            .fetch_all(pool)
+            .await
+            .map_err(Error::db(format!("recording the outcomes of {} steps", outcomes.steps.len())))?;
+    let malformed = |what: String| Error::new(crate::ErrorKind::Database, format!("tasker_record_outcomes: {what}"));
+    let mut recorded = Recorded::default();
+    for row in rows {
+        match (row.kind.as_str(), row.step_uuid, row.task_uuid, row.detail) {
+            ("outcome", Some(step), _, _) => {
+                recorded.states.insert(step, row.state);
+            }
+            ("claimed", Some(step_uuid), Some(task_uuid), Some(mut detail)) => {
+                let correlation_id = detail
+                    .get("correlation_id")
+                    .and_then(Value::as_str)
+                    .and_then(|c| c.parse().ok())
+                    .ok_or_else(|| malformed(format!("claim of step {step_uuid} without a correlation id")))?;
+                if let Some(object) = detail.as_object_mut() {
+                    object.insert("task_uuid".to_owned(), Value::String(task_uuid.to_string()));
+                }
+                let claim: ClaimedStep = serde_json::from_value(detail)
+                    .map_err(|e| malformed(format!("claim of step {step_uuid} is malformed: {e}")))?;
+                recorded.claimed.push(EagerClaim { step_uuid, correlation_id, claim });
+            }
+            ("unsent", _, _, Some(detail)) => recorded
+                .unsent
+                .push(serde_json::from_value(detail).map_err(|e| malformed(format!("a message is malformed: {e}")))?),
+            ("finished", _, Some(task_uuid), Some(detail)) => {
+                let finished: FinishedTask = serde_json::from_value(detail)
+                    .map_err(|e| malformed(format!("finished task {task_uuid} is malformed: {e}")))?;
+                recorded.finished.push(FinishedTask { task_uuid, status: row.state.unwrap_or_default(), ..finished });
+            }
+            (kind, ..) => return Err(malformed(format!("an unexpected {kind:?} row"))),
+        }
+    }
+    Ok(recorded)
 }
 
 /// Tasks in progress with nothing in flight or waiting for a retry, and no
@@ -328,7 +399,7 @@ pub(crate) async fn task_steps(pool: &PgPool, task_uuid: Uuid) -> Result<Vec<Wor
 
 pub(crate) async fn task_transitions(pool: &PgPool, task_uuid: Uuid) -> Result<Vec<TaskTransition>> {
     sqlx::query_as(
-        "SELECT task_uuid, from_state, to_state, metadata, sort_key, most_recent \
+        "SELECT task_uuid, from_state, to_state, metadata, sort_key \
          FROM tasker_task_transitions WHERE task_uuid = $1 ORDER BY sort_key",
     )
     .bind(task_uuid)
@@ -340,7 +411,7 @@ pub(crate) async fn task_transitions(pool: &PgPool, task_uuid: Uuid) -> Result<V
 /// Every step transition of a task, grouped by step in template order.
 pub(crate) async fn step_transitions(pool: &PgPool, task_uuid: Uuid) -> Result<Vec<StepTransition>> {
     sqlx::query_as(
-        "SELECT t.step_uuid, t.from_state, t.to_state, t.metadata, t.sort_key, t.most_recent \
+        "SELECT t.step_uuid, t.from_state, t.to_state, t.metadata, t.sort_key \
          FROM tasker_workflow_step_transitions t JOIN tasker_workflow_steps s USING (step_uuid) \
          WHERE s.task_uuid = $1 ORDER BY s.position, t.sort_key",
     )
@@ -363,21 +434,25 @@ pub(crate) async fn dependency_results(pool: &PgPool, step_uuid: Uuid) -> Result
     Ok(rows.into_iter().collect())
 }
 
-/// Sends the messages of the given steps from inside the transaction
-/// (queues in the database only).
-pub(crate) async fn send_step_messages(conn: &mut PgConnection, task_uuid: Uuid, steps: &[Uuid]) -> Result<()> {
-    sqlx::query("SELECT tasker_send_step_messages($1, $2)")
-        .bind(task_uuid)
+/// The messages of the given steps, each to its step's namespace queue:
+/// inserted inside the transaction when `send` (queues in the database),
+/// else returned for the caller to send after commit.
+pub(crate) async fn dispatch_messages(conn: &mut PgConnection, steps: &[Uuid], send: bool) -> Result<Vec<Outbox>> {
+    let rows: Vec<(String, Value, i64)> = sqlx::query_as("SELECT * FROM tasker_dispatch_messages($1, NULL, $2)")
         .bind(steps)
-        .execute(conn)
+        .bind(send)
+        .fetch_all(conn)
         .await
-        .map_err(Error::db(format!("sending the step messages of task {task_uuid}")))?;
-    Ok(())
+        .map_err(Error::db(format!("sending the messages of {} steps", steps.len())))?;
+    Ok(rows.into_iter().map(|(queue, message, delay_ms)| Outbox { queue, message, delay_ms }).collect())
 }
 
-pub(crate) async fn release_step(pool: &PgPool, step_uuid: Uuid, reason: &str) -> Result<bool> {
-    sqlx::query_scalar("SELECT tasker_release_step($1, $2)")
+/// in_progress -> enqueued for a step this worker claimed at `attempt` and
+/// will not finish (it is shutting down).
+pub(crate) async fn release_step(pool: &PgPool, step_uuid: Uuid, attempt: i32, reason: &str) -> Result<bool> {
+    sqlx::query_scalar("SELECT tasker_release_step($1, $2, $3)")
         .bind(step_uuid)
+        .bind(attempt)
         .bind(reason)
         .fetch_one(pool)
         .await

@@ -30,12 +30,15 @@ pub struct StepMessage {
     pub correlation_id: Uuid,
 }
 
-/// A step's outcome was recorded: the orchestrator should look at its task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepResultMessage {
-    pub task_uuid: Uuid,
-    pub step_uuid: Uuid,
-    pub correlation_id: Uuid,
+/// A message that committed state promises and that could not be sent in
+/// the committing transaction (queues outside PostgreSQL): the caller sends
+/// it after commit, visible after `delay_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Outbox {
+    pub(crate) queue: String,
+    pub(crate) message: Value,
+    #[serde(default)]
+    pub(crate) delay_ms: i64,
 }
 
 /// A message taken from a queue, invisible to others until acked, nacked or
@@ -89,6 +92,10 @@ pub trait MessagingService: Send + Sync + Debug {
     /// is also its receipt; RabbitMQ: a sequence number of this provider).
     async fn send(&self, queue: &str, payload: &Value) -> Result<i64>;
     async fn send_batch(&self, queue: &str, payloads: &[Value]) -> Result<Vec<i64>>;
+    /// Sends a message that becomes visible only after `delay` (a retry's
+    /// backoff): PGMQ sets its visibility time; RabbitMQ holds it in
+    /// `<queue>.delay` until its TTL dead-letters it into the queue.
+    async fn send_delayed(&self, queue: &str, payload: &Value, delay: Duration) -> Result<i64>;
     /// Up to `max` messages, each invisible to other receivers for
     /// `visibility_timeout` unless acked or nacked first.
     async fn receive(&self, queue: &str, max: u32, visibility_timeout: Duration) -> Result<Vec<ReceivedMessage>>;
@@ -194,13 +201,14 @@ pub(crate) async fn decode_or_dead_letter<T: serde::de::DeserializeOwned>(
 }
 
 /// Names the queues: one per namespace for steps, and the orchestration
-/// queues.
+/// queue.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MessageRouter;
 
 impl MessageRouter {
-    /// Step results, read by orchestrators.
-    pub const STEP_RESULTS: &'static str = "orchestration_step_results";
+    /// Requests to create tasks, from callers outside Ruby and Rust; read by
+    /// orchestrators.
+    pub const TASK_REQUESTS: &'static str = "orchestration_task_requests";
 
     /// The queue a namespace's steps are sent to.
     pub fn step_queue(namespace: &str) -> String {
@@ -215,6 +223,6 @@ impl MessageRouter {
 
     /// The queues the engine itself reads.
     pub fn orchestration_queues() -> [&'static str; 1] {
-        [Self::STEP_RESULTS]
+        [Self::TASK_REQUESTS]
     }
 }

@@ -54,17 +54,25 @@ fn queue_table(queue: &str) -> Result<String> {
 // suite runs them). The rest go through the `pgmq` crate.
 
 async fn insert_messages(conn: &mut PgConnection, queue: &str, payloads: &[Value]) -> Result<Vec<i64>> {
+    insert_delayed(conn, queue, payloads, Duration::ZERO).await
+}
+
+async fn insert_delayed(conn: &mut PgConnection, queue: &str, payloads: &[Value], delay: Duration) -> Result<Vec<i64>> {
     let sql = format!(
-        "INSERT INTO {} (vt, message) SELECT clock_timestamp(), m FROM unnest($1::jsonb[]) WITH ORDINALITY AS u(m, i) \
-         ORDER BY i RETURNING msg_id",
+        "INSERT INTO {} (vt, message) SELECT clock_timestamp() + make_interval(secs => $2), m \
+         FROM unnest($1::jsonb[]) WITH ORDINALITY AS u(m, i) ORDER BY i RETURNING msg_id",
         queue_table(queue)?
     );
     let what = match payloads.len() {
         1 => format!("sending to queue {queue}"),
         n => format!("sending {n} messages to queue {queue}"),
     };
-    let mut ids: Vec<i64> =
-        sqlx::query_scalar(&sql).bind(payloads).fetch_all(conn).await.map_err(Error::messaging(what))?;
+    let mut ids: Vec<i64> = sqlx::query_scalar(&sql)
+        .bind(payloads)
+        .bind(delay.as_secs_f64())
+        .fetch_all(conn)
+        .await
+        .map_err(Error::messaging(what))?;
     // Identities are drawn in insertion order.
     ids.sort_unstable();
     Ok(ids)
@@ -120,6 +128,12 @@ impl MessagingService for PgmqProvider {
         }
         let mut conn = self.pool.acquire().await.map_err(Error::db(format!("sending to queue {queue}")))?;
         insert_messages(&mut conn, queue, payloads).await
+    }
+
+    async fn send_delayed(&self, queue: &str, payload: &Value, delay: Duration) -> Result<i64> {
+        let mut conn = self.pool.acquire().await.map_err(Error::db(format!("sending to queue {queue}")))?;
+        let ids = insert_delayed(&mut conn, queue, std::slice::from_ref(payload), delay).await?;
+        Ok(ids[0])
     }
 
     async fn receive(&self, queue: &str, max: u32, visibility_timeout: Duration) -> Result<Vec<ReceivedMessage>> {

@@ -478,6 +478,19 @@ impl MessagingService for RabbitMqProvider {
         Ok(ids)
     }
 
+    async fn send_delayed(&self, queue: &str, payload: &Value, delay: Duration) -> Result<i64> {
+        if delay.is_zero() {
+            return self.send(queue, payload).await;
+        }
+        let body = serde_json::to_vec(payload).expect("JSON serializes");
+        let id = self.next_message_id.fetch_add(1, Ordering::SeqCst);
+        let expiration = ShortString::from(delay.as_millis().max(1).to_string().as_str());
+        let properties =
+            persistent().with_message_id(ShortString::from(id.to_string().as_str())).with_expiration(expiration);
+        self.publish("", &format!("{queue}.delay"), &body, properties).await?;
+        Ok(id)
+    }
+
     async fn receive(&self, queue: &str, max: u32, _visibility_timeout: Duration) -> Result<Vec<ReceivedMessage>> {
         let link = self.link().await?;
         let arrived = self.inbox.arrived.notified();

@@ -40,7 +40,6 @@ pub struct TaskTransition {
     pub to_state: String,
     pub metadata: Value,
     pub sort_key: i32,
-    pub most_recent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -50,5 +49,4 @@ pub struct StepTransition {
     pub to_state: String,
     pub metadata: Value,
     pub sort_key: i32,
-    pub most_recent: bool,
 }

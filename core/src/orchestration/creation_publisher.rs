@@ -1,7 +1,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -9,7 +8,6 @@ use uuid::Uuid;
 use crate::context::Context;
 use crate::db::queries;
 use crate::error::{Error, Result};
-use crate::messaging::{MessageRouter, StepMessage};
 
 /// For queues outside PostgreSQL: sends the first messages of tasks created
 /// without them, as soon as the creating transaction commits (announced by
@@ -61,15 +59,10 @@ impl CreationPublisher {
 
 /// Sends a message for every enqueued step of the task.
 async fn publish_enqueued(ctx: &Context, task_uuid: Uuid) -> Result<()> {
-    let Some(task) = queries::get_task(ctx.pool(), task_uuid).await? else { return Ok(()) };
-    let payloads: Vec<Value> = queries::enqueued_steps(ctx.pool(), task_uuid)
-        .await?
-        .into_iter()
-        .map(|step_uuid| {
-            serde_json::to_value(StepMessage { task_uuid, step_uuid, correlation_id: task.correlation_id })
-                .expect("messages serialize")
-        })
-        .collect();
-    ctx.send_after_commit(&MessageRouter::step_queue(&task.namespace), payloads).await;
+    let steps = queries::enqueued_steps(ctx.pool(), task_uuid).await?;
+    let mut conn = ctx.pool().acquire().await.map_err(Error::db(format!("publishing task {task_uuid}")))?;
+    let outbox = queries::dispatch_messages(&mut conn, &steps, false).await?;
+    drop(conn);
+    ctx.send_outbox(outbox).await;
     Ok(())
 }

@@ -1,20 +1,22 @@
-//! The orchestrator: small components, one per lifecycle concern, started
-//! in order and stopped in reverse.
+//! The orchestrator, off the hot path: workers advance their own tasks in
+//! their outcome transactions, so a workflow that meets no crash finishes
+//! with no orchestrator running. Small components, one per lifecycle
+//! concern, started in order and stopped in reverse:
 //!
-//! - `step_enqueuer`: moves ready steps to `enqueued`, sends their messages
-//!   and finalizes the task, in one transaction (used at creation too).
-//! - `result_processor`: reads `orchestration_step_results` and advances the
-//!   task each result belongs to.
+//! - `task_requests`: creates the tasks asked for on
+//!   `orchestration_task_requests` (callers outside Ruby and Rust).
 //! - `creation_publisher` (queues outside PostgreSQL only): sends a new
 //!   task's first messages once its creating transaction commits.
-//! - `sweeper`: advances tasks whose steps' retry backoff elapsed, and
-//!   recovers steps whose worker died or whose message was lost.
+//! - `sweeper`: the safety net: recovers steps whose worker died or whose
+//!   message was lost, and advances tasks a crash left unadvanced.
+//!
+//! `step_enqueuer` advances tasks for operator actions and the sweep.
 
 mod backoff;
 mod creation_publisher;
-mod result_processor;
 pub(crate) mod step_enqueuer;
 mod sweeper;
+mod task_requests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,8 +36,8 @@ pub struct OrchestratorHandle {
 impl OrchestratorHandle {
     pub async fn start(ctx: Arc<Context>) -> Result<Self> {
         let lifecycle = Lifecycle::new();
-        let results = result_processor::ResultProcessor::new(ctx.clone()).await?;
-        lifecycle.spawn("result_processor", move |stop| results.run(stop));
+        let requests = task_requests::TaskRequests::new(ctx.clone()).await?;
+        lifecycle.spawn("task_requests", move |stop| requests.run(stop));
         if !ctx.messaging().queues_in_database() {
             let publisher = creation_publisher::CreationPublisher::new(ctx.clone()).await?;
             lifecycle.spawn("creation_publisher", move |stop| publisher.run(stop));
@@ -49,7 +51,7 @@ impl OrchestratorHandle {
         self.lifecycle.is_running()
     }
 
-    /// Stops taking results; what is being processed finishes first.
+    /// Stops taking requests and sweeping; what is under way finishes first.
     pub async fn shutdown(&self, timeout: Duration) -> Result<()> {
         self.lifecycle.shutdown(timeout).await
     }

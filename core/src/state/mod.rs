@@ -96,16 +96,19 @@ impl StepState {
     }
 
     /// Whether `self -> to` is allowed. A self-transition records a late
-    /// outcome in the history without changing anything.
+    /// outcome in the history without changing anything. A step is claimed
+    /// from `enqueued` (its message was read), from `pending` (eager
+    /// dispatch: the worker that finished its last dependency runs it) and
+    /// from `waiting_for_retry` (its delayed message came due).
     pub fn can_transition_to(self, to: StepState) -> bool {
         use StepState::*;
         self == to
             || matches!(
                 (self, to),
-                (Pending, Enqueued | Cancelled | ResolvedManually)
+                (Pending, Enqueued | InProgress | Cancelled | ResolvedManually)
                     | (Enqueued, InProgress | Cancelled | ResolvedManually)
                     | (InProgress, Complete | Error | WaitingForRetry | Enqueued | Cancelled | ResolvedManually)
-                    | (WaitingForRetry, Enqueued | Cancelled | ResolvedManually)
+                    | (WaitingForRetry, InProgress | Enqueued | Cancelled | ResolvedManually)
                     | (Error, Pending | ResolvedManually | Cancelled)
             )
     }

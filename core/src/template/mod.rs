@@ -34,6 +34,10 @@ pub struct StepTemplate {
     pub description: Option<String>,
     #[serde(default)]
     pub dependencies: Vec<String>,
+    /// The namespace whose queue and workers run this step, when not the
+    /// template's own (a step that needs other machines, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     pub handler: HandlerSpec,
     #[serde(default)]
     pub retry: RetryPolicy,
@@ -122,6 +126,18 @@ impl TaskTemplate {
         }
     }
 
+    /// Every namespace the template's steps run in, the template's own first.
+    pub fn step_namespaces(&self) -> Vec<&str> {
+        let mut namespaces = vec![self.namespace.as_str()];
+        for step in &self.steps {
+            let namespace = step.namespace.as_deref().unwrap_or(&self.namespace);
+            if !namespaces.contains(&namespace) {
+                namespaces.push(namespace);
+            }
+        }
+        namespaces
+    }
+
     /// `namespace/name@version`, as errors and logs name a template.
     pub fn key(&self) -> String {
         format!("{}/{}@{}", self.namespace, self.name, self.version)
@@ -151,6 +167,11 @@ impl TaskTemplate {
         for step in &self.steps {
             if let Err(p) = check_identifier("step name", &step.name) {
                 problems.push(p);
+            }
+            if let Some(namespace) = &step.namespace {
+                if let Err(p) = check_identifier("namespace", namespace) {
+                    problems.push(format!("step {:?}: {p}", step.name));
+                }
             }
             if !seen.insert(step.name.as_str()) {
                 problems.push(format!("step {:?} is defined more than once", step.name));

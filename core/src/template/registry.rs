@@ -20,7 +20,7 @@ fn cache_key(namespace: &str, name: &str, version: &str) -> String {
 }
 
 impl TemplateRegistry {
-    /// Stores a validated template and creates its namespace's queue.
+    /// Stores a validated template and creates its steps' namespace queues.
     pub(crate) async fn register(
         &self,
         pool: &PgPool,
@@ -28,10 +28,11 @@ impl TemplateRegistry {
         template: TaskTemplate,
     ) -> Result<()> {
         template.validate()?;
-        let queue = MessageRouter::step_queue(&template.namespace);
-        messaging.create_queue(&queue).await?;
+        for namespace in template.step_namespaces() {
+            messaging.create_queue(&MessageRouter::step_queue(namespace)).await?;
+        }
         let mut tx = pool.begin().await.map_err(Error::db("registering a template"))?;
-        queries::upsert_template(&mut tx, &template, &queue).await?;
+        queries::upsert_template(&mut tx, &template).await?;
         tx.commit().await.map_err(Error::db(format!("registering template {}", template.key())))?;
         self.cache.write().expect("template cache lock").insert(template.key(), Arc::new(template));
         Ok(())

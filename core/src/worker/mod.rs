@@ -1,26 +1,28 @@
 //! The Rust side of a worker: a dispatcher polls the namespace queues,
-//! claims each step (a duplicate delivery of a step that is not enqueued is
-//! acked and skipped), and hands jobs over a bounded channel to whoever runs
-//! handlers (Ruby threads, or Rust in tests), who reports back with
-//! [`WorkerHandle::complete`] or [`WorkerHandle::fail`].
+//! claims each step (a duplicate delivery of a step that is not claimable
+//! is acked and skipped), and hands jobs over a bounded channel to whoever
+//! runs handlers (Ruby threads, or Rust in tests), who reports back with
+//! [`WorkerHandle::complete`] or [`WorkerHandle::fail`]. The recorder
+//! commits each batch of outcomes in one statement that also advances the
+//! tasks: dependents that became ready in this worker's namespaces are
+//! claimed for it there and then (eager dispatch) and handed over with no
+//! queue hop, the rest enqueued; retries are scheduled as delayed messages;
+//! finished tasks are finalized.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::context::Context;
-use crate::db::queries::{self, ClaimedStep};
+use crate::db::queries::{self, ClaimedStep, EagerClaim, Outcomes};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lifecycle::Lifecycle;
-use crate::messaging::{
-    decode_or_dead_letter, MessageRouter, ReceivedMessage, StepMessage, StepResultMessage, Wakeups,
-};
+use crate::messaging::{decode_or_dead_letter, MessageRouter, ReceivedMessage, StepMessage, Wakeups};
 use crate::orchestration::backoff_delay;
 use crate::template::check_identifier;
 
@@ -29,6 +31,10 @@ const MAX_BATCH: usize = 10;
 
 /// Most outcomes recorded in one transaction.
 const MAX_RECORD_BATCH: usize = 64;
+
+/// The longest retry delay a handler's `retry_after` may ask for (30 days);
+/// a longer one is cut to it.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A claimed step, ready to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,13 +75,77 @@ fn yes() -> bool {
     true
 }
 
+/// The message a step was claimed from: (queue, receipt).
+type Delivery = (String, i64);
+
 struct InFlight {
-    queue: String,
-    receipt: i64,
+    /// None for a step claimed eagerly, which came without a message.
+    message: Option<Delivery>,
     job: StepJob,
     claim: ClaimedStep,
     claimed_at: tokio::time::Instant,
-    _permit: OwnedSemaphorePermit,
+    /// The worker's concurrency slot, handed on to a step claimed eagerly
+    /// when this one's outcome is recorded.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight").field("step_uuid", &self.job.step_uuid).field("message", &self.message).finish()
+    }
+}
+
+type InFlightMap = Arc<Mutex<HashMap<Uuid, InFlight>>>;
+
+/// What the dispatcher and the recorder share to hand a claimed step over
+/// to the runners.
+#[derive(Clone)]
+struct Handover {
+    jobs: mpsc::Sender<StepJob>,
+    in_flight: InFlightMap,
+}
+
+impl Handover {
+    /// Keeps the claim in flight (heartbeats, the outcome's fence) and
+    /// passes the job on. When the runners are gone (the worker is
+    /// stopping), the claim is given back to the caller to release.
+    fn hand_over(
+        &self,
+        message: Option<Delivery>,
+        mut claim: ClaimedStep,
+        step_uuid: Uuid,
+        correlation_id: Uuid,
+        permit: OwnedSemaphorePermit,
+    ) -> Option<InFlight> {
+        let mut job = StepJob {
+            task_uuid: claim.task_uuid,
+            step_uuid,
+            correlation_id,
+            namespace: claim.namespace.clone(),
+            step_name: claim.step_name.clone(),
+            handler_callable: claim.handler_callable.clone(),
+            attempt: claim.attempts,
+            max_attempts: claim.max_attempts,
+            timeout_seconds: claim.timeout_seconds,
+            task: Value::Null,
+            step: Value::Null,
+        };
+        // The in-flight record keeps the job without the rows, which only the
+        // runner reads: they are moved to it, not copied.
+        let kept = job.clone();
+        job.task = std::mem::take(&mut claim.task_row);
+        job.step = std::mem::take(&mut claim.step_row);
+        self.in_flight.lock().expect("in-flight lock").insert(
+            step_uuid,
+            InFlight { message, job: kept, claim, claimed_at: tokio::time::Instant::now(), permit: Some(permit) },
+        );
+        // Never full: every job in the channel holds one of `concurrency`
+        // permits, and the channel has room for that many.
+        if self.jobs.try_send(job).is_ok() {
+            return None;
+        }
+        self.in_flight.lock().expect("in-flight lock").remove(&step_uuid)
+    }
 }
 
 #[derive(Debug)]
@@ -83,17 +153,11 @@ pub struct WorkerHandle {
     ctx: Arc<Context>,
     id: String,
     jobs: tokio::sync::Mutex<mpsc::Receiver<StepJob>>,
-    in_flight: Arc<Mutex<HashMap<Uuid, InFlight>>>,
+    in_flight: InFlightMap,
     /// To the recorder, which runs until the handle is dropped (steps still
     /// report while the worker shuts down).
     records: mpsc::Sender<Record>,
     lifecycle: Lifecycle,
-}
-
-impl std::fmt::Debug for InFlight {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InFlight").field("queue", &self.queue).field("receipt", &self.receipt).finish()
-    }
 }
 
 impl WorkerHandle {
@@ -113,23 +177,36 @@ impl WorkerHandle {
         }
         let id = format!("{}:{}:{}", hostname(), std::process::id(), &Uuid::now_v7().simple().to_string()[20..]);
         let (sender, receiver) = mpsc::channel(concurrency);
-        let in_flight = Arc::new(Mutex::new(HashMap::new()));
+        let in_flight: InFlightMap = Arc::new(Mutex::new(HashMap::new()));
+        let handover = Handover { jobs: sender, in_flight: in_flight.clone() };
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let namespaces: Arc<[String]> = namespaces.into();
+        let lifecycle = Lifecycle::new();
         let dispatcher = Dispatcher {
             ctx: ctx.clone(),
             worker_id: id.clone(),
+            namespaces: namespaces.clone(),
             wakeups: ctx.messaging().wakeups(&queues).await?,
             queues,
-            permits: Arc::new(Semaphore::new(concurrency)),
-            jobs: sender,
-            in_flight: in_flight.clone(),
+            permits: permits.clone(),
+            handover: handover.clone(),
         };
         let heartbeat = Heartbeat { ctx: ctx.clone(), in_flight: in_flight.clone() };
         let (records, requests) = mpsc::channel(concurrency);
-        tokio::spawn(Recorder { ctx: ctx.clone(), worker_id: id.clone(), records: requests }.run());
-        let lifecycle = Lifecycle::new();
+        let recorder = Recorder {
+            ctx: ctx.clone(),
+            worker_id: id.clone(),
+            namespaces: namespaces.clone(),
+            permits,
+            handover,
+            stopping: lifecycle.stopping(),
+            records: requests,
+        };
+        let recorder_namespaces = namespaces;
+        tokio::spawn(recorder.run());
         lifecycle.spawn("worker_dispatcher", move |stop| dispatcher.run(stop));
         lifecycle.spawn("worker_heartbeat", move |stop| heartbeat.run(stop));
-        tracing::info!(worker = id, ?namespaces, concurrency, "worker started");
+        tracing::info!(worker = id, namespaces = ?recorder_namespaces, concurrency, "worker started");
         Ok(Self { ctx, id, jobs: tokio::sync::Mutex::new(receiver), in_flight, records, lifecycle })
     }
 
@@ -165,8 +242,7 @@ impl WorkerHandle {
     /// provider allows.
     pub async fn complete(&self, step_uuid: Uuid, result: Value) -> Result<()> {
         let flight = self.take(step_uuid)?;
-        let meta = json!({"worker": self.id, "attempt": flight.job.attempt});
-        self.record(flight, Outcome::Complete { result, meta }).await.map(|_| ())
+        self.record(flight, Outcome::Complete { result }).await.map(|_| ())
     }
 
     /// Records a failure: `waiting_for_retry` with a backoff while attempts
@@ -174,15 +250,17 @@ impl WorkerHandle {
     pub async fn fail(&self, step_uuid: Uuid, failure: StepFailure) -> Result<String> {
         let flight = self.take(step_uuid)?;
         let claim = &flight.claim;
-        let retry_after =
-            failure.retry_after_seconds.filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64);
+        // A retry_after that is not a number of seconds Duration can hold
+        // (negative, NaN, 1e30) is cut to the nearest one that is.
+        let retry_after = failure
+            .retry_after_seconds
+            .map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(MAX_RETRY_DELAY).min(MAX_RETRY_DELAY));
         let delay = backoff_delay(
             u32::try_from(claim.attempts).unwrap_or(1),
             u32::try_from(claim.backoff_base_ms).unwrap_or(0),
             u32::try_from(claim.max_backoff_ms).unwrap_or(0),
             retry_after,
         );
-        let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
         let retryable = claim.retryable && failure.retryable;
         let error = json!({
             "class": failure.error_class,
@@ -192,7 +270,8 @@ impl WorkerHandle {
             "retryable": retryable,
             "worker": self.id,
         });
-        let state = self.record(flight, Outcome::Fail { error, retryable, retry_at }).await?;
+        let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        let state = self.record(flight, Outcome::Fail { error, retryable, delay_ms }).await?;
         Ok(state.unwrap_or_else(|| "unchanged".to_owned()))
     }
 
@@ -212,12 +291,16 @@ impl WorkerHandle {
     /// worker runs them: nothing is lost.
     pub async fn shutdown(&self, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let stopped = self.lifecycle.shutdown(timeout).await;
-        // Jobs claimed but never handed out are released at once.
+        // Nothing more is claimed; the heartbeat goes on while steps finish.
+        self.lifecycle.signal_stop();
+        // Jobs claimed but never handed out are released at once; a claim
+        // made from now on is released by whoever made it.
         let mut jobs = self.jobs.lock().await;
         jobs.close();
         while let Ok(job) = jobs.try_recv() {
-            self.release(job.step_uuid, "worker shut down before starting it").await;
+            if let Ok(flight) = self.take(job.step_uuid) {
+                release(&self.ctx, flight, "worker shut down before starting it").await;
+            }
         }
         drop(jobs);
         while !self.in_flight.lock().expect("in-flight lock").is_empty() && tokio::time::Instant::now() < deadline {
@@ -225,32 +308,49 @@ impl WorkerHandle {
         }
         let left: Vec<Uuid> = self.in_flight.lock().expect("in-flight lock").keys().copied().collect();
         for step_uuid in left {
-            self.release(step_uuid, "worker shut down before it finished").await;
+            if let Ok(flight) = self.take(step_uuid) {
+                release(&self.ctx, flight, "worker shut down before it finished").await;
+            }
         }
+        let stopped = self.lifecycle.shutdown(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
         tracing::info!(worker = self.id, "worker stopped");
         stopped
     }
+}
 
-    async fn release(&self, step_uuid: Uuid, reason: &str) {
-        let Ok(flight) = self.take(step_uuid) else { return };
-        let outcome = async {
-            queries::release_step(self.ctx.pool(), step_uuid, reason).await?;
-            self.ctx.messaging().nack(&flight.queue, flight.receipt, Duration::ZERO).await
-        }
-        .await;
-        match outcome {
-            Ok(()) => tracing::info!(%step_uuid, reason, "released step for redelivery"),
-            Err(e) => {
-                tracing::error!(%step_uuid, error = %e, "releasing a step failed; it is recovered after its visibility timeout")
+/// Gives a step this worker claimed and will not finish back: in_progress ->
+/// enqueued with the attempt returned, and its message back in its queue (a
+/// step claimed eagerly, which had none, gets one).
+async fn release(ctx: &Context, flight: InFlight, reason: &str) {
+    let step_uuid = flight.job.step_uuid;
+    let outcome = async {
+        let released = queries::release_step(ctx.pool(), step_uuid, flight.job.attempt, reason).await?;
+        match &flight.message {
+            Some((queue, receipt)) => ctx.messaging().nack(queue, *receipt, Duration::ZERO).await,
+            None if released => {
+                let in_database = ctx.messaging().queues_in_database();
+                let mut conn = ctx.pool().acquire().await.map_err(Error::db("releasing a step"))?;
+                let outbox = queries::dispatch_messages(&mut conn, &[step_uuid], in_database).await?;
+                drop(conn);
+                ctx.send_outbox(outbox).await;
+                Ok(())
             }
+            None => Ok(()),
+        }
+    }
+    .await;
+    match outcome {
+        Ok(()) => tracing::info!(%step_uuid, reason, "released step for redelivery"),
+        Err(e) => {
+            tracing::error!(%step_uuid, error = %e, "releasing a step failed; it is recovered after its visibility timeout")
         }
     }
 }
 
 /// A handler's outcome, to be recorded.
 enum Outcome {
-    Complete { result: Value, meta: Value },
-    Fail { error: Value, retryable: bool, retry_at: chrono::DateTime<Utc> },
+    Complete { result: Value },
+    Fail { error: Value, retryable: bool, delay_ms: i64 },
 }
 
 struct Record {
@@ -260,13 +360,20 @@ struct Record {
 }
 
 /// Records outcomes with group commit: outcomes reported while a commit is
-/// under way are recorded together in the next transaction, so under load
-/// many steps share one commit (and one send and one ack), and an outcome
-/// reported alone is recorded at once. Each reporter is answered only after
-/// its outcome is committed.
+/// under way are recorded together in the next statement, so under load
+/// many steps share one commit, and an outcome reported alone is recorded
+/// at once. Each reporter is answered only after its outcome is committed;
+/// steps claimed eagerly by the commit are handed to the runners on the
+/// slots the recorded steps leave.
 struct Recorder {
     ctx: Arc<Context>,
     worker_id: String,
+    namespaces: Arc<[String]>,
+    permits: Arc<Semaphore>,
+    handover: Handover,
+    /// True once the worker is stopping: it claims nothing more, eagerly or
+    /// not.
+    stopping: watch::Receiver<bool>,
     records: mpsc::Receiver<Record>,
 }
 
@@ -281,121 +388,162 @@ impl Recorder {
                 }
             }
             if batch.len() > 1 {
-                match self.record(&batch).await {
-                    Ok(states) => {
-                        for (record, state) in batch.into_iter().zip(states) {
-                            let _ = record.reply.send(Ok(state));
-                        }
-                        continue;
+                match self.record(batch).await {
+                    Ok(()) => continue,
+                    Err((e, records)) => {
+                        tracing::warn!(worker = self.worker_id, outcomes = records.len(), error = %e,
+                                       "recording outcomes together failed; recording each on its own");
+                        batch = records;
                     }
-                    Err(e) => tracing::warn!(worker = self.worker_id, outcomes = batch.len(), error = %e,
-                                             "recording outcomes together failed; recording each on its own"),
                 }
             }
             // One at a time: what one outcome's failure holds up is its own.
             for record in batch {
-                let state = self.record(std::slice::from_ref(&record)).await.map(|mut states| states.remove(0));
-                let _ = record.reply.send(state);
+                if let Err((e, mut records)) = self.record(vec![record]).await {
+                    if let Some(record) = records.pop() {
+                        let _ = record.reply.send(Err(e));
+                    }
+                }
             }
         }
     }
 
-    /// Records the outcomes and their result messages in one transaction,
-    /// which also acks their step messages where the provider allows.
-    async fn record(&self, batch: &[Record]) -> Result<Vec<Option<String>>> {
-        let mut tx = self.ctx.pool().begin().await.map_err(Error::db("recording step outcomes"))?;
-        let mut states = Vec::with_capacity(batch.len());
-        let mut results = Vec::with_capacity(batch.len());
-        let mut acks: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-        // Completions in one statement; failures (rarer, each with its own
-        // retry decision) one by one.
-        let completed = {
-            let (mut steps, mut attempts, mut values, mut metas) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for Record { flight, outcome, .. } in batch {
-                if let Outcome::Complete { result, meta } = outcome {
-                    steps.push(flight.job.step_uuid);
-                    attempts.push(flight.job.attempt);
-                    values.push(result);
-                    metas.push(meta);
+    /// Records the batch in one statement (see `tasker_record_outcomes`),
+    /// answers each reporter, hands eagerly claimed steps over and sends
+    /// what could not be sent inside the transaction. On failure, nothing
+    /// was recorded and the batch is given back.
+    async fn record(&self, mut batch: Vec<Record>) -> std::result::Result<(), (Error, Vec<Record>)> {
+        let in_database = self.ctx.messaging().queues_in_database();
+        // Every recorded step frees its slot; a few free ones may join them.
+        let mut slots: Vec<OwnedSemaphorePermit> = Vec::new();
+        if !*self.stopping.borrow() {
+            while slots.len() < batch.len() {
+                match self.permits.clone().try_acquire_owned() {
+                    Ok(permit) => slots.push(permit),
+                    Err(_) => break,
                 }
             }
-            if steps.is_empty() {
-                HashSet::new()
-            } else {
-                queries::complete_steps(&mut tx, &steps, &attempts, &values, &metas).await?
-            }
-        };
-        for Record { flight, outcome, .. } in batch {
-            let (step_uuid, attempt) = (flight.job.step_uuid, flight.job.attempt);
-            let state = match outcome {
-                Outcome::Complete { .. } => completed.contains(&step_uuid).then(|| "complete".to_owned()),
-                Outcome::Fail { error, retryable, retry_at } => {
-                    queries::fail_step(&mut tx, step_uuid, attempt, error, *retryable, *retry_at).await?
-                }
-            };
-            if state.is_some() {
-                let message = StepResultMessage {
-                    task_uuid: flight.job.task_uuid,
-                    step_uuid,
-                    correlation_id: flight.job.correlation_id,
+        }
+        let eager_slots = if *self.stopping.borrow() { 0 } else { batch.len() + slots.len() };
+        let recorded = {
+            let mut outcomes = Outcomes::default();
+            for Record { flight, outcome, .. } in &batch {
+                outcomes.steps.push(flight.job.step_uuid);
+                outcomes.attempts.push(flight.job.attempt);
+                let (queue, receipt) = match (&flight.message, in_database) {
+                    (Some((queue, receipt)), true) => (Some(queue.as_str()), Some(*receipt)),
+                    _ => (None, None),
                 };
-                results.push(serde_json::to_value(message).expect("messages serialize"));
-                acks.entry(flight.queue.as_str()).or_default().push(flight.receipt);
-            } else {
-                tracing::warn!(%step_uuid, step = flight.job.step_name,
-                               "step was no longer in progress when its outcome arrived; outcome not applied");
+                outcomes.ack_queues.push(queue);
+                outcomes.ack_receipts.push(receipt);
+                let meta = json!({"worker": self.worker_id, "attempt": flight.job.attempt});
+                match outcome {
+                    Outcome::Complete { result } => {
+                        outcomes.completed.push(true);
+                        outcomes.payloads.push(result);
+                        outcomes.retryable.push(false);
+                        outcomes.delays_ms.push(0);
+                    }
+                    Outcome::Fail { error, retryable, delay_ms } => {
+                        outcomes.completed.push(false);
+                        outcomes.payloads.push(error);
+                        outcomes.retryable.push(*retryable);
+                        outcomes.delays_ms.push(*delay_ms);
+                    }
+                }
+                outcomes.metadata.push(meta);
+            }
+            queries::record_outcomes(
+                self.ctx.pool(),
+                &outcomes,
+                &self.worker_id,
+                &self.namespaces,
+                eager_slots,
+                in_database,
+            )
+            .await
+        };
+        let mut recorded = match recorded {
+            Ok(recorded) => recorded,
+            Err(e) => return Err((e, batch)),
+        };
+        let mut settle = Vec::new();
+        let mut states = Vec::with_capacity(batch.len());
+        for record in &mut batch {
+            let step_uuid = record.flight.job.step_uuid;
+            let state = recorded.states.remove(&step_uuid).flatten();
+            if state.is_none() {
+                tracing::warn!(%step_uuid, step = record.flight.job.step_name,
+                               "step was no longer in progress at this attempt when its outcome arrived; \
+                                outcome kept in its history, not applied");
+            }
+            slots.extend(record.flight.permit.take());
+            if let Some(message) = record.flight.message.take() {
+                settle.push((step_uuid, message, state.is_some()));
             }
             states.push(state);
         }
-        let sent = results.is_empty()
-            || self
-                .ctx
-                .messaging()
-                .send_batch_in_transaction(&mut tx, MessageRouter::STEP_RESULTS, &results)
-                .await?
-                .is_some();
-        // The step messages go with the outcomes, in the same commit where
-        // the provider allows.
-        let mut acked = true;
-        for (queue, receipts) in &acks {
-            acked &= self.ctx.messaging().ack_in_transaction(&mut tx, queue, receipts).await?;
+        for (record, state) in batch.into_iter().zip(states) {
+            let _ = record.reply.send(Ok(state));
         }
-        tx.commit().await.map_err(Error::db("recording step outcomes"))?;
-        if !sent {
-            self.ctx.send_after_commit(MessageRouter::STEP_RESULTS, results).await;
+        self.hand_over_eager(recorded.claimed, &mut slots).await;
+        drop(slots);
+        self.settle_messages(settle, in_database).await;
+        self.ctx.send_outbox(recorded.unsent).await;
+        for task in recorded.finished {
+            tracing::info!(task_uuid = %task.task_uuid, correlation_id = %task.correlation_id,
+                           namespace = task.namespace, status = task.status, worker = self.worker_id, "task finished");
         }
-        for (Record { flight, .. }, state) in batch.iter().zip(&states) {
-            let step_uuid = flight.job.step_uuid;
-            if state.is_none() {
-                // Not applied: the step was cancelled or resolved meanwhile,
-                // or the claim itself was lost (a database crash took an
-                // asynchronous commit) and the step is enqueued again. The
-                // message goes back: a claim runs the step if it still needs
-                // to run, and acks the message if not.
-                if let Err(e) = self.ctx.messaging().nack(&flight.queue, flight.receipt, Duration::ZERO).await {
+        Ok(())
+    }
+
+    async fn hand_over_eager(&self, claimed: Vec<EagerClaim>, slots: &mut Vec<OwnedSemaphorePermit>) {
+        for EagerClaim { step_uuid, correlation_id, claim } in claimed {
+            let Some(permit) = slots.pop() else {
+                // Never: the statement claims at most as many as the slots.
+                tracing::error!(%step_uuid, "a step was claimed eagerly without a free slot; its claim goes stale \
+                                             and it is recovered");
+                continue;
+            };
+            tracing::debug!(%step_uuid, step = claim.step_name, "running a ready dependent eagerly");
+            if let Some(flight) = self.handover.hand_over(None, claim, step_uuid, correlation_id, permit) {
+                release(&self.ctx, flight, "worker shut down before starting it").await;
+            }
+        }
+    }
+
+    /// The messages of recorded steps, where the provider could not settle
+    /// them inside the transaction, are acked now; the message of an
+    /// outcome that did not apply goes back to its queue (the step was
+    /// cancelled or resolved meanwhile, or its claim was lost - a database
+    /// crash took an asynchronous commit - and it is claimable again: the
+    /// next claim runs it if it still needs to run, and acks it if not).
+    async fn settle_messages(&self, settle: Vec<(Uuid, Delivery, bool)>, in_database: bool) {
+        for (step_uuid, (queue, receipt), applied) in settle {
+            if !applied {
+                if let Err(e) = self.ctx.messaging().nack(&queue, receipt, Duration::ZERO).await {
                     tracing::warn!(%step_uuid, error = %e, "returning the message of an unapplied outcome failed");
                 }
-            } else if !acked {
+            } else if !in_database {
                 // The outcome is committed; a failed ack only means the
                 // message is delivered again, and the claim skips a step
-                // that is not enqueued.
-                if let Err(e) = self.ctx.messaging().ack(&flight.queue, flight.receipt).await {
+                // that is not claimable.
+                if let Err(e) = self.ctx.messaging().ack(&queue, receipt).await {
                     tracing::warn!(%step_uuid, error = %e, "acking a finished step's message failed");
                 }
             }
         }
-        Ok(states)
     }
 }
 
 struct Dispatcher {
     ctx: Arc<Context>,
     worker_id: String,
+    namespaces: Arc<[String]>,
     queues: Vec<String>,
     wakeups: Wakeups,
     permits: Arc<Semaphore>,
-    jobs: mpsc::Sender<StepJob>,
-    in_flight: Arc<Mutex<HashMap<Uuid, InFlight>>>,
+    handover: Handover,
 }
 
 impl Dispatcher {
@@ -490,11 +638,20 @@ impl Dispatcher {
         };
         for ((message, step), permit) in steps.into_iter().zip(permits) {
             match claims.remove(&step.step_uuid) {
-                Some(claim) => self.hand_over(message, step, claim, permit).await,
+                Some(claim) => {
+                    let delivery = Some((message.queue, message.receipt));
+                    if let Some(flight) =
+                        self.handover.hand_over(delivery, claim, step.step_uuid, step.correlation_id, permit)
+                    {
+                        release(&self.ctx, flight, "worker shut down before starting it").await;
+                    }
+                }
                 None => {
-                    // Not enqueued: a duplicate delivery, or already claimed,
-                    // finished or cancelled. Never run it again.
-                    tracing::debug!(step_uuid = %step.step_uuid, "skipping a step that is not enqueued");
+                    // Not claimable: a duplicate delivery, a step already
+                    // claimed, finished or cancelled, or one of a namespace
+                    // this worker does not serve. Never run it here.
+                    tracing::debug!(step_uuid = %step.step_uuid, queue = message.queue,
+                                    "skipping a step that is not claimable by this worker");
                     if let Err(e) = self.ctx.messaging().ack(&message.queue, message.receipt).await {
                         tracing::warn!(error = %e, "acking a skipped step message failed");
                     }
@@ -509,55 +666,14 @@ impl Dispatcher {
         let stale_after = Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds));
         // Losing a claim in a database crash only means the step runs again;
         // it need not wait for the disk when the queues are in the same
-        // database (see migration 008).
+        // database (see tasker_claim_steps).
         let async_commit = self.ctx.messaging().queues_in_database();
-        queries::claim_steps(self.ctx.pool(), steps, &self.worker_id, stale_after, async_commit).await
+        queries::claim_steps(self.ctx.pool(), steps, &self.worker_id, &self.namespaces, stale_after, async_commit).await
     }
 
     async fn hand_back(&self, message: &ReceivedMessage, step: &StepMessage, error: &Error) {
         tracing::warn!(step_uuid = %step.step_uuid, %error, "claiming a step failed; it is redelivered");
         let _ = self.ctx.messaging().nack(&message.queue, message.receipt, Duration::from_secs(1)).await;
-    }
-
-    async fn hand_over(
-        &self,
-        message: ReceivedMessage,
-        step: StepMessage,
-        mut claim: ClaimedStep,
-        permit: OwnedSemaphorePermit,
-    ) {
-        let mut job = StepJob {
-            task_uuid: claim.task_uuid,
-            step_uuid: step.step_uuid,
-            correlation_id: step.correlation_id,
-            namespace: MessageRouter::namespace_of(&message.queue).unwrap_or(&message.queue).to_owned(),
-            step_name: claim.step_name.clone(),
-            handler_callable: claim.handler_callable.clone(),
-            attempt: claim.attempts,
-            max_attempts: claim.max_attempts,
-            timeout_seconds: claim.timeout_seconds,
-            task: Value::Null,
-            step: Value::Null,
-        };
-        // The in-flight record keeps the job without the rows, which only the
-        // runner reads: they are moved to it, not copied.
-        let kept = job.clone();
-        job.task = std::mem::take(&mut claim.task_row);
-        job.step = std::mem::take(&mut claim.step_row);
-        self.in_flight.lock().expect("in-flight lock").insert(
-            step.step_uuid,
-            InFlight {
-                queue: message.queue,
-                receipt: message.receipt,
-                job: kept,
-                claim,
-                claimed_at: tokio::time::Instant::now(),
-                _permit: permit,
-            },
-        );
-        if self.jobs.send(job).await.is_err() {
-            tracing::debug!(step_uuid = %step.step_uuid, "worker stopping; step will be released");
-        }
     }
 }
 
@@ -567,7 +683,7 @@ impl Dispatcher {
 /// dies stops beating; its steps are then taken over.
 struct Heartbeat {
     ctx: Arc<Context>,
-    in_flight: Arc<Mutex<HashMap<Uuid, InFlight>>>,
+    in_flight: InFlightMap,
 }
 
 impl Heartbeat {
@@ -590,7 +706,7 @@ impl Heartbeat {
     }
 
     async fn beat(&self, visibility: Duration) -> Result<()> {
-        let alive: Vec<(Uuid, i32, String, i64)> = {
+        let alive: Vec<(Uuid, i32, Option<Delivery>)> = {
             let in_flight = self.in_flight.lock().expect("in-flight lock");
             in_flight
                 .values()
@@ -598,7 +714,7 @@ impl Heartbeat {
                     Some(t) => f.claimed_at.elapsed() < Duration::from_secs(u64::try_from(t).unwrap_or(0)),
                     None => true,
                 })
-                .map(|f| (f.job.step_uuid, f.job.attempt, f.queue.clone(), f.receipt))
+                .map(|f| (f.job.step_uuid, f.job.attempt, f.message.clone()))
                 .collect()
         };
         if alive.is_empty() {
@@ -607,7 +723,8 @@ impl Heartbeat {
         let steps: Vec<Uuid> = alive.iter().map(|a| a.0).collect();
         let attempts: Vec<i32> = alive.iter().map(|a| a.1).collect();
         queries::heartbeat_steps(self.ctx.pool(), &steps, &attempts).await?;
-        for (step_uuid, _, queue, receipt) in &alive {
+        for (step_uuid, _, message) in &alive {
+            let Some((queue, receipt)) = message else { continue };
             if let Err(e) = self.ctx.messaging().extend_visibility(queue, *receipt, visibility).await {
                 // A step that finished since the list was taken has had its
                 // message acked: nothing to extend. Any other step is tried

@@ -1,7 +1,14 @@
--- tasker_core schema: the catalogue (namespaces, templates, named steps), the
--- runtime rows (tasks, workflow steps, edges) and their transition history.
--- Allowed state transitions live in tables so the database refuses an
--- invalid transition even when a caller bypasses the Rust state machines.
+-- tasker_core's tables: the catalogue (namespaces, templates, named steps),
+-- the runtime rows (tasks, workflow steps, edges) and their append-only
+-- transition history. The SQL functions that change them live in
+-- core/sql/functions, one file each, and are installed by every migrate.
+--
+-- This is the baseline: from the first release on, a schema change is a new
+-- migration file beside this one, and migrations are never edited again.
+
+-- ---- states and the transitions between them -------------------------------
+-- Allowed transitions live in tables so the database refuses an invalid one
+-- even when a caller bypasses the engine's functions.
 
 CREATE TABLE tasker_task_states (state text PRIMARY KEY);
 INSERT INTO tasker_task_states (state) VALUES
@@ -24,6 +31,11 @@ INSERT INTO tasker_task_allowed_transitions (from_state, to_state) VALUES
   ('in_progress', 'complete'), ('in_progress', 'error'), ('in_progress', 'cancelled'),
   ('error', 'in_progress'), ('error', 'cancelled');
 
+-- A step is claimed from 'enqueued' (its message was read), straight from
+-- 'pending' (eager dispatch: the worker that finished its last dependency
+-- runs it next) and from 'waiting_for_retry' (its delayed message came
+-- due). Self-transitions keep a step's state and record something that
+-- arrived late (an outcome of an attempt that was taken over).
 CREATE TABLE tasker_step_allowed_transitions (
   from_state text NOT NULL,
   to_state   text NOT NULL REFERENCES tasker_step_states (state),
@@ -31,13 +43,17 @@ CREATE TABLE tasker_step_allowed_transitions (
 );
 INSERT INTO tasker_step_allowed_transitions (from_state, to_state) VALUES
   ('', 'pending'),
-  ('pending', 'enqueued'), ('pending', 'cancelled'), ('pending', 'resolved_manually'),
+  ('pending', 'enqueued'), ('pending', 'in_progress'), ('pending', 'cancelled'), ('pending', 'resolved_manually'),
   ('enqueued', 'in_progress'), ('enqueued', 'cancelled'), ('enqueued', 'resolved_manually'),
   ('in_progress', 'complete'), ('in_progress', 'error'), ('in_progress', 'waiting_for_retry'),
   ('in_progress', 'enqueued'), ('in_progress', 'cancelled'), ('in_progress', 'resolved_manually'),
-  ('waiting_for_retry', 'enqueued'), ('waiting_for_retry', 'cancelled'),
+  ('waiting_for_retry', 'in_progress'), ('waiting_for_retry', 'enqueued'), ('waiting_for_retry', 'cancelled'),
   ('waiting_for_retry', 'resolved_manually'),
   ('error', 'pending'), ('error', 'resolved_manually'), ('error', 'cancelled');
+INSERT INTO tasker_step_allowed_transitions (from_state, to_state)
+SELECT state, state FROM tasker_step_states;
+
+-- ---- catalogue ----------------------------------------------------------------
 
 CREATE TABLE tasker_namespaces (
   name       text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,39}$'),
@@ -57,10 +73,15 @@ CREATE TABLE tasker_task_templates (
   UNIQUE (namespace, name, version)
 );
 
+-- A step removed from a template when it is registered again stays
+-- (`active` false: old tasks point at it) but new tasks no longer get it.
+-- `namespace` is the queue the step's messages go to and the workers that
+-- may run it: the template's own unless the step names another.
 CREATE TABLE tasker_named_steps (
   named_step_id    bigserial PRIMARY KEY,
   template_id      bigint NOT NULL REFERENCES tasker_task_templates (template_id) ON DELETE CASCADE,
   name             text NOT NULL,
+  namespace        text NOT NULL REFERENCES tasker_namespaces (name),
   position         integer NOT NULL,
   handler_callable text NOT NULL,
   handler_config   jsonb NOT NULL DEFAULT '{}',
@@ -69,8 +90,14 @@ CREATE TABLE tasker_named_steps (
   backoff_base_ms  integer NOT NULL DEFAULT 1000 CHECK (backoff_base_ms >= 0),
   max_backoff_ms   integer NOT NULL DEFAULT 30000 CHECK (max_backoff_ms >= 0),
   timeout_seconds  integer CHECK (timeout_seconds > 0),
+  active           boolean NOT NULL DEFAULT true,
   UNIQUE (template_id, name)
 );
+
+-- ---- runtime rows ----------------------------------------------------------------
+-- The current state lives on the row; `transitions` counts the row's history
+-- entries, so appending one needs no read of the history (its sort_key is
+-- the count after the append).
 
 CREATE TABLE tasker_tasks (
   task_uuid      uuid PRIMARY KEY,
@@ -80,6 +107,7 @@ CREATE TABLE tasker_tasks (
   version        text NOT NULL,
   context        jsonb NOT NULL DEFAULT '{}',
   status         text NOT NULL DEFAULT 'pending' REFERENCES tasker_task_states (state),
+  transitions    integer NOT NULL DEFAULT 0,
   identity_key   text UNIQUE,
   correlation_id uuid NOT NULL,
   created_at     timestamptz NOT NULL DEFAULT now(),
@@ -88,6 +116,9 @@ CREATE TABLE tasker_tasks (
 );
 CREATE INDEX tasker_tasks_active_idx ON tasker_tasks (status) WHERE status IN ('pending', 'in_progress');
 
+-- heartbeat_at: refreshed by the worker running the step; a claim whose
+-- heartbeat is older than the visibility timeout is stale (its worker is
+-- gone) and the step is taken over.
 CREATE TABLE tasker_workflow_steps (
   step_uuid     uuid PRIMARY KEY,
   task_uuid     uuid NOT NULL REFERENCES tasker_tasks (task_uuid) ON DELETE CASCADE,
@@ -95,6 +126,7 @@ CREATE TABLE tasker_workflow_steps (
   name          text NOT NULL,
   position      integer NOT NULL,
   status        text NOT NULL DEFAULT 'pending' REFERENCES tasker_step_states (state),
+  transitions   integer NOT NULL DEFAULT 0,
   attempts      integer NOT NULL DEFAULT 0,
   max_attempts  integer NOT NULL,
   results       jsonb,
@@ -102,14 +134,16 @@ CREATE TABLE tasker_workflow_steps (
   retry_at      timestamptz,
   enqueued_at   timestamptz,
   started_at    timestamptz,
+  heartbeat_at  timestamptz,
   completed_at  timestamptz,
   created_at    timestamptz NOT NULL DEFAULT now(),
   updated_at    timestamptz NOT NULL DEFAULT now(),
   UNIQUE (task_uuid, name)
 );
 CREATE INDEX tasker_workflow_steps_task_idx ON tasker_workflow_steps (task_uuid, status);
-CREATE INDEX tasker_workflow_steps_retry_idx ON tasker_workflow_steps (retry_at)
-  WHERE status = 'waiting_for_retry';
+-- The recovery sweep's range scan: steps in flight, oldest change first.
+CREATE INDEX tasker_workflow_steps_in_flight_idx ON tasker_workflow_steps (updated_at)
+  WHERE status IN ('enqueued', 'in_progress', 'waiting_for_retry');
 
 CREATE TABLE tasker_workflow_step_edges (
   task_uuid      uuid NOT NULL REFERENCES tasker_tasks (task_uuid) ON DELETE CASCADE,
@@ -120,32 +154,26 @@ CREATE TABLE tasker_workflow_step_edges (
 );
 CREATE INDEX tasker_workflow_step_edges_from_idx ON tasker_workflow_step_edges (from_step_uuid);
 
+-- ---- history: one row per state change, never rewritten --------------------------
+
 CREATE TABLE tasker_task_transitions (
-  id          bigserial PRIMARY KEY,
   task_uuid   uuid NOT NULL REFERENCES tasker_tasks (task_uuid) ON DELETE CASCADE,
+  sort_key    integer NOT NULL,
   from_state  text NOT NULL DEFAULT '',
   to_state    text NOT NULL,
   metadata    jsonb NOT NULL DEFAULT '{}',
-  sort_key    integer NOT NULL,
-  most_recent boolean NOT NULL,
   created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-  UNIQUE (task_uuid, sort_key),
+  PRIMARY KEY (task_uuid, sort_key),
   FOREIGN KEY (from_state, to_state) REFERENCES tasker_task_allowed_transitions (from_state, to_state)
 );
-CREATE UNIQUE INDEX tasker_task_transitions_most_recent_idx
-  ON tasker_task_transitions (task_uuid) WHERE most_recent;
 
 CREATE TABLE tasker_workflow_step_transitions (
-  id          bigserial PRIMARY KEY,
   step_uuid   uuid NOT NULL REFERENCES tasker_workflow_steps (step_uuid) ON DELETE CASCADE,
+  sort_key    integer NOT NULL,
   from_state  text NOT NULL DEFAULT '',
   to_state    text NOT NULL,
   metadata    jsonb NOT NULL DEFAULT '{}',
-  sort_key    integer NOT NULL,
-  most_recent boolean NOT NULL,
   created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-  UNIQUE (step_uuid, sort_key),
+  PRIMARY KEY (step_uuid, sort_key),
   FOREIGN KEY (from_state, to_state) REFERENCES tasker_step_allowed_transitions (from_state, to_state)
 );
-CREATE UNIQUE INDEX tasker_workflow_step_transitions_most_recent_idx
-  ON tasker_workflow_step_transitions (step_uuid) WHERE most_recent;

@@ -1,0 +1,89 @@
+-- Creates a task of a registered template in one statement: the task (in
+-- progress), its steps (root steps, with no dependencies, enqueued at once),
+-- edges, the history each went through ('' -> pending -> in_progress for
+-- the task; '' -> pending, and pending -> enqueued for a root step), and
+-- the root steps' messages: inserted here when the queues are in this
+-- database (p_send), so a caller's transaction (a Rails app's) creates the
+-- task and its first messages together or not at all; otherwise announced
+-- with NOTIFY, delivered only on commit, to an orchestrator that sends them.
+-- Idempotent on p_identity_key: a second call returns the first task with
+-- created = false.
+--
+-- SET plan_cache_mode: a caller's connection (ActiveRecord's) plans with
+-- PostgreSQL's default, under which the step insert was planned anew on
+-- every call once statistics existed; every statement here finds its rows
+-- by key, so the generic plan is right whatever the statistics say.
+CREATE FUNCTION tasker_create_task(p_namespace text, p_name text, p_version text, p_context jsonb,
+                                   p_identity_key text, p_send boolean DEFAULT true)
+RETURNS TABLE (task_uuid uuid, created boolean) LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+  v_template bigint;
+  v_definition jsonb;
+  v_task uuid;
+  v_ready uuid[];
+BEGIN
+  SELECT t.template_id, t.definition INTO v_template, v_definition
+    FROM tasker_task_templates t
+   WHERE t.namespace = p_namespace AND t.name = p_name AND t.version = p_version;
+  IF v_template IS NULL THEN
+    RAISE EXCEPTION 'no task template %/%@% is registered (register_templates! loads template_paths)',
+      p_namespace, p_name, p_version USING ERRCODE = 'no_data_found';
+  END IF;
+  IF jsonb_typeof(coalesce(p_context, '{}')) <> 'object' THEN
+    RAISE EXCEPTION 'the context of a %/%@% task must be an object, got %', p_namespace, p_name, p_version,
+      p_context USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+
+  v_task := tasker_uuid_v7();
+  INSERT INTO tasker_tasks (task_uuid, template_id, namespace, name, version, context, identity_key, correlation_id,
+                            status, transitions)
+  VALUES (v_task, v_template, p_namespace, p_name, p_version, coalesce(p_context, '{}'), p_identity_key,
+          tasker_uuid_v7(), 'in_progress', 2)
+  ON CONFLICT (identity_key) DO NOTHING;
+  IF NOT FOUND THEN
+    RETURN QUERY SELECT t.task_uuid, false FROM tasker_tasks t WHERE t.identity_key = p_identity_key;
+    RETURN;
+  END IF;
+  INSERT INTO tasker_task_transitions (task_uuid, sort_key, from_state, to_state)
+  VALUES (v_task, 1, '', 'pending'), (v_task, 2, 'pending', 'in_progress');
+
+  WITH steps AS (
+    INSERT INTO tasker_workflow_steps (step_uuid, task_uuid, named_step_id, name, position, max_attempts, status,
+                                       transitions, enqueued_at)
+    SELECT tasker_uuid_v7(), v_task, ns.named_step_id, ns.name, ns.position, ns.max_attempts,
+           CASE WHEN root.is_root THEN 'enqueued' ELSE 'pending' END,
+           CASE WHEN root.is_root THEN 2 ELSE 1 END,
+           CASE WHEN root.is_root THEN clock_timestamp() END
+      FROM tasker_named_steps ns
+      CROSS JOIN LATERAL (
+        SELECT coalesce(jsonb_array_length(def.step -> 'dependencies'), 0) = 0 AS is_root
+          FROM jsonb_array_elements(v_definition -> 'steps') AS def(step)
+         WHERE def.step ->> 'name' = ns.name) AS root
+     WHERE ns.template_id = v_template AND ns.active
+     ORDER BY ns.position
+    RETURNING step_uuid, position, status
+  ), history AS (
+    INSERT INTO tasker_workflow_step_transitions (step_uuid, sort_key, from_state, to_state)
+    SELECT s.step_uuid, h.sort_key, h.from_state, h.to_state
+      FROM steps s
+      CROSS JOIN LATERAL (VALUES (1, '', 'pending'), (2, 'pending', 'enqueued')) AS h(sort_key, from_state, to_state)
+     WHERE h.sort_key = 1 OR s.status = 'enqueued'
+  )
+  SELECT coalesce(array_agg(s.step_uuid ORDER BY s.position) FILTER (WHERE s.status = 'enqueued'), '{}')
+    INTO v_ready FROM steps s;
+
+  INSERT INTO tasker_workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
+  SELECT v_task, parent.step_uuid, child.step_uuid
+    FROM jsonb_array_elements(v_definition -> 'steps') AS def(step)
+    CROSS JOIN LATERAL jsonb_array_elements_text(coalesce(def.step -> 'dependencies', '[]')) AS dep(name)
+    JOIN tasker_workflow_steps child ON child.task_uuid = v_task AND child.name = def.step ->> 'name'
+    JOIN tasker_workflow_steps parent ON parent.task_uuid = v_task AND parent.name = dep.name;
+
+  IF p_send THEN
+    PERFORM tasker_dispatch_messages(v_ready, NULL, true);
+  ELSIF cardinality(v_ready) > 0 THEN
+    PERFORM pg_notify('tasker_task_created', v_task::text);
+  END IF;
+  RETURN QUERY SELECT v_task, true;
+END $$;

@@ -1,0 +1,40 @@
+-- Ends each task of p_tasks (the caller holds their rows) that is in
+-- progress and can no longer move: complete when every step is complete or
+-- resolved manually; error when nothing is in flight (enqueued, in
+-- progress, waiting for a retry) and a step failed for good, naming the
+-- failed steps (their descendants stay pending, blocked). Returns the tasks
+-- that ended, with their end state; their waiters are notified.
+-- Each test is an index probe on (task_uuid, status) that stops at the
+-- first step it finds.
+CREATE FUNCTION tasker_finalize_tasks(p_tasks uuid[])
+RETURNS TABLE (task_uuid uuid, status text) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v_task uuid;
+  v_failed text[];
+BEGIN
+  FOR v_task IN
+    SELECT t.task_uuid FROM tasker_tasks t
+     WHERE t.task_uuid = ANY (p_tasks) AND t.status = 'in_progress' ORDER BY t.task_uuid
+  LOOP
+    CONTINUE WHEN EXISTS (SELECT 1 FROM tasker_workflow_steps s
+                           WHERE s.task_uuid = v_task AND s.status IN ('enqueued', 'in_progress', 'waiting_for_retry'));
+    IF NOT EXISTS (SELECT 1 FROM tasker_workflow_steps s
+                    WHERE s.task_uuid = v_task AND s.status NOT IN ('complete', 'resolved_manually')) THEN
+      PERFORM tasker_transition_task(v_task, ARRAY['in_progress'], 'complete', '{}');
+      task_uuid := v_task;
+      status := 'complete';
+      RETURN NEXT;
+    ELSE
+      v_failed := ARRAY(SELECT s.name FROM tasker_workflow_steps s
+                         WHERE s.task_uuid = v_task AND s.status = 'error' ORDER BY s.position);
+      IF cardinality(v_failed) > 0 THEN
+        PERFORM tasker_transition_task(v_task, ARRAY['in_progress'], 'error',
+                                       jsonb_build_object('failed_steps', to_jsonb(v_failed)));
+        task_uuid := v_task;
+        status := 'error';
+        RETURN NEXT;
+      END IF;
+    END IF;
+  END LOOP;
+END $$;

@@ -1,0 +1,184 @@
+-- A worker's outcome transaction, for a batch of steps it ran, in one
+-- statement:
+--   1. each task's row is locked (uuid order), so of two steps of a task
+--      finishing together, the second sees the first's outcome;
+--   2. each outcome is recorded if its step is still in progress at that
+--      attempt (fenced: a claim taken over cannot be overwritten) - a
+--      result, or a failure that waits for a retry (attempts left and
+--      retryable; its delayed message is sent, visible after p_delays_ms)
+--      or ends in error - with its history; any other outcome is kept in
+--      the history as a late result;
+--   3. the messages of the steps whose outcome applied are acked
+--      (p_ack_queues/p_ack_receipts, one entry per step, NULL for a step
+--      claimed eagerly or a provider outside PostgreSQL; the caller hands
+--      back the message of an outcome that did not apply);
+--   4. the dependents of completed steps that became ready are claimed for
+--      this worker (eager dispatch: pending -> in_progress, at most
+--      p_eager_slots, only in p_namespaces) or enqueued and sent;
+--   5. tasks with nothing left end (complete, or error naming the failed
+--      steps) and their waiters are notified.
+-- Returns rows of four kinds:
+--   'outcome'  step_uuid, state: the step's new state, NULL when not applied;
+--   'claimed'  step_uuid, task_uuid, detail: the eager claim (as
+--              tasker_claim_steps returns it);
+--   'unsent'   detail {queue, message, delay_ms}: to send after commit
+--              (p_send false: queues outside PostgreSQL);
+--   'finished' task_uuid, state: a task that ended; detail {namespace,
+--              correlation_id}.
+CREATE FUNCTION tasker_record_outcomes(
+  p_steps uuid[], p_attempts integer[], p_completed boolean[], p_payloads jsonb[], p_retryable boolean[],
+  p_delays_ms bigint[], p_meta jsonb[], p_worker text, p_namespaces text[], p_eager_slots integer,
+  p_send boolean, p_ack_queues text[], p_ack_receipts bigint[])
+RETURNS TABLE (kind text, step_uuid uuid, task_uuid uuid, state text, detail jsonb)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  v_tasks uuid[];
+  v_states text[];
+  v_done uuid[];
+  v_retry uuid[];
+  v_retry_delays bigint[];
+  v_late uuid[];
+  v_ready uuid[];
+  v_eager uuid[];
+  v_moving uuid[];
+  r record;
+BEGIN
+  IF cardinality(p_steps) <> (SELECT count(DISTINCT u.s) FROM unnest(p_steps) AS u(s)) THEN
+    RAISE EXCEPTION 'tasker_record_outcomes: a step appears more than once in %', p_steps
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+
+  -- 1. The tasks' rows.
+  SELECT coalesce(array_agg(t.task_uuid ORDER BY t.task_uuid), '{}') INTO v_tasks
+    FROM (SELECT t.task_uuid FROM tasker_tasks t
+           WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (p_steps))
+           ORDER BY t.task_uuid FOR NO KEY UPDATE) AS t;
+
+  -- 2. The outcomes, fenced by attempt.
+  WITH input AS (
+    SELECT * FROM unnest(p_steps, p_attempts, p_completed, p_payloads, p_retryable, p_delays_ms, p_meta)
+      WITH ORDINALITY AS u(step_uuid, attempt, completed, payload, retryable, delay_ms, meta, i)
+  ), locked AS MATERIALIZED (
+    SELECT s.step_uuid, s.status, s.attempts, s.max_attempts, s.transitions
+      FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (p_steps)
+     ORDER BY s.step_uuid FOR UPDATE
+  ), applied AS MATERIALIZED (
+    SELECT i.*, l.transitions,
+           CASE WHEN i.completed THEN 'complete'
+                WHEN i.retryable AND i.attempt < l.max_attempts THEN 'waiting_for_retry'
+                ELSE 'error' END AS to_state
+      FROM input i JOIN locked l ON l.step_uuid = i.step_uuid
+     WHERE l.status = 'in_progress' AND l.attempts = i.attempt
+  ), moved AS (
+    UPDATE tasker_workflow_steps s
+       SET status = a.to_state, transitions = s.transitions + 1, updated_at = clock_timestamp(),
+           results = CASE WHEN a.completed THEN a.payload ELSE s.results END,
+           last_error = CASE WHEN a.completed THEN s.last_error ELSE a.payload END,
+           retry_at = CASE WHEN a.to_state = 'waiting_for_retry'
+                           THEN clock_timestamp() + make_interval(secs => a.delay_ms / 1000.0) END,
+           completed_at = CASE WHEN a.completed THEN clock_timestamp() ELSE s.completed_at END
+      FROM applied a WHERE s.step_uuid = a.step_uuid
+  ), history AS (
+    INSERT INTO tasker_workflow_step_transitions (step_uuid, sort_key, from_state, to_state, metadata)
+    SELECT a.step_uuid, a.transitions + 1, 'in_progress', a.to_state,
+           CASE WHEN a.completed THEN coalesce(a.meta, '{}')
+                ELSE coalesce(a.meta, '{}') || jsonb_build_object('error_class', a.payload ->> 'class',
+                                                                  'error_message', a.payload ->> 'message') END
+      FROM applied a
+  )
+  SELECT array_agg(a.to_state ORDER BY i.i),
+         coalesce(array_agg(a.step_uuid) FILTER (WHERE a.to_state = 'complete'), '{}'),
+         coalesce(array_agg(a.step_uuid ORDER BY i.i) FILTER (WHERE a.to_state = 'waiting_for_retry'), '{}'),
+         coalesce(array_agg(a.delay_ms ORDER BY i.i) FILTER (WHERE a.to_state = 'waiting_for_retry'), '{}'),
+         coalesce(array_agg(i.step_uuid ORDER BY i.i) FILTER (WHERE a.step_uuid IS NULL), '{}')
+    INTO v_states, v_done, v_retry, v_retry_delays, v_late
+    FROM input i LEFT JOIN applied a ON a.step_uuid = i.step_uuid;
+
+  RETURN QUERY SELECT 'outcome', u.s, NULL::uuid, u.st, NULL::jsonb FROM unnest(p_steps, v_states) AS u(s, st);
+
+  FOR r IN SELECT * FROM unnest(p_steps, p_attempts, p_completed, p_payloads, p_meta) AS u(s, a, ok, payload, meta)
+            WHERE u.s = ANY (v_late) LOOP
+    PERFORM tasker_record_late_result(r.s,
+      CASE WHEN r.ok THEN r.payload ELSE jsonb_build_object('error', r.payload) END,
+      coalesce(r.meta, '{}') || jsonb_build_object('attempt', r.a));
+  END LOOP;
+
+  -- Retries: the delayed message is the schedule.
+  RETURN QUERY SELECT 'unsent', NULL::uuid, NULL::uuid, NULL::text,
+                      jsonb_build_object('queue', m.queue, 'message', m.message, 'delay_ms', m.delay_ms)
+                 FROM tasker_dispatch_messages(v_retry, v_retry_delays, p_send) AS m;
+
+  -- 3. Acks.
+  FOR r IN SELECT a.q, array_agg(a.receipt) AS receipts
+             FROM unnest(p_steps, p_ack_queues, p_ack_receipts) AS a(s, q, receipt)
+            WHERE a.q IS NOT NULL AND a.s <> ALL (v_late)
+            GROUP BY a.q ORDER BY a.q LOOP
+    EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id = ANY ($1)', 'q_' || r.q) USING r.receipts;
+  END LOOP;
+
+  -- 4. Dependents that became ready: every dependency complete or resolved
+  -- manually, and the task still in progress.
+  IF cardinality(v_done) > 0 THEN
+    SELECT coalesce(array_agg(c.step_uuid ORDER BY c.task_uuid, c.position), '{}') INTO v_ready
+      FROM tasker_workflow_steps c
+      JOIN tasker_tasks t ON t.task_uuid = c.task_uuid
+     WHERE c.step_uuid IN (SELECT e.to_step_uuid FROM tasker_workflow_step_edges e WHERE e.from_step_uuid = ANY (v_done))
+       AND c.status = 'pending' AND t.status = 'in_progress'
+       AND NOT EXISTS (SELECT 1 FROM tasker_workflow_step_edges e
+                         JOIN tasker_workflow_steps p ON p.step_uuid = e.from_step_uuid
+                        WHERE e.to_step_uuid = c.step_uuid AND p.status NOT IN ('complete', 'resolved_manually'));
+
+    SELECT coalesce(array_agg(x.s ORDER BY x.i), '{}') INTO v_eager
+      FROM (SELECT u.s, u.i FROM unnest(v_ready) WITH ORDINALITY AS u(s, i)
+              JOIN tasker_workflow_steps s ON s.step_uuid = u.s
+              JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id
+             WHERE ns.namespace = ANY (p_namespaces)
+             ORDER BY u.i LIMIT greatest(p_eager_slots, 0)) AS x;
+
+    IF cardinality(v_eager) > 0 THEN
+      RETURN QUERY
+        WITH locked AS MATERIALIZED (
+          SELECT s.step_uuid, s.transitions, s.attempts + 1 AS attempt
+            FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (v_eager)
+           ORDER BY s.step_uuid FOR UPDATE
+        ), history AS (
+          INSERT INTO tasker_workflow_step_transitions (step_uuid, sort_key, from_state, to_state, metadata)
+          SELECT l.step_uuid, l.transitions + 1, 'pending', 'in_progress',
+                 jsonb_build_object('worker', p_worker, 'attempt', l.attempt, 'eager', true)
+            FROM locked l
+        ), claimed AS (
+          UPDATE tasker_workflow_steps s
+             SET status = 'in_progress', attempts = l.attempt, transitions = s.transitions + 1,
+                 started_at = clock_timestamp(), heartbeat_at = clock_timestamp(), updated_at = clock_timestamp()
+            FROM locked l WHERE s.step_uuid = l.step_uuid
+          RETURNING s.step_uuid, s.task_uuid, s.named_step_id, s.attempts, to_jsonb(s.*) AS step_row
+        )
+        SELECT 'claimed', c.step_uuid, c.task_uuid, NULL::text,
+               jsonb_build_object('namespace', ns.namespace, 'step_name', ns.name,
+                                  'handler_callable', ns.handler_callable, 'attempts', c.attempts,
+                                  'retryable', ns.retryable, 'max_attempts', ns.max_attempts,
+                                  'backoff_base_ms', ns.backoff_base_ms, 'max_backoff_ms', ns.max_backoff_ms,
+                                  'timeout_seconds', ns.timeout_seconds, 'task_row', to_jsonb(t.*),
+                                  'step_row', c.step_row, 'correlation_id', t.correlation_id)
+          FROM claimed c
+          JOIN tasker_named_steps ns ON ns.named_step_id = c.named_step_id
+          JOIN tasker_tasks t ON t.task_uuid = c.task_uuid
+         ORDER BY c.step_uuid;
+    END IF;
+
+    RETURN QUERY SELECT 'unsent', NULL::uuid, NULL::uuid, NULL::text,
+                        jsonb_build_object('queue', m.queue, 'message', m.message, 'delay_ms', m.delay_ms)
+                   FROM tasker_enqueue_steps(ARRAY(SELECT u.s FROM unnest(v_ready) AS u(s) WHERE u.s <> ALL (v_eager)),
+                                             p_send) AS m;
+  END IF;
+
+  -- 5. Tasks with nothing left. A task whose steps just moved (a dependent
+  -- made ready, a retry scheduled) cannot have ended.
+  SELECT coalesce(array_agg(DISTINCT s.task_uuid), '{}') INTO v_moving
+    FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (v_ready || v_retry);
+  RETURN QUERY SELECT 'finished', NULL::uuid, f.task_uuid, f.status,
+                      jsonb_build_object('namespace', t.namespace, 'correlation_id', t.correlation_id)
+                 FROM tasker_finalize_tasks(ARRAY(SELECT u.t FROM unnest(v_tasks) AS u(t) WHERE u.t <> ALL (v_moving))) AS f
+                 JOIN tasker_tasks t ON t.task_uuid = f.task_uuid;
+END $$;

@@ -1,0 +1,24 @@
+-- Marks a step done by hand with the given result, so its dependents can
+-- run, and resumes a task that stopped in error; the caller then advances
+-- the task in the same transaction. False when the step had finished.
+CREATE FUNCTION tasker_resolve_step_manually(p_step uuid, p_results jsonb, p_reason text)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+  v_task uuid;
+BEGIN
+  SELECT task_uuid INTO v_task FROM tasker_workflow_steps WHERE step_uuid = p_step;
+  IF v_task IS NULL THEN
+    RETURN false;
+  END IF;
+  PERFORM 1 FROM tasker_tasks WHERE task_uuid = v_task FOR NO KEY UPDATE;
+  IF tasker_transition_step(p_step, ARRAY['pending', 'enqueued', 'in_progress', 'waiting_for_retry', 'error'],
+                            'resolved_manually', jsonb_build_object('reason', p_reason)) IS NULL THEN
+    RETURN false;
+  END IF;
+  UPDATE tasker_workflow_steps
+     SET results = p_results, retry_at = NULL, completed_at = clock_timestamp()
+   WHERE step_uuid = p_step;
+  PERFORM tasker_transition_task(v_task, ARRAY['error'], 'in_progress',
+                                 jsonb_build_object('resolved_step', p_step));
+  RETURN true;
+END $$;

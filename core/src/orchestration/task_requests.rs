@@ -1,0 +1,84 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::client::{CreateTask, TaskerClient};
+use crate::context::Context;
+use crate::error::{ErrorKind, Result};
+use crate::messaging::{decode_or_dead_letter, MessageRouter, ReceivedMessage, Wakeups};
+
+/// How long a request that could not be served for a passing reason (the
+/// database is unreachable) waits before it is delivered again.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Creates the tasks asked for on `orchestration_task_requests`: each
+/// message is a [`CreateTask`] as JSON (`namespace`, `name`, `version`,
+/// `context`, and optionally `identity_key` or `derive_identity_key`, which
+/// make a redelivered request create one task). A request that can never
+/// succeed (malformed, an unknown template, a context its schema refuses)
+/// is logged with the reason and moved to the dead-letter store.
+pub(crate) struct TaskRequests {
+    client: TaskerClient,
+    wakeups: Wakeups,
+}
+
+impl TaskRequests {
+    pub(crate) async fn new(ctx: Arc<Context>) -> Result<Self> {
+        let wakeups = ctx.messaging().wakeups(&[MessageRouter::TASK_REQUESTS.to_owned()]).await?;
+        Ok(Self { client: TaskerClient::new(ctx), wakeups })
+    }
+
+    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
+        let ctx = self.client.context().clone();
+        let config = ctx.config();
+        let poll = Duration::from_millis(config.orchestration.poll_interval_ms);
+        let visibility = Duration::from_secs(u64::from(config.messaging.visibility_timeout_seconds));
+        while !*stop.borrow() {
+            let asked = config.orchestration.batch_size;
+            match ctx.messaging().receive(MessageRouter::TASK_REQUESTS, asked, visibility).await {
+                Ok(messages) if !messages.is_empty() => {
+                    let full = messages.len() >= usize::try_from(asked).unwrap_or(usize::MAX);
+                    for message in messages {
+                        self.serve(message).await;
+                    }
+                    if full || !self.wakeups.pushed() {
+                        continue;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reading task requests failed; retrying"),
+            }
+            tokio::select! {
+                () = self.wakeups.wait(poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    async fn serve(&self, message: ReceivedMessage) {
+        let messaging = self.client.context().messaging().clone();
+        let Some(request) = decode_or_dead_letter::<CreateTask>(messaging.as_ref(), &message).await else { return };
+        let template = format!("{}/{}@{}", request.namespace, request.name, request.version);
+        match self.client.create_task(&request).await {
+            Ok(task) => {
+                tracing::info!(task_uuid = %task.task_uuid, template, "created a task on request");
+                if let Err(e) = messaging.ack(&message.queue, message.receipt).await {
+                    // Delivered again: an identity key makes that harmless.
+                    tracing::warn!(error = %e, "acking a served task request failed");
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Validation | ErrorKind::Template) => {
+                tracing::error!(template, receipt = message.receipt, error = %e,
+                                "a task request that can never be served moved to the dead-letter store");
+                if let Err(e) = messaging.dead_letter(&message.queue, message.receipt).await {
+                    tracing::error!(error = %e, "dead-lettering a task request failed");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(template, error = %e, "creating a requested task failed; it is delivered again");
+                let _ = messaging.nack(&message.queue, message.receipt, RETRY_DELAY).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The data flow of one hop per step at most: workers advance their own
+//! tasks in their outcome transactions, so workflows and retries finish
+//! with no orchestrator running; a dependent in a namespace the finishing
+//! worker serves runs next on that worker with no queue hop, one in another
+//! namespace goes through that namespace's queue; and a worker that dies
+//! between claiming a dependent eagerly and running it loses nothing.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tasker_core::{CreateTask, StepFailure, TaskerClient, WorkerHandle};
+use uuid::Uuid;
+
+fn request(namespace: &str, name: &str, n: i64) -> CreateTask {
+    CreateTask::new(namespace, name, "1.0.0", json!({"n": n}))
+}
+
+/// Each step's (from, to, worker named in the claim) in order.
+async fn history(client: &TaskerClient, task: Uuid, step: &str) -> Vec<(String, String, Value)> {
+    let step_uuid = client.steps(task).await.unwrap().into_iter().find(|s| s.name == step).unwrap().step_uuid;
+    client
+        .step_transitions(task)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.step_uuid == step_uuid)
+        .map(|t| (t.from_state, t.to_state, t.metadata.get("worker").cloned().unwrap_or(Value::Null)))
+        .collect()
+}
+
+fn row(from: &str, to: &str, worker: Option<&str>) -> (String, String, Value) {
+    (from.to_owned(), to.to_owned(), worker.map_or(Value::Null, |w| json!(w)))
+}
+
+/// A worker running [`common::run_job`] until it stops.
+async fn worker(
+    ctx: &Arc<tasker_core::Context>,
+    namespaces: &[String],
+) -> (Arc<WorkerHandle>, tokio::task::JoinHandle<()>) {
+    let worker = Arc::new(WorkerHandle::start(ctx.clone(), namespaces, 4).await.unwrap());
+    let runner = tokio::spawn(common::run_square_worker(worker.clone(), TaskerClient::new(ctx.clone())));
+    (worker, runner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_and_retries_finish_with_no_orchestrator_running() {
+    let ns = common::unique_namespace("alone");
+    let ctx = common::context().await;
+    let tree = common::template(
+        &ns,
+        "tree",
+        "Squares",
+        &[("root", &[]), ("left", &["root"]), ("right", &["root"]), ("leaf", &["left", "right"])],
+    );
+    let mixed = common::template(
+        &ns,
+        "mixed",
+        "Sum",
+        &[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"]), ("e", &["c"])],
+    );
+    for t in [common::linear_template(&ns), common::diamond_template(&ns), tree, mixed] {
+        ctx.register_template(t).await.unwrap();
+    }
+    let client = TaskerClient::new(ctx.clone());
+    let (worker, runner) = worker(&ctx, std::slice::from_ref(&ns)).await;
+
+    let expected: [(&str, i64, Value); 4] = [
+        ("linear", 6, json!(2_821_109_907_456_i64)),
+        ("diamond", 6, json!(2_821_109_907_456_i64)),
+        ("tree", 2, json!(65536)),
+        ("mixed", 0, json!(5)),
+    ];
+    let mut tasks = Vec::new();
+    for (name, n, _) in &expected {
+        tasks.push(client.create_task(&request(&ns, name, *n)).await.unwrap().task_uuid);
+    }
+    for (task, (name, _, last)) in tasks.iter().zip(&expected) {
+        let done = client.wait_for_task(*task, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(done.status, "complete", "{name}");
+        let steps = client.steps(*task).await.unwrap();
+        assert!(steps.iter().all(|s| s.status == "complete" && s.attempts == 1), "{name}: {steps:?}");
+        let final_step = if *name == "mixed" { &steps[3] } else { steps.last().unwrap() };
+        assert_eq!(final_step.results.as_ref(), Some(last), "{name}");
+    }
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    runner.await.unwrap();
+
+    // A retryable failure schedules its own next attempt; a permanent one
+    // ends the task in error, naming the step.
+    let worker = WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 1).await.unwrap();
+    let task = client.create_task(&request(&ns, "linear", 6)).await.unwrap().task_uuid;
+    let busy = StepFailure {
+        error_class: "Busy".into(),
+        message: "try later".into(),
+        backtrace: vec![],
+        retryable: true,
+        retry_after_seconds: Some(0.2),
+    };
+    let first = worker.next_job(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert_eq!(worker.fail(first.step_uuid, busy).await.unwrap(), "waiting_for_retry");
+    let again = worker.next_job(Duration::from_secs(10)).await.unwrap().expect("retried with no orchestrator");
+    assert_eq!((again.step_name.as_str(), again.attempt), ("step_one", 2));
+    let fatal = StepFailure { retryable: false, error_class: "Fatal".into(), ..first_failure() };
+    assert_eq!(worker.fail(again.step_uuid, fatal).await.unwrap(), "error");
+    let done = client.wait_for_task(task, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(done.status, "error");
+    let last = client.task_transitions(task).await.unwrap().pop().unwrap();
+    assert_eq!(last.metadata, json!({"failed_steps": ["step_one"]}));
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+fn first_failure() -> StepFailure {
+    StepFailure {
+        error_class: String::new(),
+        message: "bad input".into(),
+        backtrace: vec![],
+        retryable: true,
+        retry_after_seconds: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependent_runs_eagerly_where_its_namespace_is_served_and_through_its_queue_where_not() {
+    let (near, far) = (common::unique_namespace("near"), common::unique_namespace("far"));
+    let ctx = common::context().await;
+    // step_two runs in the far namespace; the others in the near one.
+    let mut split = common::linear_template(&near);
+    split.steps[1].namespace = Some(far.clone());
+    ctx.register_template(split).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let (near_worker, near_runner) = worker(&ctx, std::slice::from_ref(&near)).await;
+    let (far_worker, far_runner) = worker(&ctx, std::slice::from_ref(&far)).await;
+
+    let task = client.create_task(&request(&near, "linear", 6)).await.unwrap().task_uuid;
+    let done = client.wait_for_task(task, Duration::from_secs(30)).await.unwrap();
+    common::assert_linear_six_completed_once(&client, &done).await;
+    let (n, f) = (Some(near_worker.id()), Some(far_worker.id()));
+    // Queued at creation, claimed from the near queue.
+    assert_eq!(
+        history(&client, task, "step_one").await,
+        [
+            row("", "pending", None),
+            row("pending", "enqueued", None),
+            row("enqueued", "in_progress", n),
+            row("in_progress", "complete", n)
+        ]
+    );
+    // Not the near worker's namespace: through the far queue.
+    assert_eq!(
+        history(&client, task, "step_two").await,
+        [
+            row("", "pending", None),
+            row("pending", "enqueued", None),
+            row("enqueued", "in_progress", f),
+            row("in_progress", "complete", f)
+        ]
+    );
+    // Back in the near namespace, which the far worker does not serve.
+    assert_eq!(
+        history(&client, task, "step_three").await,
+        [
+            row("", "pending", None),
+            row("pending", "enqueued", None),
+            row("enqueued", "in_progress", n),
+            row("in_progress", "complete", n)
+        ]
+    );
+    // Finished by the near worker, which runs its dependent eagerly.
+    assert_eq!(
+        history(&client, task, "step_four").await,
+        [row("", "pending", None), row("pending", "in_progress", n), row("in_progress", "complete", n)]
+    );
+    near_worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    far_worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    near_runner.await.unwrap();
+    far_runner.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_dies_after_claiming_a_dependent_eagerly_loses_nothing() {
+    let ns = common::unique_namespace("eagerdead");
+    let overrides =
+        json!({"messaging": {"visibility_timeout_seconds": 1}, "orchestration": {"sweep_interval_ms": 200}});
+    let ctx = common::context_with(overrides.clone()).await;
+    ctx.register_template(common::linear_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let task = client.create_task(&request(&ns, "linear", 6)).await.unwrap().task_uuid;
+
+    // A worker in its own runtime runs step_one, whose outcome claims
+    // step_two for it; then the runtime is torn down without cleanup: the
+    // process died before running step_two.
+    let doomed_ns = ns.clone();
+    let eager = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let ctx = common::context_with(overrides).await;
+            let client = TaskerClient::new(ctx.clone());
+            let doomed = WorkerHandle::start(ctx, &[doomed_ns], 1).await.unwrap();
+            let first = doomed.next_job(Duration::from_secs(10)).await.unwrap().expect("step_one");
+            common::run_job(&doomed, &client, first).await;
+            let eager = doomed.next_job(Duration::from_secs(10)).await.unwrap().expect("step_two, claimed eagerly");
+            std::mem::forget(doomed);
+            eager
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!((eager.step_name.as_str(), eager.attempt), ("step_two", 1));
+
+    // The orchestrator's sweep finds the claim with no heartbeat and sends
+    // the step again; a live worker runs it once more.
+    let run = common::start(ctx, &ns, 2).await;
+    let done = run.client.wait_for_task(task, Duration::from_secs(30)).await.unwrap();
+    common::assert_linear_six_completed_once(&run.client, &done).await;
+    let steps = run.client.steps(task).await.unwrap();
+    assert_eq!(steps.iter().map(|s| s.attempts).collect::<Vec<_>>(), [1, 2, 1, 1]);
+    let step_two: Vec<(String, String)> =
+        history(&run.client, task, "step_two").await.into_iter().map(|(a, b, _)| (a, b)).collect();
+    let pairs: Vec<(&str, &str)> = step_two.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(
+        pairs,
+        [
+            ("", "pending"),
+            ("pending", "in_progress"),
+            ("in_progress", "enqueued"),
+            ("enqueued", "in_progress"),
+            ("in_progress", "complete")
+        ]
+    );
+    run.stop().await;
+}
