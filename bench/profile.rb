@@ -50,24 +50,24 @@ module Bench
     # ---- phase 1 -------------------------------------------------------------
 
     # [name, from state offset, to state offset] for each step p; offsets
-    # are [step position delta, state].
+    # are [step position delta, state]. Step 1 comes through the queue;
+    # each later one is claimed eagerly by the outcome of the one before.
     STEP_HOPS = [
-      ["enqueued -> claimed (commit, NOTIFY, worker read, claim)", [0, "enqueued"], [0, "in_progress"]],
-      ["claimed -> complete recorded (hand-off to Ruby, AR loads, handler, record)", [0, "in_progress"],
-       [0, "complete"]],
-      ["complete -> next enqueued (commit, result message, orchestrator read, lock, enqueue)", [0, "complete"],
-       [1, "enqueued"]]
+      ["claimed -> complete recorded (hand-off to Ruby, AR models, handler, outcome statement)",
+       [0, "in_progress"], [0, "complete"]],
+      ["complete -> next claimed eagerly (same statement)", [0, "complete"], [1, "in_progress"]]
     ].freeze
 
     HOPS = [
       ["driver: create_task call until the task row's transaction began", :t0, :created],
       ["creation: task row until step 1 enqueued (same transaction)", :created, [0, "enqueued"]],
+      ["step 1 enqueued -> claimed (commit, NOTIFY, worker read, claim)", [0, "enqueued"], [0, "in_progress"]],
       *(0..3).flat_map do |p|
         STEP_HOPS.filter_map do |name, (df, sf), (dt, st)|
-          [name, [p + df, sf], [p + dt, st]] if p + dt <= 3
+          ["step #{p + 1}: #{name}", [p + df, sf], [p + dt, st]] if p + dt <= 3
         end
       end,
-      ["last step complete -> task complete (orchestrator read, lock, finalize)", [3, "complete"], :finished],
+      ["last step complete -> task complete (same statement)", [3, "complete"], :finished],
       ["task complete -> the driver's wait returns (commit, NOTIFY, reload)", :finished, :t1],
       ["total, as the driver saw it", :t0, :t1]
     ].freeze

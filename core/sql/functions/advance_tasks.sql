@@ -33,8 +33,7 @@ BEGIN
 
   SELECT coalesce(array_agg(s.step_uuid ORDER BY s.task_uuid, s.position), '{}') INTO v_ready
     FROM tasker_workflow_steps s
-    JOIN tasker_tasks t ON t.task_uuid = s.task_uuid AND t.status = 'in_progress'
-   WHERE s.task_uuid = ANY (v_tasks)
+   WHERE s.task_uuid = ANY (ARRAY(SELECT b.t FROM unnest(v_tasks, v_before) AS b(t, st) WHERE b.st = 'in_progress'))
      AND ((s.status = 'pending'
            AND NOT EXISTS (
              SELECT 1

@@ -14,8 +14,9 @@ DECLARE
   v_failed text[];
 BEGIN
   FOR v_task IN
-    SELECT t.task_uuid FROM tasker_tasks t
-     WHERE t.task_uuid = ANY (p_tasks) AND t.status = 'in_progress' ORDER BY t.task_uuid
+    -- By primary key first (see tasker_record_outcomes), then by status.
+    WITH tasks AS MATERIALIZED (SELECT t.task_uuid, t.status FROM tasker_tasks t WHERE t.task_uuid = ANY (p_tasks))
+    SELECT t.task_uuid FROM tasks t WHERE t.status = 'in_progress' ORDER BY t.task_uuid
   LOOP
     CONTINUE WHEN EXISTS (SELECT 1 FROM tasker_workflow_steps s
                            WHERE s.task_uuid = v_task AND s.status IN ('enqueued', 'in_progress', 'waiting_for_retry'));

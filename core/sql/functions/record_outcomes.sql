@@ -34,6 +34,7 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
   v_tasks uuid[];
+  v_live uuid[];
   v_states text[];
   v_done uuid[];
   v_retry uuid[];
@@ -49,11 +50,19 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
 
-  -- 1. The tasks' rows.
-  SELECT coalesce(array_agg(t.task_uuid ORDER BY t.task_uuid), '{}') INTO v_tasks
-    FROM (SELECT t.task_uuid FROM tasker_tasks t
-           WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (p_steps))
-           ORDER BY t.task_uuid FOR NO KEY UPDATE) AS t;
+  -- 1. The tasks' rows. Every row here and below is found by primary key
+  -- in a MATERIALIZED step before any status is tested: a status condition
+  -- that reaches a scan lets the planner walk a status index over every
+  -- task or step in flight.
+  WITH locked AS MATERIALIZED (
+    SELECT t.task_uuid, t.status FROM tasker_tasks t
+     WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (p_steps))
+     ORDER BY t.task_uuid FOR NO KEY UPDATE
+  )
+  SELECT coalesce(array_agg(l.task_uuid ORDER BY l.task_uuid), '{}'),
+         coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress'), '{}')
+    INTO v_tasks, v_live
+    FROM locked l;
 
   -- 2. The outcomes, fenced by attempt.
   WITH input AS (
@@ -120,14 +129,18 @@ BEGIN
   -- 4. Dependents that became ready: every dependency complete or resolved
   -- manually, and the task still in progress.
   IF cardinality(v_done) > 0 THEN
-    SELECT coalesce(array_agg(c.step_uuid ORDER BY c.task_uuid, c.position), '{}') INTO v_ready
-      FROM tasker_workflow_steps c
-      JOIN tasker_tasks t ON t.task_uuid = c.task_uuid
-     WHERE c.step_uuid IN (SELECT e.to_step_uuid FROM tasker_workflow_step_edges e WHERE e.from_step_uuid = ANY (v_done))
-       AND c.status = 'pending' AND t.status = 'in_progress'
+    WITH dependents AS MATERIALIZED (
+      SELECT c.step_uuid, c.task_uuid, c.position, c.status
+        FROM tasker_workflow_steps c
+       WHERE c.step_uuid IN (SELECT e.to_step_uuid FROM tasker_workflow_step_edges e
+                              WHERE e.from_step_uuid = ANY (v_done))
+    )
+    SELECT coalesce(array_agg(d.step_uuid ORDER BY d.task_uuid, d.position), '{}') INTO v_ready
+      FROM dependents d
+     WHERE d.status = 'pending' AND d.task_uuid = ANY (v_live)
        AND NOT EXISTS (SELECT 1 FROM tasker_workflow_step_edges e
                          JOIN tasker_workflow_steps p ON p.step_uuid = e.from_step_uuid
-                        WHERE e.to_step_uuid = c.step_uuid AND p.status NOT IN ('complete', 'resolved_manually'));
+                        WHERE e.to_step_uuid = d.step_uuid AND p.status NOT IN ('complete', 'resolved_manually'));
 
     SELECT coalesce(array_agg(x.s ORDER BY x.i), '{}') INTO v_eager
       FROM (SELECT u.s, u.i FROM unnest(v_ready) WITH ORDINALITY AS u(s, i)
@@ -179,6 +192,6 @@ BEGIN
     FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (v_ready || v_retry);
   RETURN QUERY SELECT 'finished', NULL::uuid, f.task_uuid, f.status,
                       jsonb_build_object('namespace', t.namespace, 'correlation_id', t.correlation_id)
-                 FROM tasker_finalize_tasks(ARRAY(SELECT u.t FROM unnest(v_tasks) AS u(t) WHERE u.t <> ALL (v_moving))) AS f
+                 FROM tasker_finalize_tasks(ARRAY(SELECT u.t FROM unnest(v_live) AS u(t) WHERE u.t <> ALL (v_moving))) AS f
                  JOIN tasker_tasks t ON t.task_uuid = f.task_uuid;
 END $$;
