@@ -7,51 +7,19 @@
 -- migration file beside this one, and migrations are never edited again.
 
 -- ---- states and the transitions between them -------------------------------
--- Allowed transitions live in tables so the database refuses an invalid one
--- even when a caller bypasses the engine's functions.
-
-CREATE TABLE tasker_task_states (state text PRIMARY KEY);
-INSERT INTO tasker_task_states (state) VALUES
-  ('pending'), ('in_progress'), ('complete'), ('error'), ('cancelled');
-
-CREATE TABLE tasker_step_states (state text PRIMARY KEY);
-INSERT INTO tasker_step_states (state) VALUES
-  ('pending'), ('enqueued'), ('in_progress'), ('complete'), ('error'),
-  ('waiting_for_retry'), ('cancelled'), ('resolved_manually');
-
--- from_state '' stands for "no previous state" (the initial transition).
-CREATE TABLE tasker_task_allowed_transitions (
-  from_state text NOT NULL,
-  to_state   text NOT NULL REFERENCES tasker_task_states (state),
-  PRIMARY KEY (from_state, to_state)
-);
-INSERT INTO tasker_task_allowed_transitions (from_state, to_state) VALUES
-  ('', 'pending'),
-  ('pending', 'in_progress'), ('pending', 'cancelled'),
-  ('in_progress', 'complete'), ('in_progress', 'error'), ('in_progress', 'cancelled'),
-  ('error', 'in_progress'), ('error', 'cancelled');
-
--- A step is claimed from 'enqueued' (its message was read), straight from
+-- The allowed states and transitions are CHECK constraints on the rows and
+-- the history (below), so the database refuses an invalid one even when a
+-- caller bypasses the engine's functions. They are checks rather than
+-- foreign keys to lookup tables: a foreign key check locks the one lookup
+-- row every concurrent transaction shares (FOR KEY SHARE), which costs a
+-- WAL record and, under load, a MultiXact per state change.
+--
+-- from_state '' stands for "no previous state" (the initial transition). A
+-- step is claimed from 'enqueued' (its message was read), straight from
 -- 'pending' (eager dispatch: the worker that finished its last dependency
 -- runs it next) and from 'waiting_for_retry' (its delayed message came
 -- due). Self-transitions keep a step's state and record something that
 -- arrived late (an outcome of an attempt that was taken over).
-CREATE TABLE tasker_step_allowed_transitions (
-  from_state text NOT NULL,
-  to_state   text NOT NULL REFERENCES tasker_step_states (state),
-  PRIMARY KEY (from_state, to_state)
-);
-INSERT INTO tasker_step_allowed_transitions (from_state, to_state) VALUES
-  ('', 'pending'),
-  ('pending', 'enqueued'), ('pending', 'in_progress'), ('pending', 'cancelled'), ('pending', 'resolved_manually'),
-  ('enqueued', 'in_progress'), ('enqueued', 'cancelled'), ('enqueued', 'resolved_manually'),
-  ('in_progress', 'complete'), ('in_progress', 'error'), ('in_progress', 'waiting_for_retry'),
-  ('in_progress', 'enqueued'), ('in_progress', 'cancelled'), ('in_progress', 'resolved_manually'),
-  ('waiting_for_retry', 'in_progress'), ('waiting_for_retry', 'enqueued'), ('waiting_for_retry', 'cancelled'),
-  ('waiting_for_retry', 'resolved_manually'),
-  ('error', 'pending'), ('error', 'resolved_manually'), ('error', 'cancelled');
-INSERT INTO tasker_step_allowed_transitions (from_state, to_state)
-SELECT state, state FROM tasker_step_states;
 
 -- ---- catalogue ----------------------------------------------------------------
 
@@ -106,7 +74,8 @@ CREATE TABLE tasker_tasks (
   name           text NOT NULL,
   version        text NOT NULL,
   context        jsonb NOT NULL DEFAULT '{}',
-  status         text NOT NULL DEFAULT 'pending' REFERENCES tasker_task_states (state),
+  status         text NOT NULL DEFAULT 'pending'
+                 CHECK (status IN ('pending', 'in_progress', 'complete', 'error', 'cancelled')),
   transitions    integer NOT NULL DEFAULT 0,
   identity_key   text UNIQUE,
   correlation_id uuid NOT NULL,
@@ -125,7 +94,9 @@ CREATE TABLE tasker_workflow_steps (
   named_step_id bigint NOT NULL REFERENCES tasker_named_steps (named_step_id),
   name          text NOT NULL,
   position      integer NOT NULL,
-  status        text NOT NULL DEFAULT 'pending' REFERENCES tasker_step_states (state),
+  status        text NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'enqueued', 'in_progress', 'complete', 'error', 'waiting_for_retry',
+                                  'cancelled', 'resolved_manually')),
   transitions   integer NOT NULL DEFAULT 0,
   attempts      integer NOT NULL DEFAULT 0,
   max_attempts  integer NOT NULL,
@@ -164,7 +135,11 @@ CREATE TABLE tasker_task_transitions (
   metadata    jsonb NOT NULL DEFAULT '{}',
   created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
   PRIMARY KEY (task_uuid, sort_key),
-  FOREIGN KEY (from_state, to_state) REFERENCES tasker_task_allowed_transitions (from_state, to_state)
+  CONSTRAINT tasker_task_transitions_allowed CHECK ((from_state, to_state) IN (
+    ('', 'pending'),
+    ('pending', 'in_progress'), ('pending', 'cancelled'),
+    ('in_progress', 'complete'), ('in_progress', 'error'), ('in_progress', 'cancelled'),
+    ('error', 'in_progress'), ('error', 'cancelled')))
 );
 
 CREATE TABLE tasker_workflow_step_transitions (
@@ -175,5 +150,14 @@ CREATE TABLE tasker_workflow_step_transitions (
   metadata    jsonb NOT NULL DEFAULT '{}',
   created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
   PRIMARY KEY (step_uuid, sort_key),
-  FOREIGN KEY (from_state, to_state) REFERENCES tasker_step_allowed_transitions (from_state, to_state)
+  CONSTRAINT tasker_workflow_step_transitions_allowed CHECK (
+    (from_state = to_state AND to_state <> '') OR (from_state, to_state) IN (
+      ('', 'pending'),
+      ('pending', 'enqueued'), ('pending', 'in_progress'), ('pending', 'cancelled'), ('pending', 'resolved_manually'),
+      ('enqueued', 'in_progress'), ('enqueued', 'cancelled'), ('enqueued', 'resolved_manually'),
+      ('in_progress', 'complete'), ('in_progress', 'error'), ('in_progress', 'waiting_for_retry'),
+      ('in_progress', 'enqueued'), ('in_progress', 'cancelled'), ('in_progress', 'resolved_manually'),
+      ('waiting_for_retry', 'in_progress'), ('waiting_for_retry', 'enqueued'), ('waiting_for_retry', 'cancelled'),
+      ('waiting_for_retry', 'resolved_manually'),
+      ('error', 'pending'), ('error', 'resolved_manually'), ('error', 'cancelled')))
 );

@@ -378,34 +378,60 @@ async fn contexts_are_validated_and_identity_can_be_derived() {
     assert!(first.identity_key.unwrap().starts_with("sha256:"));
 }
 
-#[tokio::test]
-async fn the_database_allows_exactly_the_transitions_the_state_machines_allow() {
-    let ctx = common::context().await;
-    let step_rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT from_state, to_state FROM tasker_step_allowed_transitions WHERE from_state <> ''")
-            .fetch_all(ctx.pool())
-            .await
-            .unwrap();
-    let mut from_db: Vec<(String, String)> = step_rows;
-    from_db.sort();
-    let mut from_code: Vec<(String, String)> = Vec::new();
-    for a in StepState::ALL {
-        for b in StepState::ALL {
-            if a.can_transition_to(*b) {
-                from_code.push((a.to_string(), b.to_string()));
+/// Every (from, to) pair the database's CHECK constraints accept on the
+/// history rows of `table` for the row `key`, tried one by one inside a
+/// transaction that is rolled back.
+async fn accepted_pairs(
+    ctx: &tasker_core::Context,
+    table: &str,
+    key: uuid::Uuid,
+    states: &[&str],
+) -> Vec<(String, String)> {
+    let column = if table == "tasker_task_transitions" { "task_uuid" } else { "step_uuid" };
+    let mut accepted = Vec::new();
+    let mut tx = ctx.pool().begin().await.unwrap();
+    for (i, from) in std::iter::once("").chain(states.iter().copied()).enumerate() {
+        for (j, to) in states.iter().enumerate() {
+            sqlx::query("SAVEPOINT probe").execute(&mut *tx).await.unwrap();
+            let sql = format!("INSERT INTO {table} ({column}, sort_key, from_state, to_state) VALUES ($1, $2, $3, $4)");
+            let sort_key = i32::try_from(1000 + i * 100 + j).unwrap();
+            match sqlx::query(&sql).bind(key).bind(sort_key).bind(from).bind(*to).execute(&mut *tx).await {
+                Ok(_) => accepted.push((from.to_owned(), (*to).to_owned())),
+                Err(e) => {
+                    assert!(e.to_string().contains(&format!("{table}_allowed")), "{e}");
+                    sqlx::query("ROLLBACK TO SAVEPOINT probe").execute(&mut *tx).await.unwrap();
+                }
             }
         }
     }
-    from_code.sort();
-    assert_eq!(from_db, from_code);
+    tx.rollback().await.unwrap();
+    accepted.sort();
+    accepted
+}
 
-    let mut task_db: Vec<(String, String)> =
-        sqlx::query_as("SELECT from_state, to_state FROM tasker_task_allowed_transitions WHERE from_state <> ''")
-            .fetch_all(ctx.pool())
-            .await
-            .unwrap();
-    task_db.sort();
-    let mut task_code: Vec<(String, String)> = Vec::new();
+#[tokio::test]
+async fn the_database_allows_exactly_the_transitions_the_state_machines_allow() {
+    let ctx = common::context().await;
+    let ns = common::unique_namespace("refuse");
+    ctx.register_template(common::linear_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let task = client.create_task(&request(&ns, "linear", 6)).await.unwrap();
+    let step = client.steps(task.task_uuid).await.unwrap()[0].step_uuid;
+
+    let step_states: Vec<&str> = StepState::ALL.iter().map(|s| s.as_str()).collect();
+    let mut step_code = vec![(String::new(), "pending".to_owned())];
+    for a in StepState::ALL {
+        for b in StepState::ALL {
+            if a.can_transition_to(*b) {
+                step_code.push((a.to_string(), b.to_string()));
+            }
+        }
+    }
+    step_code.sort();
+    assert_eq!(accepted_pairs(&ctx, "tasker_workflow_step_transitions", step, &step_states).await, step_code);
+
+    let task_states: Vec<&str> = TaskState::ALL.iter().map(|s| s.as_str()).collect();
+    let mut task_code = vec![(String::new(), "pending".to_owned())];
     for a in TaskState::ALL {
         for b in TaskState::ALL {
             if a.can_transition_to(*b) {
@@ -414,21 +440,15 @@ async fn the_database_allows_exactly_the_transitions_the_state_machines_allow() 
         }
     }
     task_code.sort();
-    assert_eq!(task_db, task_code);
+    assert_eq!(accepted_pairs(&ctx, "tasker_task_transitions", task.task_uuid, &task_states).await, task_code);
 
-    // And the database refuses anything else, whoever writes it.
-    let ns = common::unique_namespace("refuse");
-    ctx.register_template(common::linear_template(&ns)).await.unwrap();
-    let task = TaskerClient::new(ctx.clone()).create_task(&request(&ns, "linear", 6)).await.unwrap();
-    let refused = sqlx::query(
-        "INSERT INTO tasker_task_transitions (task_uuid, from_state, to_state, sort_key) \
-         VALUES ($1, 'complete', 'pending', 99)",
-    )
-    .bind(task.task_uuid)
-    .execute(ctx.pool())
-    .await
-    .unwrap_err();
-    assert!(refused.to_string().contains("tasker_task_transitions_from_state_to_state_fkey"), "{refused}");
+    // A state that does not exist is refused on the rows too.
+    let refused = sqlx::query("UPDATE tasker_workflow_steps SET status = 'done' WHERE step_uuid = $1")
+        .bind(step)
+        .execute(ctx.pool())
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("tasker_workflow_steps_status_check"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
-//! Task and step state machines. The same transitions are seeded in the
-//! database (`tasker_*_allowed_transitions`), which refuses any other; a
-//! test checks the two lists agree.
+//! Task and step state machines. The same transitions are CHECK
+//! constraints on the database's history tables, which refuse any other; a
+//! test checks the two agree.
 
 use std::fmt;
 use std::str::FromStr;
