@@ -148,8 +148,14 @@ module TaskerCore
         private
 
         def step_window_rows(sql)
-          first = TransitionWindow.new("tasker_workflow_step_transitions").first_id_since(@since)
+          first = first_step_transition_id
           first ? rows(sql, first, @since.to_f, *namespace_bind) : []
+        end
+
+        def first_step_transition_id
+          return @first_step_transition_id if defined?(@first_step_transition_id)
+
+          @first_step_transition_id = TransitionWindow.new("tasker_workflow_step_transitions").first_id_since(@since)
         end
 
         # Every query aliases tasker_tasks as t.
