@@ -35,8 +35,8 @@ RSpec.describe "TaskerCore::Web overview", :web do
       depth = TaskerCore.message_service.stats("webui_queue")[:depth]
       expect(depth).to be <= 1
       row = html[%r{<tr data-queue="webui_queue">.*?</tr>}m].gsub(/\s+/, " ")
-      expect(row).to start_with(%(<tr data-queue="webui_queue"> <td>webui_queue</td> ) +
-                                %(<td class="num depth">#{depth}</td> <td class="num">0</td>))
+      expect(row).to start_with('<tr data-queue="webui_queue"> <td>webui_queue</td> ' \
+                                "<td class=\"num depth\">#{depth}</td> <td class=\"num\">0</td>")
       expect(html).not_to include('data-queue="webdlq_queue"')
 
       expect(html.scan(/<div class="worker" data-worker="([^"]+)">/).flatten).to eq([worker])
