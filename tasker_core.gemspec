@@ -13,7 +13,8 @@ Gem::Specification.new do |spec|
   spec.authors = ["tasker_core contributors"]
   spec.required_ruby_version = ">= 3.1"
 
-  spec.files = Dir["lib/**/*.{rb,rake,tt,erb,css,js}", "bin/tasker-web", "ext/**/*.{rb,rs,toml}", "core/**/*.{rs,sql,toml}", "Cargo.{toml,lock}",
+  spec.files = Dir["lib/**/*.{rb,rake,tt,erb,css,js}", "bin/tasker-web",
+                   "ext/**/*.{rb,rs,toml}", "core/**/*.{rs,sql,toml}", "Cargo.{toml,lock}",
                    "README.md", "CHANGELOG.md"]
   spec.require_paths = ["lib"]
   spec.bindir = "bin"
