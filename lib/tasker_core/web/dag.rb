@@ -53,7 +53,7 @@ module TaskerCore
       # over (a cycle, which templates refuse) go after the deepest layer.
       def assign_layers
         layer, waiting = longest_paths
-        deepest = layer.values.max || 0
+        deepest = @nodes.reject { |n| waiting[n.id].positive? }.map { |n| layer[n.id] }.max || 0
         @nodes.each { |n| n.layer = waiting[n.id].positive? ? deepest + 1 : layer[n.id] }
       end
 

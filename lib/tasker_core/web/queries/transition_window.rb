@@ -24,7 +24,8 @@ module TaskerCore
           @table = table
         end
 
-        # nil when nothing was written since `since`.
+        # An id such that the rows at or after it are those written since
+        # `since` (give or take the slack); nil when there are none.
         def first_id_since(since)
           bound = since - SLACK_SECONDS
           low = value("SELECT min(id) FROM #{@table}")
@@ -33,9 +34,13 @@ module TaskerCore
 
           low = low.to_i
           high = high.to_i
+          # Invariant: the first row at or after `high` is recent; every row
+          # before `low` is not. Ids have gaps (rolled-back inserts, deleted
+          # tasks), so a probe lands on the next row that exists.
           while low < high
-            id, recent = probe((low + high) / 2, bound)
-            recent ? high = id : low = id + 1
+            middle = (low + high) / 2
+            id, recent = probe(middle, bound)
+            recent ? high = middle : low = id + 1
           end
           low
         end
