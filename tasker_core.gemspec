@@ -13,14 +13,23 @@ Gem::Specification.new do |spec|
   spec.authors = ["tasker_core contributors"]
   spec.required_ruby_version = ">= 3.1"
 
-  spec.files = Dir["lib/**/*.{rb,rake,tt}", "ext/**/*.{rb,rs,toml}", "core/**/*.{rs,sql,toml}", "Cargo.{toml,lock}",
+  spec.files = Dir["lib/**/*.{rb,rake,tt,erb,css,js}", "bin/tasker-web",
+                   "ext/**/*.{rb,rs,toml}", "core/**/*.{rs,sql,toml}", "Cargo.{toml,lock}",
                    "README.md", "CHANGELOG.md"]
   spec.require_paths = ["lib"]
+  spec.bindir = "bin"
+  spec.executables = ["tasker-web"]
   spec.extensions = ["ext/tasker_core/extconf.rb"]
 
   spec.add_dependency "activerecord", ">= 6.1"
+  spec.add_dependency "erubi", ">= 1.9"
   spec.add_dependency "pg", ">= 1.2"
+  spec.add_dependency "rack", ">= 2.2"
 
+  spec.add_development_dependency "capybara", ">= 3.36"
+  spec.add_development_dependency "puma", ">= 5.6"
+  spec.add_development_dependency "rack-test", ">= 2.0"
   spec.add_development_dependency "rake", ">= 13"
   spec.add_development_dependency "rspec", ">= 3.10"
+  spec.add_development_dependency "selenium-webdriver", ">= 4.4"
 end

@@ -23,6 +23,7 @@ module Bench
     "sidekiq_chain" => ["sidekiq_chain.rb", {}],
     "tasker_pgmq_latency" => ["tasker_latency.rb", {}],
     "tasker_fanout" => ["tasker_fanout.rb", {}],
+    "web_dashboard" => ["web_dashboard.rb", {}],
     "tasker_rabbitmq_throughput" => ["tasker_throughput.rb",
                                      { "PROVIDER" => "rabbitmq", "BENCH_TASKS" => "1000",
                                        "BENCH_TOTAL_STEPS" => "12000" }],

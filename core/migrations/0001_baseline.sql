@@ -161,3 +161,7 @@ CREATE TABLE tasker_workflow_step_transitions (
       ('waiting_for_retry', 'resolved_manually'),
       ('error', 'pending'), ('error', 'resolved_manually'), ('error', 'cancelled')))
 );
+-- The dashboard's "last hour" reads the newest history: a BRIN index on an
+-- append-only table is a few pages and costs an insert next to nothing.
+CREATE INDEX tasker_workflow_step_transitions_created_idx ON tasker_workflow_step_transitions
+  USING brin (created_at) WITH (autosummarize = on);

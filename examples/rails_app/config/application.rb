@@ -5,7 +5,9 @@ require_relative "boot"
 require "rails"
 require "active_model/railtie"
 require "active_record/railtie"
+require "action_controller/railtie" # routes, to mount the dashboard (config/routes.rb)
 require "tasker_core"
+require "tasker_core/web"
 
 module Shop
   # A small shop: orders of products, fulfilled by a tasker_core workflow

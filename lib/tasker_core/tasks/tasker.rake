@@ -6,6 +6,7 @@
 #   rake tasker:worker NAMESPACES=fulfillment,billing CONCURRENCY=8
 #   rake tasker:orchestrator
 #   rake tasker:status
+#   rake tasker:web          # the dashboard (TaskerCore::Web) on 127.0.0.1:9292
 # NAMESPACES and CONCURRENCY default to worker.namespaces and
 # worker.concurrency of the configuration (config/tasker.yml in Rails).
 
@@ -45,5 +46,12 @@ namespace :tasker do
     keys = TaskerCore.register_templates!
     puts "tasker_core schema is current in #{TaskerCore.client.config['database_url']}; " \
          "#{keys.size} template(s) registered"
+  end
+
+  desc "Serve the dashboard (TASKER_WEB_HOST=127.0.0.1, TASKER_WEB_PORT=9292; other hosts need " \
+       "TASKER_WEB_USER and TASKER_WEB_PASSWORD; TASKER_WEB_READ_ONLY=1)"
+  task web: :boot do
+    require "tasker_core/web/server"
+    TaskerCore::Web::Server.from_env.run
   end
 end
