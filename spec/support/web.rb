@@ -84,6 +84,7 @@ module WebSpecHelpers
   # message, and waits until the dead-letter store holds it.
   def dead_letter(queue, payload)
     service = TaskerCore.message_service
+    before = service.stats("#{queue}.dlq")[:depth] unless SPEC_PROVIDER == :pgmq
     service.send_message(queue, payload)
     message = eventually(what: "the message on #{queue}") do
       service.receive(queue, max: 1, visibility_timeout: 30).first
@@ -91,7 +92,7 @@ module WebSpecHelpers
     service.dead_letter(queue, message.receipt)
     return if SPEC_PROVIDER == :pgmq
 
-    eventually(what: "the message in #{queue}.dlq") { service.stats("#{queue}.dlq")[:depth] == 1 }
+    eventually(what: "the message in #{queue}.dlq") { service.stats("#{queue}.dlq")[:depth] == before + 1 }
   end
 
   def archived_count(queue)

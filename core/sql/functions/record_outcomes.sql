@@ -40,9 +40,9 @@ DECLARE
   v_retry uuid[];
   v_retry_delays bigint[];
   v_late uuid[];
-  v_ready uuid[];
-  v_eager uuid[];
-  v_moving uuid[];
+  v_ready uuid[] := '{}';
+  v_eager uuid[] := '{}';
+  v_moving uuid[] := '{}';
   r record;
 BEGIN
   IF cardinality(p_steps) <> (SELECT count(DISTINCT u.s) FROM unnest(p_steps) AS u(s)) THEN
@@ -106,25 +106,34 @@ BEGIN
 
   RETURN QUERY SELECT 'outcome', u.s, NULL::uuid, u.st, NULL::jsonb FROM unnest(p_steps, v_states) AS u(s, st);
 
-  FOR r IN SELECT * FROM unnest(p_steps, p_attempts, p_completed, p_payloads, p_meta) AS u(s, a, ok, payload, meta)
-            WHERE u.s = ANY (v_late) LOOP
-    PERFORM tasker_record_late_result(r.s,
-      CASE WHEN r.ok THEN r.payload ELSE jsonb_build_object('error', r.payload) END,
-      coalesce(r.meta, '{}') || jsonb_build_object('attempt', r.a));
-  END LOOP;
+  -- (Each later step is skipped when it has nothing to do: on the hot path
+  -- most of them have nothing, and a statement or a function call costs
+  -- its executor start-up even so.)
+  IF cardinality(v_late) > 0 THEN
+    FOR r IN SELECT * FROM unnest(p_steps, p_attempts, p_completed, p_payloads, p_meta) AS u(s, a, ok, payload, meta)
+              WHERE u.s = ANY (v_late) LOOP
+      PERFORM tasker_record_late_result(r.s,
+        CASE WHEN r.ok THEN r.payload ELSE jsonb_build_object('error', r.payload) END,
+        coalesce(r.meta, '{}') || jsonb_build_object('attempt', r.a));
+    END LOOP;
+  END IF;
 
   -- Retries: the delayed message is the schedule.
-  RETURN QUERY SELECT 'unsent', NULL::uuid, NULL::uuid, NULL::text,
-                      jsonb_build_object('queue', m.queue, 'message', m.message, 'delay_ms', m.delay_ms)
-                 FROM tasker_dispatch_messages(v_retry, v_retry_delays, p_send) AS m;
+  IF cardinality(v_retry) > 0 THEN
+    RETURN QUERY SELECT 'unsent', NULL::uuid, NULL::uuid, NULL::text,
+                        jsonb_build_object('queue', m.queue, 'message', m.message, 'delay_ms', m.delay_ms)
+                   FROM tasker_dispatch_messages(v_retry, v_retry_delays, p_send) AS m;
+  END IF;
 
   -- 3. Acks.
-  FOR r IN SELECT a.q, array_agg(a.receipt) AS receipts
-             FROM unnest(p_steps, p_ack_queues, p_ack_receipts) AS a(s, q, receipt)
-            WHERE a.q IS NOT NULL AND a.s <> ALL (v_late)
-            GROUP BY a.q ORDER BY a.q LOOP
-    EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id = ANY ($1)', 'q_' || r.q) USING r.receipts;
-  END LOOP;
+  IF cardinality(array_remove(p_ack_queues, NULL)) > 0 THEN
+    FOR r IN SELECT a.q, array_agg(a.receipt) AS receipts
+               FROM unnest(p_steps, p_ack_queues, p_ack_receipts) AS a(s, q, receipt)
+              WHERE a.q IS NOT NULL AND a.s <> ALL (v_late)
+              GROUP BY a.q ORDER BY a.q LOOP
+      EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id = ANY ($1)', 'q_' || r.q) USING r.receipts;
+    END LOOP;
+  END IF;
 
   -- 4. Dependents that became ready: every dependency complete or resolved
   -- manually, and the task still in progress.
@@ -180,16 +189,23 @@ BEGIN
          ORDER BY c.step_uuid;
     END IF;
 
-    RETURN QUERY SELECT 'unsent', NULL::uuid, NULL::uuid, NULL::text,
-                        jsonb_build_object('queue', m.queue, 'message', m.message, 'delay_ms', m.delay_ms)
-                   FROM tasker_enqueue_steps(ARRAY(SELECT u.s FROM unnest(v_ready) AS u(s) WHERE u.s <> ALL (v_eager)),
-                                             p_send) AS m;
+    IF cardinality(v_ready) > cardinality(v_eager) THEN
+      RETURN QUERY SELECT 'unsent', NULL::uuid, NULL::uuid, NULL::text,
+                          jsonb_build_object('queue', m.queue, 'message', m.message, 'delay_ms', m.delay_ms)
+                     FROM tasker_enqueue_steps(ARRAY(SELECT u.s FROM unnest(v_ready) AS u(s) WHERE u.s <> ALL (v_eager)),
+                                               p_send) AS m;
+    END IF;
   END IF;
 
   -- 5. Tasks with nothing left. A task whose steps just moved (a dependent
   -- made ready, a retry scheduled) cannot have ended.
-  SELECT coalesce(array_agg(DISTINCT s.task_uuid), '{}') INTO v_moving
-    FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (v_ready || v_retry);
+  IF cardinality(v_ready) + cardinality(v_retry) > 0 THEN
+    SELECT coalesce(array_agg(DISTINCT s.task_uuid), '{}') INTO v_moving
+      FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (v_ready || v_retry);
+    IF v_live <@ v_moving THEN
+      RETURN;
+    END IF;
+  END IF;
   RETURN QUERY SELECT 'finished', NULL::uuid, f.task_uuid, f.status,
                       jsonb_build_object('namespace', t.namespace, 'correlation_id', t.correlation_id)
                  FROM tasker_finalize_tasks(ARRAY(SELECT u.t FROM unnest(v_live) AS u(t) WHERE u.t <> ALL (v_moving))) AS f
