@@ -22,11 +22,16 @@ module Bench
     "pgmq_raw" => ["pgmq_raw.rb", {}],
     "sidekiq_chain" => ["sidekiq_chain.rb", {}],
     "tasker_pgmq_latency" => ["tasker_latency.rb", {}],
+    "tasker_pgmq_latency_diamond4" => ["tasker_latency.rb",
+                                       { "BENCH_LATENCY_TEMPLATE" => "diamond4", "BENCH_LATENCY_REPS" => "300" }],
     "tasker_fanout" => ["tasker_fanout.rb", {}],
     "web_dashboard" => ["web_dashboard.rb", {}],
     "tasker_rabbitmq_throughput" => ["tasker_throughput.rb",
                                      { "PROVIDER" => "rabbitmq", "BENCH_TASKS" => "1000",
                                        "BENCH_TOTAL_STEPS" => "12000" }],
+    "tasker_pgmq_throughput_no_orchestrator" => ["tasker_throughput.rb",
+                                                 { "PROVIDER" => "pgmq", "BENCH_ORCHESTRATOR" => "0",
+                                                   "BENCH_TASKS" => "1000", "BENCH_TOTAL_STEPS" => "12000" }],
     "tasker_pgmq_throughput" => ["tasker_throughput.rb", { "PROVIDER" => "pgmq" }]
   }.freeze
 

@@ -110,6 +110,8 @@ module Bench
 
   # CPU seconds (user + system) a process has used, from /proc/<pid>/stat.
   def cpu_seconds(pid)
+    return 0.0 unless pid
+
     fields = File.read("/proc/#{pid}/stat").split(") ", 2).last.split
     (fields[11].to_i + fields[12].to_i) / Float(Etc.sysconf(Etc::SC_CLK_TCK))
   end

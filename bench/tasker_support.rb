@@ -5,6 +5,13 @@ require_relative "support"
 require_relative "handlers"
 
 module Bench
+  # Rows and WAL records written since `before` (a write_counters
+  # snapshot); backends report their row counts at most twice a second.
+  def self.writes_since(deployment, before)
+    sleep 0.6
+    deployment.write_counters.to_h { |key, value| [key, value - before[key]] }
+  end
+
   # The fan-out template (1 -> FANOUT_WIDTH -> 1) is generated, not stored.
   def self.write_generated_templates
     FileUtils.mkdir_p(GENERATED_TEMPLATES)
@@ -33,10 +40,13 @@ module Bench
     # earlier deployment left in it.
     # settings: PostgreSQL settings for the database (ALTER DATABASE ... SET),
     # applied before any process connects.
-    def initialize(provider:, concurrency: Bench.env_int("BENCH_CONCURRENCY", 10), database: nil, recreate: true,
-                   settings: {})
+    # orchestrator: false runs the worker alone (workers advance their own
+    # tasks; the orchestrator only recovers from crashes).
+    # The worker runs BENCH_CONCURRENCY (10) threads.
+    def initialize(provider:, database: nil, recreate: true, settings: {}, orchestrator: true)
       @provider = provider.to_sym
-      @concurrency = concurrency
+      @orchestrator = orchestrator
+      @concurrency = Bench.env_int("BENCH_CONCURRENCY", 10)
       @database = database || (@provider == :pgmq ? "tasker_bench" : "tasker_bench_rabbitmq")
       @recreate = recreate
       @settings = settings
@@ -61,7 +71,7 @@ module Bench
       TaskerCore.register_templates!
       purge_broker_queues if @provider == :rabbitmq
       @monitor = PG.connect(@database_url)
-      @orchestrator_pid = Bench.spawn_orchestrator(@database_url, @provider)
+      @orchestrator_pid = Bench.spawn_orchestrator(@database_url, @provider) if @orchestrator
       @worker_pid = Bench.spawn_worker(@database_url, @provider, concurrency: @concurrency)
       self
     end
@@ -173,6 +183,15 @@ module Bench
       t0 = Bench.monotonic
       @monitor.exec("VACUUM (ANALYZE)")
       (Bench.monotonic - t0).round(2)
+    end
+
+    # Rows written in this database and WAL records written by the cluster
+    # so far (pg_stat_wal is cluster-wide: keep other work off the server).
+    def write_counters
+      rows = @monitor.exec("SELECT tup_inserted + tup_updated + tup_deleted FROM pg_stat_database " \
+                           "WHERE datname = current_database()").getvalue(0, 0).to_i
+      wal = @monitor.exec("SELECT wal_records, wal_bytes FROM pg_stat_wal").values.first.map(&:to_i)
+      { rows: rows, wal_records: wal[0], wal_bytes: wal[1] }
     end
 
     def cpu_delta(before, after)

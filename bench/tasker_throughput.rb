@@ -9,7 +9,11 @@
 # bench under 25 minutes). With PGMQ this is also the long run across which
 # the worker's memory is sampled. When the server runs without autovacuum,
 # the database is vacuumed between batches (not timed).
-#   PROVIDER=pgmq|rabbitmq ruby -Ilib bench/tasker_throughput.rb
+# BENCH_ORCHESTRATOR=0 runs the worker alone: workers advance their own
+# tasks, so nothing on the hot path needs the orchestrator. Each batch also
+# reports rows written and WAL records per step (statistics are flushed
+# when a backend's transaction ends, so figures are within a few rows).
+#   PROVIDER=pgmq|rabbitmq [BENCH_ORCHESTRATOR=0] ruby -Ilib bench/tasker_throughput.rb
 require_relative "tasker_support"
 
 provider = ENV.fetch("PROVIDER", "pgmq")
@@ -17,7 +21,9 @@ min_batches = Bench.env_int("BENCH_BATCHES", 3)
 tasks_per_batch = Bench.env_int("BENCH_TASKS", 2500)
 total_steps = Bench.env_int("BENCH_TOTAL_STEPS", 100_000)
 deadline = ENV["BENCH_DEADLINE"] && Float(ENV["BENCH_DEADLINE"])
-deployment = Bench::TaskerDeployment.new(provider: provider)
+with_orchestrator = ENV.fetch("BENCH_ORCHESTRATOR", "1") != "0"
+deployment = Bench::TaskerDeployment.new(provider: provider, orchestrator: with_orchestrator)
+part = "tasker_#{provider}_throughput#{'_no_orchestrator' unless with_orchestrator}"
 
 begin
   deployment.start
@@ -43,19 +49,24 @@ begin
   loop do
     i = results.size
     cpu_before = deployment.cpu_snapshot
+    writes_before = deployment.write_counters
     t0 = Bench.monotonic
     uuids = deployment.create_tasks("linear4", tasks_per_batch)
     created = Bench.monotonic - t0
     deployment.wait_until_idle(timeout: 900)
     elapsed = Bench.monotonic - t0
     cpu = deployment.cpu_delta(cpu_before, deployment.cpu_snapshot)
+    writes = Bench.writes_since(deployment, writes_before)
     steps = deployment.verify!(uuids, steps_per_task: 4)
     steps_done += steps
     memory << { t: Bench.monotonic - started, steps: steps_done }.merge(Bench.memory(worker))
     vacuum_s = deployment.vacuum_if_no_autovacuum # between batches, outside the timed window
     result = { tasks: uuids.size, steps: steps, seconds: elapsed.round(3), vacuum_after_s: vacuum_s,
                steps_per_s: (steps / elapsed).round(1), creation_tasks_per_s: (uuids.size / created).round(1),
-               cpu_ms_per_step: cpu.transform_values { |s| (s * 1000 / steps).round(3) } }
+               cpu_ms_per_step: cpu.transform_values { |s| (s * 1000 / steps).round(3) },
+               rows_per_step: (writes[:rows].to_f / steps).round(2),
+               wal_records_per_step: (writes[:wal_records].to_f / steps).round(1),
+               wal_bytes_per_step: (writes[:wal_bytes] / steps) }
     Bench.log "#{provider} batch #{i + 1}: #{result}"
     results << result
     next if results.size < min_batches
@@ -68,13 +79,16 @@ begin
   data = {
     provider: provider, concurrency: deployment.concurrency, batches: results,
     steps_per_s: Bench.median(results.map { |r| r[:steps_per_s] }),
+    rows_per_step: Bench.median(results.map { |r| r[:rows_per_step] }),
+    wal_records_per_step: Bench.median(results.map { |r| r[:wal_records_per_step] }),
+    wal_bytes_per_step: Bench.median(results.map { |r| r[:wal_bytes_per_step] }),
     total_steps: steps_done, target_steps: total_steps, all_tasks_complete: true,
     worker_rss_start_mb: memory.first[:rss_mb].round(1), worker_rss_after_first_batch_mb: after_first[:rss_mb].round(1),
     worker_rss_end_mb: final[:rss_mb].round(1), worker_rss_peak_mb: final[:hwm_mb].round(1),
     worker_rss_samples: memory.map { |m| { t: m[:t].round(1), steps: m[:steps], rss_mb: m[:rss_mb].round(1) } }
   }
   deployment.stop
-  Bench.write_part("tasker_#{provider}_throughput", data)
+  Bench.write_part(part, data)
 ensure
   deployment.stop if deployment.worker_pid
 end
