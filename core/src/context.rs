@@ -100,6 +100,17 @@ impl Context {
         }
     }
 
+    /// Sends a message for each of the steps (already enqueued) to its
+    /// namespace's queue: inserted at once with PGMQ, else sent through
+    /// [`Context::send_outbox`].
+    pub(crate) async fn send_step_messages(&self, steps: &[Uuid]) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(Error::db("sending step messages"))?;
+        let outbox = queries::dispatch_messages(&mut conn, steps, self.messaging.queues_in_database()).await?;
+        drop(conn);
+        self.send_outbox(outbox).await;
+        Ok(())
+    }
+
     /// Sends what an outcome, advance or recovery committed without sending
     /// (queues outside PostgreSQL): undelayed messages through
     /// [`Context::send_after_commit`], grouped by queue; a delayed one (a

@@ -6,11 +6,10 @@ RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
   v_task uuid;
 BEGIN
-  SELECT task_uuid INTO v_task FROM tasker_workflow_steps WHERE step_uuid = p_step;
+  v_task := tasker_lock_task_of_step(p_step);
   IF v_task IS NULL THEN
     RETURN false;
   END IF;
-  PERFORM 1 FROM tasker_tasks WHERE task_uuid = v_task FOR NO KEY UPDATE;
   IF tasker_transition_step(p_step, ARRAY['pending', 'enqueued', 'in_progress', 'waiting_for_retry', 'error'],
                             'resolved_manually', jsonb_build_object('reason', p_reason)) IS NULL THEN
     RETURN false;

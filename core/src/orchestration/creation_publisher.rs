@@ -60,9 +60,5 @@ impl CreationPublisher {
 /// Sends a message for every enqueued step of the task.
 async fn publish_enqueued(ctx: &Context, task_uuid: Uuid) -> Result<()> {
     let steps = queries::enqueued_steps(ctx.pool(), task_uuid).await?;
-    let mut conn = ctx.pool().acquire().await.map_err(Error::db(format!("publishing task {task_uuid}")))?;
-    let outbox = queries::dispatch_messages(&mut conn, &steps, false).await?;
-    drop(conn);
-    ctx.send_outbox(outbox).await;
-    Ok(())
+    ctx.send_step_messages(&steps).await
 }

@@ -202,11 +202,10 @@ impl WorkerHandle {
             stopping: lifecycle.stopping(),
             records: requests,
         };
-        let recorder_namespaces = namespaces;
         tokio::spawn(recorder.run());
         lifecycle.spawn("worker_dispatcher", move |stop| dispatcher.run(stop));
         lifecycle.spawn("worker_heartbeat", move |stop| heartbeat.run(stop));
-        tracing::info!(worker = id, namespaces = ?recorder_namespaces, concurrency, "worker started");
+        tracing::info!(worker = id, ?namespaces, concurrency, "worker started");
         Ok(Self { ctx, id, jobs: tokio::sync::Mutex::new(receiver), in_flight, records, lifecycle })
     }
 
@@ -327,14 +326,7 @@ async fn release(ctx: &Context, flight: InFlight, reason: &str) {
         let released = queries::release_step(ctx.pool(), step_uuid, flight.job.attempt, reason).await?;
         match &flight.message {
             Some((queue, receipt)) => ctx.messaging().nack(queue, *receipt, Duration::ZERO).await,
-            None if released => {
-                let in_database = ctx.messaging().queues_in_database();
-                let mut conn = ctx.pool().acquire().await.map_err(Error::db("releasing a step"))?;
-                let outbox = queries::dispatch_messages(&mut conn, &[step_uuid], in_database).await?;
-                drop(conn);
-                ctx.send_outbox(outbox).await;
-                Ok(())
-            }
+            None if released => ctx.send_step_messages(&[step_uuid]).await,
             None => Ok(()),
         }
     }
