@@ -12,7 +12,11 @@
 -- caller bypasses the engine's functions. They are checks rather than
 -- foreign keys to lookup tables: a foreign key check locks the one lookup
 -- row every concurrent transaction shares (FOR KEY SHARE), which costs a
--- WAL record and, under load, a MultiXact per state change.
+-- WAL record and, under load, a MultiXact per state change. A history
+-- check names each allowed pair as 'from>to' in one array: PostgreSQL
+-- reads a check's stored expression again for every statement that writes
+-- the table, and the same pairs written as (from, to) IN (...) made that
+-- read a third of the CPU of an outcome statement.
 --
 -- from_state '' stands for "no previous state" (the initial transition). A
 -- step is claimed from 'enqueued' (its message was read), straight from
@@ -135,11 +139,11 @@ CREATE TABLE tasker_task_transitions (
   metadata    jsonb NOT NULL DEFAULT '{}',
   created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
   PRIMARY KEY (task_uuid, sort_key),
-  CONSTRAINT tasker_task_transitions_allowed CHECK ((from_state, to_state) IN (
-    ('', 'pending'),
-    ('pending', 'in_progress'), ('pending', 'cancelled'),
-    ('in_progress', 'complete'), ('in_progress', 'error'), ('in_progress', 'cancelled'),
-    ('error', 'in_progress'), ('error', 'cancelled')))
+  CONSTRAINT tasker_task_transitions_allowed CHECK (from_state || '>' || to_state = ANY (ARRAY[
+    '>pending',
+    'pending>in_progress', 'pending>cancelled',
+    'in_progress>complete', 'in_progress>error', 'in_progress>cancelled',
+    'error>in_progress', 'error>cancelled']))
 );
 
 CREATE TABLE tasker_workflow_step_transitions (
@@ -151,15 +155,15 @@ CREATE TABLE tasker_workflow_step_transitions (
   created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
   PRIMARY KEY (step_uuid, sort_key),
   CONSTRAINT tasker_workflow_step_transitions_allowed CHECK (
-    (from_state = to_state AND to_state <> '') OR (from_state, to_state) IN (
-      ('', 'pending'),
-      ('pending', 'enqueued'), ('pending', 'in_progress'), ('pending', 'cancelled'), ('pending', 'resolved_manually'),
-      ('enqueued', 'in_progress'), ('enqueued', 'cancelled'), ('enqueued', 'resolved_manually'),
-      ('in_progress', 'complete'), ('in_progress', 'error'), ('in_progress', 'waiting_for_retry'),
-      ('in_progress', 'enqueued'), ('in_progress', 'cancelled'), ('in_progress', 'resolved_manually'),
-      ('waiting_for_retry', 'in_progress'), ('waiting_for_retry', 'enqueued'), ('waiting_for_retry', 'cancelled'),
-      ('waiting_for_retry', 'resolved_manually'),
-      ('error', 'pending'), ('error', 'resolved_manually'), ('error', 'cancelled')))
+    (from_state = to_state AND to_state <> '') OR from_state || '>' || to_state = ANY (ARRAY[
+      '>pending',
+      'pending>enqueued', 'pending>in_progress', 'pending>cancelled', 'pending>resolved_manually',
+      'enqueued>in_progress', 'enqueued>cancelled', 'enqueued>resolved_manually',
+      'in_progress>complete', 'in_progress>error', 'in_progress>waiting_for_retry',
+      'in_progress>enqueued', 'in_progress>cancelled', 'in_progress>resolved_manually',
+      'waiting_for_retry>in_progress', 'waiting_for_retry>enqueued', 'waiting_for_retry>cancelled',
+      'waiting_for_retry>resolved_manually',
+      'error>pending', 'error>resolved_manually', 'error>cancelled']))
 );
 -- The dashboard's "last hour" reads the newest history: a BRIN index on an
 -- append-only table is a few pages and costs an insert next to nothing.

@@ -9,14 +9,16 @@
 -- Idempotent on p_identity_key: a second call returns the first task with
 -- created = false.
 --
--- SET plan_cache_mode: a caller's connection (ActiveRecord's) plans with
--- PostgreSQL's default, under which the step insert was planned anew on
--- every call once statistics existed; every statement here finds its rows
--- by key, so the generic plan is right whatever the statistics say.
+-- SET: a caller's connection (ActiveRecord's) plans with PostgreSQL's
+-- defaults, under which the step insert was planned anew on every call
+-- once statistics existed, and a plan made while the tables were small
+-- scanned every step to find the root steps' queues; every statement here
+-- (and in the functions it calls) finds its rows by key, so the engine's
+-- own settings are right whatever the statistics say (see db/mod.rs).
 CREATE FUNCTION tasker_create_task(p_namespace text, p_name text, p_version text, p_context jsonb,
                                    p_identity_key text, p_send boolean DEFAULT true)
 RETURNS TABLE (task_uuid uuid, created boolean) LANGUAGE plpgsql
-SET plan_cache_mode = force_generic_plan AS $$
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 DECLARE
   v_template bigint;
   v_definition jsonb;

@@ -3,21 +3,29 @@
 -- resolved manually; error when nothing is in flight (enqueued, in
 -- progress, waiting for a retry) and a step failed for good, naming the
 -- failed steps (their descendants stay pending, blocked). Returns the tasks
--- that ended, with their end state; their waiters are notified.
+-- that ended, with their end state, namespace and correlation id; their
+-- waiters are notified. (Joining a caller's query to this function's rows
+-- instead let the planner, which expects a thousand rows from a function,
+-- walk the whole primary key of tasker_tasks for each call.)
 -- Each test is an index probe on (task_uuid, status) that stops at the
 -- first step it finds.
 CREATE FUNCTION tasker_finalize_tasks(p_tasks uuid[])
-RETURNS TABLE (task_uuid uuid, status text) LANGUAGE plpgsql AS $$
+RETURNS TABLE (task_uuid uuid, status text, namespace text, correlation_id uuid) ROWS 1 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
   v_task uuid;
   v_failed text[];
+  r record;
 BEGIN
-  FOR v_task IN
+  FOR r IN
     -- By primary key first (see tasker_record_outcomes), then by status.
-    WITH tasks AS MATERIALIZED (SELECT t.task_uuid, t.status FROM tasker_tasks t WHERE t.task_uuid = ANY (p_tasks))
-    SELECT t.task_uuid FROM tasks t WHERE t.status = 'in_progress' ORDER BY t.task_uuid
+    WITH tasks AS MATERIALIZED (SELECT t.task_uuid, t.status, t.namespace, t.correlation_id
+                                  FROM tasker_tasks t WHERE t.task_uuid = ANY (p_tasks))
+    SELECT t.task_uuid, t.namespace, t.correlation_id FROM tasks t WHERE t.status = 'in_progress' ORDER BY t.task_uuid
   LOOP
+    v_task := r.task_uuid;
+    namespace := r.namespace;
+    correlation_id := r.correlation_id;
     CONTINUE WHEN EXISTS (SELECT 1 FROM tasker_workflow_steps s
                            WHERE s.task_uuid = v_task AND s.status IN ('enqueued', 'in_progress', 'waiting_for_retry'));
     IF NOT EXISTS (SELECT 1 FROM tasker_workflow_steps s

@@ -17,6 +17,14 @@
 --      p_eager_slots, only in p_namespaces) or enqueued and sent;
 --   5. tasks with nothing left end (complete, or error naming the failed
 --      steps) and their waiters are notified.
+-- With the queues in this database (p_send), the transaction commits
+-- without waiting for its WAL flush unless a task ends: a crash can then
+-- lose only a suffix of outcomes (WAL is written in order, and any later
+-- flushed commit flushes them), together with the claims, messages and acks
+-- that came with them; each such step is still in progress at its attempt,
+-- its claim goes stale and it runs again, as after a worker crash. A task's
+-- end is what a caller waits for and sees, so that commit waits for the
+-- flush: nobody sees a task end that a crash could take back.
 -- Returns rows of four kinds:
 --   'outcome'  step_uuid, state: the step's new state, NULL when not applied;
 --   'claimed'  step_uuid, task_uuid, detail: the eager claim (as
@@ -43,8 +51,13 @@ DECLARE
   v_ready uuid[] := '{}';
   v_eager uuid[] := '{}';
   v_moving uuid[] := '{}';
+  v_synchronous_commit text := current_setting('synchronous_commit');
+  v_finished boolean := false;
   r record;
 BEGIN
+  IF p_send THEN
+    PERFORM set_config('synchronous_commit', 'off', true);
+  END IF;
   IF cardinality(p_steps) <> (SELECT count(DISTINCT u.s) FROM unnest(p_steps) AS u(s)) THEN
     RAISE EXCEPTION 'tasker_record_outcomes: a step appears more than once in %', p_steps
       USING ERRCODE = 'invalid_parameter_value';
@@ -206,8 +219,13 @@ BEGIN
       RETURN;
     END IF;
   END IF;
-  RETURN QUERY SELECT 'finished', NULL::uuid, f.task_uuid, f.status,
-                      jsonb_build_object('namespace', t.namespace, 'correlation_id', t.correlation_id)
-                 FROM tasker_finalize_tasks(ARRAY(SELECT u.t FROM unnest(v_live) AS u(t) WHERE u.t <> ALL (v_moving))) AS f
-                 JOIN tasker_tasks t ON t.task_uuid = f.task_uuid;
+  FOR r IN SELECT * FROM tasker_finalize_tasks(ARRAY(SELECT u.t FROM unnest(v_live) AS u(t) WHERE u.t <> ALL (v_moving)))
+  LOOP
+    v_finished := true;
+    RETURN QUERY SELECT 'finished', NULL::uuid, r.task_uuid, r.status,
+                        jsonb_build_object('namespace', r.namespace, 'correlation_id', r.correlation_id);
+  END LOOP;
+  IF v_finished AND p_send THEN
+    PERFORM set_config('synchronous_commit', v_synchronous_commit, true);
+  END IF;
 END $$;

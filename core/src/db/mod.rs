@@ -33,10 +33,15 @@ const MIGRATION_LOCK: i64 = 0x7461_736b_6572;
 /// its cost grew with the dead rows in the table). So sequential scans are
 /// only a last resort, and the prepared statements keep one generic plan
 /// rather than planning again (the read was planned anew on every call).
+/// Bitmap scans go too: with stale statistics the planner ANDed a task's
+/// steps with every step in flight (a probe that walked 1,800 index
+/// entries for a task of four steps); a plain index scan is right for every
+/// probe by key.
 /// Sent after connecting rather than as startup options, which PgBouncer
 /// refuses; like the engine's prepared statements, they need session
 /// pooling.
-const SESSION_SETTINGS: &str = "SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan";
+const SESSION_SETTINGS: &str =
+    "SET enable_seqscan = off; SET enable_bitmapscan = off; SET plan_cache_mode = force_generic_plan";
 
 /// A pooled connection idle this long is checked (a ping, one round trip)
 /// before it is handed out. sqlx checks every connection by default, which
