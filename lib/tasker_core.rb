@@ -98,12 +98,13 @@ module TaskerCore
       Instrumentation.instrument("create_task", request.slice("namespace", "name", "version")) do |payload|
         stored_context, key = client.validate_request(request)
         sql = Models::Base.sanitize_sql_array(
-          ["SELECT task_uuid FROM tasker_create_task(?, ?, ?, ?::jsonb, ?, ?)",
+          ["SELECT task_row FROM tasker_create_task(?, ?, ?, ?::jsonb, ?, ?)",
            request["namespace"], request["name"], request["version"], JSON.generate(stored_context), key,
            client.queues_in_database?]
         )
-        payload[:task_uuid] = Models::Base.connection.select_value(sql)
-        Models::Task.find(payload[:task_uuid])
+        task = Models::Task.instantiate(JSON.parse(Models::Base.connection.select_value(sql)))
+        payload[:task_uuid] = task.task_uuid
+        task
       end
     end
 

@@ -7,7 +7,9 @@
 -- task and its first messages together or not at all; otherwise announced
 -- with NOTIFY, delivered only on commit, to an orchestrator that sends them.
 -- Idempotent on p_identity_key: a second call returns the first task with
--- created = false.
+-- created = false. task_row is the task's row as to_jsonb gives it (a Ruby
+-- caller builds its model from it: a row inserted by this statement is
+-- not visible to a query around the call).
 --
 -- SET: a caller's connection (ActiveRecord's) plans with PostgreSQL's
 -- defaults, under which the step insert was planned anew on every call
@@ -17,7 +19,7 @@
 -- own settings are right whatever the statistics say (see db/mod.rs).
 CREATE FUNCTION tasker_create_task(p_namespace text, p_name text, p_version text, p_context jsonb,
                                    p_identity_key text, p_send boolean DEFAULT true)
-RETURNS TABLE (task_uuid uuid, created boolean) LANGUAGE plpgsql
+RETURNS TABLE (task_uuid uuid, created boolean, task_row jsonb) LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 DECLARE
   v_template bigint;
@@ -44,7 +46,7 @@ BEGIN
           tasker_uuid_v7(), 'in_progress', 2)
   ON CONFLICT (identity_key) DO NOTHING;
   IF NOT FOUND THEN
-    RETURN QUERY SELECT t.task_uuid, false FROM tasker_tasks t WHERE t.identity_key = p_identity_key;
+    RETURN QUERY SELECT t.task_uuid, false, to_jsonb(t.*) FROM tasker_tasks t WHERE t.identity_key = p_identity_key;
     RETURN;
   END IF;
   INSERT INTO tasker_task_transitions (task_uuid, sort_key, from_state, to_state)
@@ -87,5 +89,5 @@ BEGIN
   ELSIF cardinality(v_ready) > 0 THEN
     PERFORM pg_notify('tasker_task_created', v_task::text);
   END IF;
-  RETURN QUERY SELECT v_task, true;
+  RETURN QUERY SELECT v_task, true, to_jsonb(t.*) FROM tasker_tasks t WHERE t.task_uuid = v_task;
 END $$;
