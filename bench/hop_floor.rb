@@ -13,9 +13,12 @@
 # - notify: a bare NOTIFY ping-pong, no table: the wake-up alone;
 # - durable: every commit waits for the disk (synchronous_commit = on);
 # - asynchronous: no commit waits (the least any design can pay here).
-# A 4-step linear task makes at least 8 such hops (worker and orchestrator
-# per step) plus the commit that creates it, which is what bounds its idle
-# latency from below whatever the engine does between hops.
+# An idle 4-step linear task pays two durable hops whatever the engine does
+# between them: its creation's commit and message to the worker, and the
+# commit that ends it with the notification back to the caller waiting on
+# it. The steps in between run eagerly in the worker, with outcomes that do
+# not wait for the disk (the asynchronous row is what such a hop would
+# cost). Two durable hops are the floor under its idle latency here.
 require_relative "support"
 
 rounds = Bench.env_int("BENCH_HOP_ROUNDS", 1500)

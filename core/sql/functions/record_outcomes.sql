@@ -149,7 +149,12 @@ BEGIN
   END IF;
 
   -- 4. Dependents that became ready: every dependency complete or resolved
-  -- manually, and the task still in progress.
+  -- manually, and the task still in progress. A dependent's parents are
+  -- searched newest first for one not finished: the branches of a fan-out
+  -- finish roughly in the order they were created (their messages are read
+  -- in that order), so the unfinished one is found among the last, where a
+  -- search from the oldest passed every finished branch first and made a
+  -- 1,000-wide join quadratic.
   IF cardinality(v_done) > 0 THEN
     WITH dependents AS MATERIALIZED (
       SELECT c.step_uuid, c.task_uuid, c.position, c.status
@@ -160,9 +165,10 @@ BEGIN
     SELECT coalesce(array_agg(d.step_uuid ORDER BY d.task_uuid, d.position), '{}') INTO v_ready
       FROM dependents d
      WHERE d.status = 'pending' AND d.task_uuid = ANY (v_live)
-       AND NOT EXISTS (SELECT 1 FROM tasker_workflow_step_edges e
-                         JOIN tasker_workflow_steps p ON p.step_uuid = e.from_step_uuid
-                        WHERE e.to_step_uuid = d.step_uuid AND p.status NOT IN ('complete', 'resolved_manually'));
+       AND (SELECT e.from_step_uuid FROM tasker_workflow_step_edges e
+              JOIN tasker_workflow_steps p ON p.step_uuid = e.from_step_uuid
+             WHERE e.to_step_uuid = d.step_uuid AND p.status NOT IN ('complete', 'resolved_manually')
+             ORDER BY e.from_step_uuid DESC LIMIT 1) IS NULL;
 
     SELECT coalesce(array_agg(x.s ORDER BY x.i), '{}') INTO v_eager
       FROM (SELECT u.s, u.i FROM unnest(v_ready) WITH ORDINALITY AS u(s, i)
