@@ -17,14 +17,19 @@
 --      p_eager_slots, only in p_namespaces) or enqueued and sent;
 --   5. tasks with nothing left end (complete, or error naming the failed
 --      steps) and their waiters are notified.
--- With the queues in this database (p_send), the transaction commits
--- without waiting for its WAL flush unless a task ends: a crash can then
--- lose only a suffix of outcomes (WAL is written in order, and any later
--- flushed commit flushes them), together with the claims, messages and acks
--- that came with them; each such step is still in progress at its attempt,
--- its claim goes stale and it runs again, as after a worker crash. A task's
--- end is what a caller waits for and sees, so that commit waits for the
--- flush: nobody sees a task end that a crash could take back.
+-- The transaction commits without waiting for its WAL flush unless a task
+-- ends. A crash can then take back only a suffix of outcomes (WAL is
+-- written in order, and any later flushed commit flushes them), with the
+-- eager claims, messages and PGMQ acks that came with them. The last state
+-- a crash leaves is always one the sweep recovers: a step claimed from a
+-- message is in progress (with PGMQ the claim and its message's ack go
+-- back together; with RabbitMQ claims are flushed before the handler runs,
+-- and the message acked after this commit), its claim goes stale and it
+-- runs again, as after a worker crash; a message sent after a commit that
+-- was lost names a step that is no longer enqueued and is dropped, and the
+-- step is enqueued again when its parent runs again. A task's end is what
+-- a caller waits for and sees, so that commit waits for the flush: nobody
+-- sees a task end that a crash could take back.
 -- Returns rows of four kinds:
 --   'outcome'  step_uuid, state: the step's new state, NULL when not applied;
 --   'claimed'  step_uuid, task_uuid, detail: the eager claim (as
@@ -55,9 +60,7 @@ DECLARE
   v_finished boolean := false;
   r record;
 BEGIN
-  IF p_send THEN
-    PERFORM set_config('synchronous_commit', 'off', true);
-  END IF;
+  PERFORM set_config('synchronous_commit', 'off', true);
   IF cardinality(p_steps) <> (SELECT count(DISTINCT u.s) FROM unnest(p_steps) AS u(s)) THEN
     RAISE EXCEPTION 'tasker_record_outcomes: a step appears more than once in %', p_steps
       USING ERRCODE = 'invalid_parameter_value';
@@ -231,7 +234,7 @@ BEGIN
     RETURN QUERY SELECT 'finished', NULL::uuid, r.task_uuid, r.status,
                         jsonb_build_object('namespace', r.namespace, 'correlation_id', r.correlation_id);
   END LOOP;
-  IF v_finished AND p_send THEN
+  IF v_finished THEN
     PERFORM set_config('synchronous_commit', v_synchronous_commit, true);
   END IF;
 END $$;
