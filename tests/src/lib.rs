@@ -83,10 +83,17 @@ pub struct Postgres {
     bin: PathBuf,
     dir: PathBuf,
     pub port: u16,
+    listen: String,
 }
 
 impl Postgres {
     pub fn start() -> Self {
+        Self::start_listening_on(&[], &[])
+    }
+
+    /// A cluster that also listens on `addresses` (a network namespace's
+    /// host end) and trusts connections from `clients`.
+    pub fn start_listening_on(addresses: &[&str], clients: &[&str]) -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .and_then(|dirs| {
@@ -105,14 +112,26 @@ impl Postgres {
         run(command_as("postgres", &bin.join("initdb"))
             .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-instructions", "-D"])
             .arg(&data));
-        let cluster = Self { bin, dir, port };
+        let mut listen = vec!["127.0.0.1".to_owned()];
+        listen.extend(addresses.iter().map(|a| (*a).to_owned()));
+        let hba = data.join("pg_hba.conf");
+        let mut rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        for client in clients {
+            rules.push_str(&format!("host all all {client}/32 trust\n"));
+        }
+        std::fs::write(&hba, rules).expect("pg_hba.conf");
+        let cluster = Self { bin, dir, port, listen: listen.join(",") };
         cluster.pg_ctl(&["start"]);
         cluster
     }
 
     fn pg_ctl(&self, action: &[&str]) {
-        let options =
-            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200", self.port, self.dir.display());
+        let options = format!(
+            "-p {} -k {} -c listen_addresses={} -c max_connections=200",
+            self.port,
+            self.dir.display(),
+            self.listen
+        );
         run(command_as("postgres", &self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(self.dir.join("data"))
@@ -246,6 +265,63 @@ impl Drop for Rabbit {
     }
 }
 
+/// A worker "host" of its own: a network namespace joined to this one by a
+/// veth pair (`10.231.<n>.2` inside, `10.231.<n>.1` here). Cutting the link
+/// partitions it from everything here (PostgreSQL included) without
+/// resetting its connections: packets are simply lost, as on a real
+/// network, until the link is healed. Removed when dropped.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+    host_if: String,
+    pub host_ip: String,
+    pub ns_ip: String,
+}
+
+impl Netns {
+    pub fn create() -> Self {
+        assert!(is_root(), "network namespaces need root: run the fault suite as root (bin/test does)");
+        let n = free_port() % 250 + 1;
+        let (name, host_if, ns_if) = (format!("tasker_faults_{n}"), format!("tfh{n}"), format!("tfn{n}"));
+        let (host_ip, ns_ip) = (format!("10.231.{n}.1"), format!("10.231.{n}.2"));
+        let _ = run_quiet(Command::new("ip").args(["netns", "del", &name]));
+        let _ = run_quiet(Command::new("ip").args(["link", "del", &host_if]));
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Self { name, host_if, host_ip, ns_ip };
+        let name = ns.name.as_str();
+        run(Command::new("ip").args(["link", "add", &ns.host_if, "type", "veth", "peer", "name", &ns_if]));
+        run(Command::new("ip").args(["link", "set", &ns_if, "netns", name]));
+        run(Command::new("ip").args(["addr", "add", &format!("{}/30", ns.host_ip), "dev", &ns.host_if]));
+        run(Command::new("ip").args(["link", "set", &ns.host_if, "up"]));
+        let ns_cidr = format!("{}/30", ns.ns_ip);
+        for args in [
+            ["addr", "add", ns_cidr.as_str(), "dev", ns_if.as_str()],
+            ["link", "set", ns_if.as_str(), "up", ""],
+            ["link", "set", "lo", "up", ""],
+        ] {
+            let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+            run(Command::new("ip").args(["netns", "exec", name, "ip"]).args(args));
+        }
+        ns
+    }
+
+    /// The link goes down: the namespace's packets are lost.
+    pub fn cut(&self) {
+        run(Command::new("ip").args(["link", "set", &self.host_if, "down"]));
+    }
+
+    pub fn heal(&self) {
+        run(Command::new("ip").args(["link", "set", &self.host_if, "up"]));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run_quiet(Command::new("ip").args(["netns", "del", &self.name]));
+        let _ = run_quiet(Command::new("ip").args(["link", "del", &self.host_if]));
+    }
+}
+
 /// The messaging provider a deployment uses.
 #[derive(Debug, Clone)]
 pub enum Provider {
@@ -344,18 +420,36 @@ impl Deployment {
 
     /// A Ruby worker process: `rake tasker:worker`, 4 threads.
     pub fn spawn_worker(&mut self) -> u32 {
+        self.spawn_worker_in(None, Duration::from_millis(50))
+    }
+
+    /// A worker inside `netns` (reaching PostgreSQL at the namespace's
+    /// host end), whose handler takes `step` to run.
+    pub fn spawn_worker_in(&mut self, netns: Option<&Netns>, step: Duration) -> u32 {
         let root = root();
         let (out, err) = self.log("worker");
-        let mut command = Command::new("rake");
+        let mut command = match netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", &ns.name, "rake"]);
+                command
+            }
+            None => Command::new("rake"),
+        };
         command
             .args(["-f"])
             .arg(root.join("Rakefile"))
             .args(["tasker:worker", "NAMESPACES=faults", "CONCURRENCY=4"])
             .env("RUBYLIB", root.join("lib"))
             .env("TASKER_BOOT", root.join("tests/fixtures/boot.rb"))
+            .env("FAULTS_STEP_SECONDS", step.as_secs_f64().to_string())
             .stdout(out)
             .stderr(err);
         self.env(&mut command);
+        if let Some(ns) = netns {
+            let url = self.database_url.replace("127.0.0.1", &ns.host_ip);
+            command.env("DATABASE_URL", url);
+        }
         let child = command.spawn().expect("rake runs (bin/setup installs it)");
         let pid = child.id();
         self.workers.push(child);

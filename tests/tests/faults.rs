@@ -9,7 +9,7 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use tasker_faults::{env_count, report, Deployment, Postgres, Provider, Rabbit};
+use tasker_faults::{env_count, report, Deployment, Netns, Postgres, Provider, Rabbit, VISIBILITY_TIMEOUT_SECONDS};
 
 /// The scenarios share two cores with the rest of bin/test: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -160,4 +160,40 @@ async fn rabbitmq_restarted() {
         rabbit.restart(Duration::from_secs(2));
     })
     .await;
+}
+
+/// A worker "host" in a network namespace loses PostgreSQL mid-step for
+/// three visibility timeouts, then gets it back. Its steps are taken over
+/// meanwhile; the results it reports after healing are fenced: kept in the
+/// history as late results, never applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_partitioned_from_postgres() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let netns = Netns::create();
+    let cluster = Postgres::start_listening_on(&[&netns.host_ip], &[&netns.ns_ip]);
+    let mut d = Deployment::new("partition", &cluster, Provider::Pgmq).await;
+    d.spawn_orchestrator();
+    d.spawn_worker();
+    // Slow steps, so the cut lands while one runs.
+    let partitioned = d.spawn_worker_in(Some(&netns), Duration::from_millis(1500));
+    d.stream(tasks_per_second(), Duration::from_secs(3)).await;
+    fresh_run(&d, 0, &[partitioned], Duration::from_secs(60)).await;
+    netns.cut();
+    let cut_for = Duration::from_secs(3 * u64::from(VISIBILITY_TIMEOUT_SECONDS));
+    d.stream(tasks_per_second(), cut_for).await;
+    netns.heal();
+    let last_fault = Instant::now();
+    d.stream(tasks_per_second(), Duration::from_secs(2)).await;
+    let recover = d.drain(last_fault, DRAIN).await;
+    // The partitioned worker's outcomes arrive once its connections come
+    // back (TCP retransmits): give them a moment before stopping it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while d.audit().await.late == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    d.stop_all();
+    let audit = d.audit().await;
+    report("worker partitioned from PostgreSQL mid-step (3 x visibility timeout)", 1, &audit, recover);
+    audit.assert_exact("partition");
+    assert!(audit.late >= 1, "the partitioned worker's result was recorded as late history: {audit:?}");
 }

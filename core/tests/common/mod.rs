@@ -33,12 +33,17 @@ static MIGRATED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new(
 static MIGRATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Tests on RabbitMQ use a database of their own: one deployment uses one
-/// provider, and an orchestrator sweeps every task in its database.
+/// provider, and an orchestrator sweeps every task in its database. It is
+/// the test database's name + `_rabbitmq` (tasker_test_rabbitmq for
+/// bin/test), so a checkout testing against its own databases stays on them.
 pub fn rabbitmq_overrides() -> Value {
     let url = test_config().database_url;
-    let base = url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(url);
+    let database_url = match url.rsplit_once('/') {
+        Some((base, name)) => format!("{base}/{}_rabbitmq", name.split('?').next().unwrap_or(name)),
+        None => url,
+    };
     json!({
-        "database_url": format!("{base}/tasker_test_rabbitmq"),
+        "database_url": database_url,
         "messaging": {"provider": "rabbitmq"},
         "orchestration": {"poll_interval_ms": 20},
         "worker": {"poll_interval_ms": 20},
