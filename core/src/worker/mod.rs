@@ -736,7 +736,12 @@ impl Heartbeat {
         let every = (visibility / 3).max(Duration::from_millis(200));
         loop {
             if *stop.borrow() {
-                tokio::time::sleep(every).await;
+                // Stopping: beat on schedule while steps finish, and leave
+                // as soon as none is left (shutdown waits for this).
+                let next_beat = tokio::time::Instant::now() + every;
+                while tokio::time::Instant::now() < next_beat && !self.idle() && stop.has_changed().is_ok() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             } else {
                 tokio::select! {
                     () = tokio::time::sleep(every) => {}
@@ -754,14 +759,18 @@ impl Heartbeat {
                 }
                 break;
             }
-            // Beat once more while stopping: in-flight steps are finishing.
+            if *stop.borrow() && self.idle() {
+                break;
+            }
+            // Beat once more when told to stop: in-flight steps are finishing.
             if let Err(e) = self.beat(visibility).await {
                 tracing::warn!(error = %e, "step heartbeat failed; retrying");
             }
-            if *stop.borrow() && self.in_flight.lock().expect("in-flight lock").is_empty() {
-                break;
-            }
         }
+    }
+
+    fn idle(&self) -> bool {
+        self.in_flight.lock().expect("in-flight lock").is_empty()
     }
 
     async fn beat(&self, visibility: Duration) -> Result<()> {
