@@ -22,8 +22,10 @@ RSpec.describe "errors from the Rust core" do
                                         "postgres://postgres@127.0.0.1:1/nowhere?password=***&sslmode=disable: ")
         expect(e.message).not_to include("hunter2")
       }
+    # PGMQ, so that the RabbitMQ URL is only configured, never dialled.
+    messaging = { "provider" => "pgmq", "rabbitmq_url" => "amqp://u:hunter2@h/%2f" }
     client = TaskerCore::Native::Client.connect({}, { "database_url" => "#{TEST_DATABASE_URL}?password=hunter2",
-                                                      "messaging" => { "rabbitmq_url" => "amqp://u:hunter2@h/%2f" } })
+                                                      "messaging" => messaging })
     expect(client.config.to_s).not_to include("hunter2")
     expect([client.config["database_url"], client.config["messaging"]["rabbitmq_url"]])
       .to eq(["#{TEST_DATABASE_URL}?password=***", "amqp://u:***@h/%2f"])
