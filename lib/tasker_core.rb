@@ -7,6 +7,8 @@ require "active_record"
 
 require "tasker_core/version"
 require "tasker_core/errors"
+require "tasker_core/json_value"
+require "tasker_core/failure"
 require "tasker_core/native"
 require "tasker_core/log_pump"
 require "tasker_core/configuration"
@@ -14,6 +16,7 @@ require "tasker_core/config_file"
 require "tasker_core/step_sequence"
 require "tasker_core/step_handler/base"
 require "tasker_core/message_service"
+require "tasker_core/worker_threads"
 require "tasker_core/worker"
 require "tasker_core/runtime"
 require "tasker_core/instrumentation"
@@ -95,6 +98,7 @@ module TaskerCore
       request = { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
                   "context" => context, "identity_key" => (identity_key&.to_s unless identity_key == :derived),
                   "derive_identity_key" => identity_key == :derived }
+      JsonValue.check!(context, "the context of a #{namespace}/#{name}@#{version} task")
       Instrumentation.instrument("create_task", request.slice("namespace", "name", "version")) do |payload|
         stored_context, key = client.validate_request(request)
         sql = Models::Base.sanitize_sql_array(
@@ -121,6 +125,7 @@ module TaskerCore
 
     # Marks a step done by hand with `result`; its dependents then run.
     def resolve_step_manually(step, result, reason: "resolved by operator")
+      JsonValue.check!(result, "the result given for step #{uuid_of(step)}")
       operate("resolve_step_manually", step_uuid: uuid_of(step), reason: reason) do
         client.resolve_step_manually(uuid_of(step), result, reason)
       end

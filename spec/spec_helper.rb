@@ -9,6 +9,7 @@ require "securerandom"
 require_relative "../examples/handlers/squares"
 require_relative "../examples/handlers/add_one"
 require_relative "fixtures/handlers/probe_handlers"
+require_relative "fixtures/handlers/misbehave_handlers"
 
 ROOT = File.expand_path("..", __dir__)
 TEST_DATABASE_URL = ENV.fetch("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tasker_test")

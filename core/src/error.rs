@@ -116,6 +116,19 @@ impl Error {
     }
 }
 
+/// `text` cut to at most `max` bytes (on a character boundary), saying how
+/// much was left out.
+pub(crate) fn bounded(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let cut = (0..=max).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    format!("{}... ({} more bytes)", &text[..cut], text.len() - cut).into()
+}
+
+/// The most of a message payload a log line quotes.
+pub(crate) const MAX_LOGGED_PAYLOAD: usize = 1024;
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)

@@ -1,6 +1,8 @@
 //! The lifecycle every long-running component shares: started as named
 //! tokio tasks, told to stop through one watch channel, stopped in reverse
-//! order of starting, each given what is left of the timeout.
+//! order of starting, each given what is left of the timeout. Dropping the
+//! owner tells every component to stop too: "forgot to call shutdown"
+//! leaves nothing looping.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -23,7 +25,8 @@ impl Lifecycle {
     }
 
     /// Starts a component; it should return soon after the receiver
-    /// changes to true.
+    /// changes to true, and must not wait on `changed()` once it has seen
+    /// true (after the owner is dropped, `changed()` returns at once).
     pub(crate) fn spawn<F, Fut>(&self, name: &'static str, component: F)
     where
         F: FnOnce(watch::Receiver<bool>) -> Fut,
@@ -36,10 +39,6 @@ impl Lifecycle {
 
     pub(crate) fn is_running(&self) -> bool {
         !*self.stop.borrow() && self.components.lock().expect("lifecycle lock").iter().any(|(_, h)| !h.is_finished())
-    }
-
-    pub(crate) fn is_stopping(&self) -> bool {
-        *self.stop.borrow()
     }
 
     /// Tells every component to stop, without waiting for them (see
@@ -78,5 +77,59 @@ impl Lifecycle {
         } else {
             Err(Error::new(ErrorKind::Shutdown, problems.join("; ")))
         }
+    }
+}
+
+impl Drop for Lifecycle {
+    /// Components see `true` before the channel closes, so each leaves its
+    /// loop instead of spinning on a `changed()` that returns at once.
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// The loop shape every component uses.
+    async fn component(
+        mut stop: watch::Receiver<bool>,
+        turns: Arc<AtomicUsize>,
+        done: tokio::sync::oneshot::Sender<()>,
+    ) {
+        while !*stop.borrow() {
+            turns.fetch_add(1, Ordering::SeqCst);
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        let _ = done.send(());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_lifecycle_stops_its_components_instead_of_leaving_them_spinning() {
+        let lifecycle = Lifecycle::new();
+        let turns = Arc::new(AtomicUsize::new(0));
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        let counted = turns.clone();
+        lifecycle.spawn("component", move |stop| component(stop, counted, done));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(lifecycle);
+        tokio::time::timeout(Duration::from_secs(2), stopped).await.expect("stopped within 2 s").unwrap();
+        assert_eq!(turns.load(Ordering::SeqCst), 1, "one turn before the drop, none spun after it");
+    }
+
+    #[tokio::test]
+    async fn shutdown_reports_a_component_that_panicked() {
+        let lifecycle = Lifecycle::new();
+        lifecycle.spawn("doomed", |_stop| async { panic!("boom") });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let error = lifecycle.shutdown(Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(error.to_string(), "doomed panicked");
     }
 }

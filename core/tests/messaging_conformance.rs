@@ -223,6 +223,13 @@ async fn wakeups_fire_on_send(provider: &str) {
     mq.delete_queue(&queue).await.unwrap();
 }
 
+async fn an_empty_queue_name_is_refused(provider: &str) {
+    let mq = connect(provider).await;
+    let err = mq.create_queue("").await.unwrap_err();
+    assert_eq!(err.to_string(), "\"\" is not a valid queue name");
+    assert!(mq.send("", &json!({})).await.is_err());
+}
+
 macro_rules! conformance {
     ($provider:ident) => {
         mod $provider {
@@ -249,6 +256,10 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_consumers_never_share_a_message() {
                 super::concurrent_consumers_never_share_a_message(stringify!($provider)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_empty_queue_name_is_refused() {
+                super::an_empty_queue_name_is_refused(stringify!($provider)).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn wakeups_fire_on_send() {

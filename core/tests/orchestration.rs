@@ -244,11 +244,3 @@ async fn linear_and_diamond_run_the_same_on_rabbitmq() {
     }
     h.stop().await;
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workflows_survive_the_broker_closing_every_connection() {
-    common::rabbitmq_workflows_survive("severed", || async {
-        common::rabbitmqctl(&["close_all_connections", "tasker test: severing every connection"]).await;
-    })
-    .await;
-}

@@ -34,4 +34,8 @@ module TaskerCore
 
   # Raised by a step handler: the step failed for good; no more attempts.
   class PermanentError < Error; end
+
+  # Recorded (never raised) when a handler's thread was killed or threw
+  # past the worker before the handler returned.
+  class HandlerAbortedError < Error; end
 end

@@ -26,13 +26,19 @@ module TaskerCore
       check_connection_pool!
       @around_step.call { check_handlers! }
       @native = Native::Worker.start(@client, @namespaces, @concurrency)
-      @threads = Array.new(@concurrency) do |i|
-        Thread.new do
-          Thread.current.name = "tasker-worker-#{i}"
-          run_loop
-        end
-      end
+      @threads = WorkerThreads.new(@concurrency) { run_loop }
       self
+    end
+
+    # Worker threads alive now: `concurrency` while the worker runs (a
+    # thread a handler ended is replaced at once).
+    def alive_threads
+      @threads.alive
+    end
+
+    # How many threads were replaced because a handler ended its thread.
+    def threads_replaced
+      @threads.replaced
     end
 
     def id
@@ -48,9 +54,10 @@ module TaskerCore
     def stop(timeout: 10)
       return unless @native
 
+      @threads.stop_replacing
       @stopping = true
       deadline = monotonic + timeout
-      @threads.each { |t| t.join([deadline - monotonic, 0].max) }
+      @threads.join(deadline)
       @native.shutdown([deadline - monotonic, 0.1].max)
     end
 
@@ -58,12 +65,20 @@ module TaskerCore
 
     def run_loop
       until @stopping
-        job = @native.next_job(POLL_SLICE)
+        job = next_job
         perform_reported(job) if job
       end
+    end
+
+    # A failure to take the next job is logged and the wait tried again:
+    # the thread stays.
+    def next_job
+      @native.next_job(POLL_SLICE)
     rescue StandardError => e
-      TaskerCore.logger.error("tasker worker thread #{Thread.current.name} died: #{e.class}: #{e.message}")
-      raise
+      TaskerCore.logger.error("tasker worker thread #{Thread.current.name} could not take a job: " \
+                              "#{e.class}: #{e.message}")
+      sleep POLL_SLICE
+      nil
     end
 
     # A report that cannot be recorded (the database is unreachable, say)
@@ -71,7 +86,7 @@ module TaskerCore
     # heartbeats and the step runs again, attempt + 1.
     def perform_reported(job)
       perform(job)
-    rescue TaskerCore::Error => e
+    rescue StandardError => e
       TaskerCore.logger.error("tasker worker could not record step #{job[:step_uuid]}: #{e.class}: #{e.message}; " \
                               "it runs again once its claim goes stale")
     end
@@ -82,26 +97,50 @@ module TaskerCore
       Instrumentation.instrument("perform_step", payload) { payload[:outcome] = run_handler(job, payload) }
     end
 
-    # Runs the handler and reports the outcome; returns the step's state.
+    # Runs the handler and reports its outcome whatever the handler does:
+    # returns a value (one JSON cannot hold is a permanent failure), raises
+    # anything (Exception, SystemStackError, SystemExit included), or kills
+    # its thread (reported on the way out, in the ensure). Returns the step's
+    # state.
     def run_handler(job, payload)
-      step_uuid = job.fetch(:step_uuid)
+      outcome = nil
       begin
-        result = @around_step.call do
-          with_step_connection do
-            task, step = models_of(job)
-            handler = handler_for(job.fetch(:handler_callable))
-            with_timeout(job[:timeout_seconds]) { handler.call(task, StepSequence.new(task, step), step) }
-          end
-        end
-      rescue PermanentError => e
-        return report_failure(step_uuid, e, payload, retryable: false)
-      rescue RetryableError => e
-        return report_failure(step_uuid, e, payload, retryable: true, retry_after: e.retry_after)
-      rescue StandardError => e
-        return report_failure(step_uuid, e, payload, retryable: true)
+        outcome = [:complete, call_handler(job)]
+      rescue Exception => e # rubocop:disable Lint/RescueException
+        outcome = [:fail, e]
+      ensure
+        outcome ||= [:fail, HandlerAbortedError.new("the handler's thread was killed before the handler returned")]
+        state = report(job, outcome, payload)
       end
-      @native.complete(step_uuid, result)
-      "complete"
+      state
+    end
+
+    def call_handler(job)
+      @around_step.call do
+        with_step_connection do
+          task, step = models_of(job)
+          handler = handler_for(job.fetch(:handler_callable))
+          with_timeout(job[:timeout_seconds]) { handler.call(task, StepSequence.new(task, step), step) }
+        end
+      end
+    end
+
+    def report(job, (kind, value), payload)
+      step_uuid = job.fetch(:step_uuid)
+      if kind == :complete
+        begin
+          JsonValue.check!(value, "the result of step #{job[:step_name]}")
+        rescue ValidationError => e
+          return report_failure(step_uuid, e, payload, retryable: false)
+        end
+        return @native.complete(step_uuid, value)
+      end
+      case value
+      when PermanentError then report_failure(step_uuid, value, payload, retryable: false)
+      when RetryableError
+        report_failure(step_uuid, value, payload, retryable: true, retry_after: value.retry_after)
+      else report_failure(step_uuid, value, payload, retryable: true)
+      end
     end
 
     # The task and step as the claim left them: the claim returns their
@@ -150,14 +189,9 @@ module TaskerCore
     end
 
     def report_failure(step_uuid, error, payload, retryable:, retry_after: nil)
-      payload.merge!(error_class: error.class.name, error_message: error.message)
-      @native.fail(step_uuid, {
-                     "error_class" => error.class.name,
-                     "message" => error.message,
-                     "backtrace" => Array(error.backtrace).first(50),
-                     "retryable" => retryable,
-                     "retry_after_seconds" => retry_after&.to_f
-                   })
+      failure = Failure.of(error, retryable: retryable, retry_after: retry_after)
+      payload.merge!(error_class: failure["error_class"], error_message: failure["message"])
+      @native.fail(step_uuid, failure)
     end
 
     def handler_for(callable)

@@ -14,6 +14,36 @@ RSpec.describe "errors from the Rust core" do
     }
   end
 
+  it "never shows a password given as a URL parameter, in a connection error or the config dump" do
+    url = "postgres://postgres@127.0.0.1:1/nowhere?password=hunter2&sslmode=disable"
+    expect { TaskerCore::Native::Client.connect({}, { "database_url" => url }) }
+      .to raise_error(TaskerCore::DatabaseError) { |e|
+        expect(e.message).to start_with("cannot connect to PostgreSQL at " \
+                                        "postgres://postgres@127.0.0.1:1/nowhere?password=***&sslmode=disable: ")
+        expect(e.message).not_to include("hunter2")
+      }
+    # PGMQ, so that the RabbitMQ URL is only configured, never dialled.
+    messaging = { "provider" => "pgmq", "rabbitmq_url" => "amqp://u:hunter2@h/%2f" }
+    client = TaskerCore::Native::Client.connect({}, { "database_url" => "#{TEST_DATABASE_URL}?password=hunter2",
+                                                      "messaging" => messaging })
+    expect(client.config.to_s).not_to include("hunter2")
+    expect([client.config["database_url"], client.config["messaging"]["rabbitmq_url"]])
+      .to eq(["#{TEST_DATABASE_URL}?password=***", "amqp://u:***@h/%2f"])
+  end
+
+  it "refuses one template declared in two files, naming both" do
+    Dir.mktmpdir do |dir|
+      yaml = "namespace: twice\nname: flow\nversion: 1.0.0\nsteps:\n  - { name: a, handler: { callable: A } }\n"
+      File.write(File.join(dir, "a.yaml"), yaml)
+      File.write(File.join(dir, "b.yml"), yaml)
+      client = TaskerCore::Native::Client.connect({}, { "database_url" => TEST_DATABASE_URL,
+                                                        "template_paths" => [dir] })
+      expect { client.register_templates }
+        .to raise_error(TaskerCore::TemplateError, "template twice/flow@1.0.0 is declared twice: " \
+                                                   "in #{dir}/a.yaml and in #{dir}/b.yml")
+    end
+  end
+
   it "names an unknown configuration key" do
     expect { TaskerCore::Native::Client.connect({}, { "worker" => { "concurency" => 2 } }) }
       .to raise_error(TaskerCore::ConfigurationError, /unknown field `concurency`/)

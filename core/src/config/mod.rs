@@ -206,6 +206,15 @@ impl Config {
     pub fn redacted_database_url(&self) -> String {
         redact_url(&self.database_url)
     }
+
+    /// The whole configuration as JSON with every URL's passwords replaced:
+    /// what a config dump may show.
+    pub fn redacted_json(&self) -> Value {
+        let mut json = serde_json::to_value(self).unwrap_or(Value::Null);
+        json["database_url"] = self.redacted_database_url().into();
+        json["messaging"]["rabbitmq_url"] = redact_url(&self.messaging.rabbitmq_url).into();
+        json
+    }
 }
 
 impl fmt::Debug for Config {
@@ -225,11 +234,33 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Replaces the password in `scheme://user:password@host/...` with `***`.
+/// Replaces every password a URL can carry with `***`: the userinfo's
+/// (`scheme://user:password@host/...`) and query parameters that hold one
+/// (`?password=...`, `sslpassword=...`), which libpq accepts too.
 pub(crate) fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = redact_userinfo(base);
+    if let Some(query) = query {
+        out.push('?');
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if key.to_ascii_lowercase().contains("password") => format!("{key}=***"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else { return url.to_owned() };
     let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.find('@') else { return url.to_owned() };
+    let Some(at) = rest.rfind('@') else { return url.to_owned() };
     match rest[..at].find(':') {
         Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &rest[..colon], &rest[at..]),
         None => url.to_owned(),
@@ -340,5 +371,28 @@ mod tests {
     fn redacts_passwords() {
         assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=disable&password=s3cret&PassWord=x&sslpassword=k"),
+            "postgres://u@h/db?sslmode=disable&password=***&PassWord=***&sslpassword=***"
+        );
+        assert_eq!(redact_url("postgres://u:p@ss@h/db?password=a"), "postgres://u:***@h/db?password=***");
+        assert_eq!(redact_url("amqp://guest:guest@h:5672/%2f"), "amqp://guest:***@h:5672/%2f");
+    }
+
+    #[test]
+    fn no_dump_or_error_shows_a_password() {
+        let explicit = json!({
+            "database_url": "postgres://app@db/prod?password=hunter2",
+            "messaging": {"rabbitmq_url": "amqp://app:hunter2@mq/%2f"},
+        });
+        let config = Config::resolve_with_env(Value::Null, explicit, no_env).unwrap();
+        for dump in [format!("{config:?}"), config.redacted_json().to_string()] {
+            assert!(!dump.contains("hunter2"), "{dump}");
+            assert!(dump.contains("postgres://app@db/prod?password=***"), "{dump}");
+            assert!(dump.contains("amqp://app:***@mq/%2f"), "{dump}");
+        }
+        let bad = json!({"database_url": "mysql://app@db/prod?password=hunter2"});
+        let err = Config::resolve_with_env(Value::Null, bad, no_env).unwrap_err().to_string();
+        assert!(!err.contains("hunter2") && err.contains("password=***"), "{err}");
     }
 }

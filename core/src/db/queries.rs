@@ -177,6 +177,20 @@ pub(crate) struct ClaimedStep {
     pub(crate) step_row: Value,
 }
 
+/// The namespace of each step that exists, for the messages a claim left
+/// out (off the hot path: only duplicates and strays get here).
+pub(crate) async fn step_namespaces(pool: &PgPool, steps: &[Uuid]) -> Result<HashMap<Uuid, String>> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT s.step_uuid, ns.namespace FROM tasker_workflow_steps s \
+         JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id WHERE s.step_uuid = ANY ($1)",
+    )
+    .bind(steps)
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db("reading the namespaces of unclaimed steps"))?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Claims the steps of `step_uuids` (see `tasker_claim_steps`) in one
 /// statement; a step that is not claimable, or not in one of `namespaces`,
 /// is left out of the answer. `async_commit`: the caller's commit need not

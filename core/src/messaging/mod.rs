@@ -180,6 +180,18 @@ impl Wakeups {
     }
 }
 
+/// Refuses a queue name no provider should create (an empty one, which
+/// RabbitMQ would replace with a made-up name), the same for every provider.
+pub(crate) fn check_queue_name(queue: &str) -> Result<()> {
+    if queue.is_empty() {
+        return Err(crate::error::Error::new(
+            crate::ErrorKind::Messaging,
+            format!("{queue:?} is not a valid queue name"),
+        ));
+    }
+    Ok(())
+}
+
 /// Decodes a received message; one that cannot be decoded is a poison
 /// message: it is logged and moved to the provider's dead-letter store (kept,
 /// never dropped), and None is returned.
@@ -190,8 +202,12 @@ pub(crate) async fn decode_or_dead_letter<T: serde::de::DeserializeOwned>(
     match message.decode() {
         Ok(decoded) => Some(decoded),
         Err(error) => {
-            tracing::error!(queue = message.queue, receipt = message.receipt, payload = %message.payload,
-                            error = %error, "poison message moved to the dead-letter store");
+            // Both quote the payload, which may be megabytes: bounded.
+            let (payload, error) = (message.payload.to_string(), error.to_string());
+            let payload = crate::error::bounded(&payload, crate::error::MAX_LOGGED_PAYLOAD);
+            let error = crate::error::bounded(&error, crate::error::MAX_LOGGED_PAYLOAD);
+            tracing::error!(queue = message.queue, receipt = message.receipt, %payload,
+                            %error, "poison message moved to the dead-letter store");
             if let Err(e) = messaging.dead_letter(&message.queue, message.receipt).await {
                 tracing::error!(error = %e, "dead-lettering a poison message failed");
             }

@@ -104,6 +104,8 @@ impl MessagingService for PgmqProvider {
     }
 
     async fn create_queue(&self, queue: &str) -> Result<()> {
+        super::check_queue_name(queue)?;
+        queue_table(queue)?;
         self.pgmq.create(queue).await.map_err(Error::messaging(format!("creating queue {queue}")))?;
         queries::install_queue_notify_trigger(&self.pool, queue).await
     }

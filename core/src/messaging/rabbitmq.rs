@@ -372,6 +372,8 @@ impl MessagingService for RabbitMqProvider {
     }
 
     async fn create_queue(&self, queue: &str) -> Result<()> {
+        // An empty name would have the broker make one up.
+        super::check_queue_name(queue)?;
         let link = self.link().await?;
         let ch = &link.publisher;
         let (dlx, dlq, delay) = (format!("{queue}.dlx"), format!("{queue}.dlq"), format!("{queue}.delay"));

@@ -48,12 +48,20 @@ impl Sweeper {
         }
     }
 
+    /// A task that cannot be advanced is reported and skipped: the rest of
+    /// the pass goes on, and the next pass tries it again.
     async fn advance_stalled_tasks(&self) -> Result<()> {
         let quiet_for = Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds));
         for task_uuid in queries::stalled_tasks(self.ctx.pool(), quiet_for, i64::from(SWEEP_LIMIT)).await? {
             tracing::warn!(%task_uuid, "advancing a task nobody advanced");
-            let tx = self.ctx.pool().begin().await.map_err(Error::db("sweeping stalled tasks"))?;
-            advance_task(&self.ctx, tx, task_uuid, Commit::Deferrable).await?;
+            let advanced = match self.ctx.pool().begin().await.map_err(Error::db("sweeping stalled tasks")) {
+                Ok(tx) => advance_task(&self.ctx, tx, task_uuid, Commit::Deferrable).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = advanced {
+                tracing::error!(%task_uuid, error = %e, "advancing a stalled task failed; the sweep goes on and \
+                                                        tries it again next pass");
+            }
         }
         Ok(())
     }

@@ -96,7 +96,23 @@ impl TaskTemplate {
             collect_yaml(path.as_ref(), &mut files)?;
         }
         files.sort();
-        files.iter().map(|f| Self::from_file(f)).collect()
+        // Two files declaring one namespace/name/version would both register,
+        // the last silently winning: refused, naming both.
+        let mut seen: std::collections::HashMap<String, &std::path::PathBuf> = std::collections::HashMap::new();
+        let mut templates = Vec::with_capacity(files.len());
+        for file in &files {
+            let template = Self::from_file(file)?;
+            if let Some(first) = seen.insert(template.key(), file) {
+                return Err(Error::template(format!(
+                    "template {} is declared twice: in {} and in {}",
+                    template.key(),
+                    first.display(),
+                    file.display()
+                )));
+            }
+            templates.push(template);
+        }
+        Ok(templates)
     }
 
     /// Checks a task context against `input_schema`, naming every field
@@ -324,6 +340,25 @@ fn collect_yaml(path: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_files_declaring_one_template_are_refused_naming_both() {
+        let dir = std::env::temp_dir().join(format!("tasker_dup_{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("nested")).unwrap();
+        let yaml = "namespace: demo\nname: flow\nversion: 1.0.0\nsteps:\n  - {name: a, handler: {callable: A}}\n";
+        std::fs::write(dir.join("flow.yaml"), yaml).unwrap();
+        std::fs::write(dir.join("nested/copy.yml"), yaml).unwrap();
+        let err = TaskTemplate::load_paths(&[&dir]).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            err,
+            format!(
+                "template demo/flow@1.0.0 is declared twice: in {} and in {}",
+                dir.join("flow.yaml").display(),
+                dir.join("nested/copy.yml").display()
+            )
+        );
+    }
 
     fn template(steps: &str) -> String {
         format!("namespace: demo\nname: flow\nversion: 1.0.0\nsteps:\n{steps}")

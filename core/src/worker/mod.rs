@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::context::Context;
 use crate::db::queries::{self, ClaimedStep, EagerClaim, Outcomes};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{bounded, Error, ErrorKind, Result};
 use crate::lifecycle::Lifecycle;
 use crate::messaging::{decode_or_dead_letter, MessageRouter, ReceivedMessage, StepMessage, Wakeups};
 use crate::orchestration::backoff_delay;
@@ -35,6 +35,11 @@ const MAX_RECORD_BATCH: usize = 64;
 /// The longest retry delay a handler's `retry_after` may ask for (30 days);
 /// a longer one is cut to it.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The longest error message recorded, in bytes; backtraces keep
+/// `MAX_BACKTRACE` lines of an eighth of it each.
+const MAX_ERROR_TEXT: usize = 8192;
+const MAX_BACKTRACE: usize = 50;
 
 /// A claimed step, ready to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,10 +229,16 @@ impl WorkerHandle {
             Ok(jobs) => jobs,
             Err(_) => return Ok(None),
         };
-        if self.lifecycle.is_stopping() {
+        // A wait ends when the worker starts stopping, so that shutdown gets
+        // the channel at once to release the jobs buffered in it.
+        let mut stopping = self.lifecycle.stopping();
+        if *stopping.borrow_and_update() {
             return Ok(None);
         }
-        Ok(tokio::time::timeout(timeout, jobs.recv()).await.ok().flatten())
+        tokio::select! {
+            job = tokio::time::timeout(timeout, jobs.recv()) => Ok(job.ok().flatten()),
+            _ = stopping.changed() => Ok(None),
+        }
     }
 
     fn take(&self, step_uuid: Uuid) -> Result<InFlight> {
@@ -261,10 +272,12 @@ impl WorkerHandle {
             retry_after,
         );
         let retryable = claim.retryable && failure.retryable;
+        let backtrace: Vec<std::borrow::Cow<'_, str>> =
+            failure.backtrace.iter().take(MAX_BACKTRACE).map(|line| bounded(line, MAX_ERROR_TEXT / 8)).collect();
         let error = json!({
-            "class": failure.error_class,
-            "message": failure.message,
-            "backtrace": failure.backtrace,
+            "class": bounded(&failure.error_class, 256),
+            "message": bounded(&failure.message, MAX_ERROR_TEXT),
+            "backtrace": backtrace,
             "attempt": claim.attempts,
             "retryable": retryable,
             "worker": self.id,
@@ -628,6 +641,7 @@ impl Dispatcher {
                 return;
             }
         };
+        let mut unclaimed = Vec::new();
         for ((message, step), permit) in steps.into_iter().zip(permits) {
             match claims.remove(&step.step_uuid) {
                 Some(claim) => {
@@ -638,16 +652,54 @@ impl Dispatcher {
                         release(&self.ctx, flight, "worker shut down before starting it").await;
                     }
                 }
-                None => {
-                    // Not claimable: a duplicate delivery, a step already
-                    // claimed, finished or cancelled, or one of a namespace
-                    // this worker does not serve. Never run it here.
-                    tracing::debug!(step_uuid = %step.step_uuid, queue = message.queue,
-                                    "skipping a step that is not claimable by this worker");
-                    if let Err(e) = self.ctx.messaging().ack(&message.queue, message.receipt).await {
-                        tracing::warn!(error = %e, "acking a skipped step message failed");
-                    }
+                None => unclaimed.push((message, step)),
+            }
+        }
+        if !unclaimed.is_empty() {
+            self.settle_unclaimed(unclaimed).await;
+        }
+    }
+
+    /// A message whose step was not claimed is a duplicate delivery (the
+    /// step was claimed, finished or cancelled meanwhile: acked) or a stray:
+    /// a step that does not exist or belongs to a namespace this worker does
+    /// not serve, which never runs here and is archived with the reason
+    /// (kept for inspection in the dead-letter store).
+    async fn settle_unclaimed(&self, unclaimed: Vec<(ReceivedMessage, StepMessage)>) {
+        let uuids: Vec<Uuid> = unclaimed.iter().map(|(_, step)| step.step_uuid).collect();
+        let namespaces = match queries::step_namespaces(self.ctx.pool(), &uuids).await {
+            Ok(namespaces) => namespaces,
+            Err(e) => {
+                // Unknown for now: back to the queue, to be looked at again.
+                tracing::warn!(error = %e, "reading unclaimed steps failed; their messages are redelivered");
+                for (message, _) in &unclaimed {
+                    let _ = self.ctx.messaging().nack(&message.queue, message.receipt, Duration::from_secs(1)).await;
                 }
+                return;
+            }
+        };
+        for (message, step) in unclaimed {
+            let stray = match namespaces.get(&step.step_uuid) {
+                None => Some("no such step exists".to_owned()),
+                Some(ns) if !self.namespaces.contains(ns) => {
+                    Some(format!("the step belongs to namespace {ns}, which this worker does not serve"))
+                }
+                Some(_) => None,
+            };
+            let settled = match &stray {
+                Some(reason) => {
+                    tracing::warn!(step_uuid = %step.step_uuid, queue = message.queue, receipt = message.receipt,
+                                   reason, "archiving a step message that this worker can never run");
+                    self.ctx.messaging().dead_letter(&message.queue, message.receipt).await
+                }
+                None => {
+                    tracing::debug!(step_uuid = %step.step_uuid, queue = message.queue,
+                                    "skipping a duplicate delivery of a step that is not claimable");
+                    self.ctx.messaging().ack(&message.queue, message.receipt).await
+                }
+            };
+            if let Err(e) = settled {
+                tracing::warn!(step_uuid = %step.step_uuid, error = %e, "settling an unclaimed step message failed");
             }
         }
     }
@@ -683,18 +735,42 @@ impl Heartbeat {
         let visibility = Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds));
         let every = (visibility / 3).max(Duration::from_millis(200));
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                _ = stop.changed() => {}
+            if *stop.borrow() {
+                // Stopping: beat on schedule while steps finish, and leave
+                // as soon as none is left (shutdown waits for this).
+                let next_beat = tokio::time::Instant::now() + every;
+                while tokio::time::Instant::now() < next_beat && !self.idle() && stop.has_changed().is_ok() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            } else {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = stop.changed() => {}
+                }
             }
-            // Beat once more while stopping: in-flight steps are finishing.
+            // The handle was dropped without a shutdown: nobody can report
+            // the steps still in flight, so they are given back now rather
+            // than kept alive for good.
+            if stop.has_changed().is_err() {
+                let left: Vec<InFlight> =
+                    self.in_flight.lock().expect("in-flight lock").drain().map(|(_, flight)| flight).collect();
+                for flight in left {
+                    release(&self.ctx, flight, "worker dropped without a shutdown").await;
+                }
+                break;
+            }
+            if *stop.borrow() && self.idle() {
+                break;
+            }
+            // Beat once more when told to stop: in-flight steps are finishing.
             if let Err(e) = self.beat(visibility).await {
                 tracing::warn!(error = %e, "step heartbeat failed; retrying");
             }
-            if *stop.borrow() && self.in_flight.lock().expect("in-flight lock").is_empty() {
-                break;
-            }
         }
+    }
+
+    fn idle(&self) -> bool {
+        self.in_flight.lock().expect("in-flight lock").is_empty()
     }
 
     async fn beat(&self, visibility: Duration) -> Result<()> {

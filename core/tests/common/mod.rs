@@ -33,12 +33,17 @@ static MIGRATED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new(
 static MIGRATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Tests on RabbitMQ use a database of their own: one deployment uses one
-/// provider, and an orchestrator sweeps every task in its database.
+/// provider, and an orchestrator sweeps every task in its database. It is
+/// the test database's name + `_rabbitmq` (tasker_test_rabbitmq for
+/// bin/test), so a checkout testing against its own databases stays on them.
 pub fn rabbitmq_overrides() -> Value {
     let url = test_config().database_url;
-    let base = url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(url);
+    let database_url = match url.rsplit_once('/') {
+        Some((base, name)) => format!("{base}/{}_rabbitmq", name.split('?').next().unwrap_or(name)),
+        None => url,
+    };
     json!({
-        "database_url": format!("{base}/tasker_test_rabbitmq"),
+        "database_url": database_url,
         "messaging": {"provider": "rabbitmq"},
         "orchestration": {"poll_interval_ms": 20},
         "worker": {"poll_interval_ms": 20},
@@ -168,57 +173,6 @@ impl Running {
         self.orchestrator.shutdown(Duration::from_secs(5)).await.expect("orchestrator stops cleanly");
         assert!(!self.orchestrator.is_running() && !self.worker.is_running());
     }
-}
-
-/// Runs `rabbitmqctl` (installed by bin/test) and checks it succeeded.
-pub async fn rabbitmqctl(args: &[&str]) {
-    let out = tokio::process::Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .await
-        .expect("rabbitmqctl runs (bin/test installs RabbitMQ)");
-    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// Twenty linear tasks on RabbitMQ, run by a worker whose handler takes a
-/// moment, with `disrupt` done to the broker while they run: every task
-/// completes, and each step's result is recorded exactly once.
-pub async fn rabbitmq_workflows_survive<F, Fut>(prefix: &str, disrupt: F)
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let ns = unique_namespace(prefix);
-    let ctx = context_with(rabbitmq_overrides()).await;
-    ctx.register_template(linear_template(&ns)).await.unwrap();
-    let client = TaskerClient::new(ctx.clone());
-    let orchestrator = OrchestratorHandle::start(ctx.clone()).await.unwrap();
-    let worker = Arc::new(WorkerHandle::start(ctx, std::slice::from_ref(&ns), 4).await.unwrap());
-    let runner = {
-        let (worker, client) = (worker.clone(), client.clone());
-        tokio::spawn(async move {
-            while worker.is_running() {
-                let Some(job) = worker.next_job(Duration::from_millis(200)).await.expect("next job") else { continue };
-                tokio::time::sleep(Duration::from_millis(30)).await; // a handler doing some work
-                run_job(&worker, &client, job).await;
-            }
-        })
-    };
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let request = tasker_core::CreateTask::new(&ns, "linear", "1.0.0", json!({"n": 6}));
-        tasks.push(client.create_task(&request).await.unwrap().task_uuid);
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    disrupt().await;
-
-    for task_uuid in &tasks {
-        let done = client.wait_for_task(*task_uuid, Duration::from_secs(90)).await.unwrap();
-        assert_linear_six_completed_once(&client, &done).await;
-    }
-    worker.shutdown(Duration::from_secs(5)).await.unwrap();
-    runner.await.unwrap();
-    orchestrator.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 /// A linear task of [`linear_template`] with `{"n": 6}` finished: complete,

@@ -23,9 +23,18 @@ pub(crate) fn to_ruby<T: serde::Serialize>(ruby: &Ruby, value: &T) -> Result<Val
     serde_magnus::serialize(ruby, value)
 }
 
+/// Converts a Ruby value. The error names the value's class, never the
+/// value itself: it may be huge, or not valid UTF-8.
 pub(crate) fn from_ruby<T: serde::de::DeserializeOwned>(ruby: &Ruby, value: Value) -> Result<T, Error> {
-    serde_magnus::deserialize(ruby, value)
-        .map_err(|e| errors::new(ErrorKind::Validation, format!("cannot convert {value}: {e}")))
+    serde_magnus::deserialize(ruby, value).map_err(|e| {
+        let mut detail = e.to_string();
+        if detail.len() > 300 {
+            let cut = (0..=300).rev().find(|&i| detail.is_char_boundary(i)).unwrap_or(0);
+            detail.truncate(cut);
+            detail.push_str("...");
+        }
+        errors::new(ErrorKind::Validation, format!("cannot convert a {}: {detail}", value.class()))
+    })
 }
 
 impl Client {
@@ -44,9 +53,7 @@ impl Client {
     }
 
     fn config(ruby: &Ruby, rb_self: &Self) -> Result<Value, Error> {
-        let mut config = serde_json::to_value(rb_self.ctx().config()).expect("config serializes");
-        config["database_url"] = rb_self.ctx().config().redacted_database_url().into();
-        to_ruby(ruby, &config)
+        to_ruby(ruby, &rb_self.ctx().config().redacted_json())
     }
 
     /// The resolved database URL (with its password), for ActiveRecord.

@@ -41,17 +41,40 @@ impl Worker {
         }
     }
 
-    fn complete(ruby: &Ruby, rb_self: &Self, step_uuid: String, result: Value) -> Result<(), Error> {
+    /// Records the result; returns the step's new state. A result that
+    /// cannot be converted (the Ruby facade checks first; this is the
+    /// backstop) is recorded as a permanent failure instead of raising with
+    /// the step still claimed, which would hold its slot for good.
+    fn complete(ruby: &Ruby, rb_self: &Self, step_uuid: String, result: Value) -> Result<String, Error> {
         let uuid = parse_uuid(&step_uuid)?;
-        let result: serde_json::Value = from_ruby(ruby, result)?;
-        gvl::run(rb_self.handle.complete(uuid, result))
+        let handle = rb_self.handle.clone();
+        match from_ruby::<serde_json::Value>(ruby, result) {
+            Ok(result) => gvl::run(async move { handle.complete(uuid, result).await.map(|()| "complete".to_owned()) }),
+            Err(e) => {
+                let failure = StepFailure {
+                    error_class: "TaskerCore::ValidationError".to_owned(),
+                    message: format!("the step's result cannot be stored as JSON: {e}"),
+                    backtrace: Vec::new(),
+                    retryable: false,
+                    retry_after_seconds: None,
+                };
+                gvl::run(async move { handle.fail(uuid, failure).await })
+            }
+        }
     }
 
     /// `failure`: {"error_class", "message", "backtrace", "retryable",
-    /// "retry_after_seconds"}. Returns the step's new state.
+    /// "retry_after_seconds"}. Returns the step's new state. A failure that
+    /// cannot be converted is recorded as one that says so.
     fn fail(ruby: &Ruby, rb_self: &Self, step_uuid: String, failure: Value) -> Result<String, Error> {
         let uuid = parse_uuid(&step_uuid)?;
-        let failure: StepFailure = from_ruby(ruby, failure)?;
+        let failure = from_ruby::<StepFailure>(ruby, failure).unwrap_or_else(|e| StepFailure {
+            error_class: "TaskerCore::Error".to_owned(),
+            message: format!("the handler's failure could not be read: {e}"),
+            backtrace: Vec::new(),
+            retryable: true,
+            retry_after_seconds: None,
+        });
         gvl::run(rb_self.handle.fail(uuid, failure))
     }
 
