@@ -128,6 +128,17 @@ module TaskerCore
     def message_service
       MessageService.new(client)
     end
+
+    # The queue a namespace's steps go to: "<queue_prefix><namespace>_queue".
+    def queue_name(namespace)
+      client.step_queue(namespace.to_s)
+    end
+
+    # The queue of task requests from callers outside Ruby and Rust:
+    # "<queue_prefix>orchestration_task_requests".
+    def task_requests_queue
+      client.task_requests_queue
+    end
   end
 
   class << self

@@ -177,9 +177,12 @@ async fn install_functions(pool: &PgPool) -> Result<()> {
 }
 
 /// Creates the queues the orchestrator reads.
-pub(crate) async fn create_orchestration_queues(messaging: &dyn MessagingService) -> Result<()> {
-    for queue in MessageRouter::orchestration_queues() {
-        messaging.create_queue(queue).await?;
+pub(crate) async fn create_orchestration_queues(
+    messaging: &dyn MessagingService,
+    router: &MessageRouter,
+) -> Result<()> {
+    for queue in router.orchestration_queues() {
+        messaging.create_queue(&queue).await?;
     }
     Ok(())
 }

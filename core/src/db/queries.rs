@@ -54,15 +54,26 @@ pub(crate) async fn pgmq_queue_stats(pool: &PgPool, queue: &str) -> Result<Queue
 // ---- templates -------------------------------------------------------------
 
 /// Stores a template and its steps; returns its id and each step's id.
-pub(crate) async fn upsert_template(conn: &mut PgConnection, template: &TaskTemplate) -> Result<()> {
+/// Each namespace's queue (where the SQL functions send its steps) becomes
+/// the registering deployment's, with its queue prefix: a namespace belongs
+/// to one deployment, as its templates do.
+pub(crate) async fn upsert_template(
+    conn: &mut PgConnection,
+    router: &MessageRouter,
+    template: &TaskTemplate,
+) -> Result<()> {
     let key = template.key();
     for namespace in template.step_namespaces() {
-        sqlx::query("INSERT INTO tasker_namespaces (name, queue_name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(namespace)
-            .bind(MessageRouter::step_queue(namespace))
-            .execute(&mut *conn)
-            .await
-            .map_err(Error::db(format!("registering namespace {namespace}")))?;
+        sqlx::query(
+            "INSERT INTO tasker_namespaces (name, queue_name) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET queue_name = EXCLUDED.queue_name \
+             WHERE tasker_namespaces.queue_name <> EXCLUDED.queue_name",
+        )
+        .bind(namespace)
+        .bind(router.step_queue(namespace))
+        .execute(&mut *conn)
+        .await
+        .map_err(Error::db(format!("registering namespace {namespace}")))?;
     }
     let definition = serde_json::to_value(template).expect("templates serialize");
     let template_id: i64 = sqlx::query_scalar(

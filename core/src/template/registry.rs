@@ -25,14 +25,15 @@ impl TemplateRegistry {
         &self,
         pool: &PgPool,
         messaging: &dyn MessagingService,
+        router: &MessageRouter,
         template: TaskTemplate,
     ) -> Result<()> {
         template.validate()?;
         for namespace in template.step_namespaces() {
-            messaging.create_queue(&MessageRouter::step_queue(namespace)).await?;
+            messaging.create_queue(&router.step_queue(namespace)).await?;
         }
         let mut tx = pool.begin().await.map_err(Error::db("registering a template"))?;
-        queries::upsert_template(&mut tx, &template).await?;
+        queries::upsert_template(&mut tx, router, &template).await?;
         tx.commit().await.map_err(Error::db(format!("registering template {}", template.key())))?;
         self.cache.write().expect("template cache lock").insert(template.key(), Arc::new(template));
         Ok(())

@@ -6,8 +6,11 @@
 # templates. Examples do not run inside transactions: the engine commits
 # from its own connections, which a wrapping transaction would hide.
 ENV["RAILS_ENV"] ||= "test"
-require_relative "../config/environment"
 require "securerandom"
+# A queue prefix of this run's own (the processes the specs start inherit
+# it): no other run sharing the database or broker reads its queues.
+ENV["TASKER_QUEUE_PREFIX"] ||= "r#{SecureRandom.hex(4)}_"
+require_relative "../config/environment"
 
 APP_ROOT = Rails.root.to_s
 

@@ -96,6 +96,15 @@ impl Client {
         self.ctx().messaging().queues_in_database()
     }
 
+    /// The queue a namespace's steps go to, with the queue prefix.
+    fn step_queue(&self, namespace: String) -> String {
+        self.ctx().router().step_queue(&namespace)
+    }
+
+    fn task_requests_queue(&self) -> String {
+        self.ctx().router().task_requests()
+    }
+
     fn cancel_task(&self, task_uuid: String, reason: String) -> Result<bool, Error> {
         let uuid = parse_uuid(&task_uuid)?;
         gvl::run(self.inner.cancel_task(uuid, &reason))
@@ -159,6 +168,8 @@ pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("validate_request", method!(Client::validate_request, 1))?;
     class.define_method("handlers", method!(Client::handlers, 1))?;
     class.define_method("queues_in_database?", method!(Client::queues_in_database, 0))?;
+    class.define_method("step_queue", method!(Client::step_queue, 1))?;
+    class.define_method("task_requests_queue", method!(Client::task_requests_queue, 0))?;
     class.define_method("cancel_task", method!(Client::cancel_task, 2))?;
     class.define_method("retry_step", method!(Client::retry_step, 2))?;
     class.define_method("resolve_step_manually", method!(Client::resolve_step_manually, 3))?;

@@ -91,7 +91,7 @@ RSpec.describe "order fulfillment" do
     def queued_messages(uuid)
       ActiveRecord::Base.connection.select_value(
         ActiveRecord::Base.sanitize_sql_array(
-          ["SELECT count(*) FROM pgmq.q_fulfillment_queue WHERE message->>'task_uuid' = ?", uuid]
+          ["SELECT count(*) FROM pgmq.q_#{TaskerCore.queue_name('fulfillment')} WHERE message->>'task_uuid' = ?", uuid]
         )
       ).to_i
     end
