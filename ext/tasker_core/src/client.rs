@@ -90,6 +90,19 @@ impl Client {
         gvl::run(self.inner.handlers(&namespaces))
     }
 
+    /// A step's `handler.initialization` settings (a Hash, empty when none).
+    fn handler_config(
+        ruby: &Ruby,
+        rb_self: &Self,
+        namespace: String,
+        name: String,
+        version: String,
+        step: String,
+    ) -> Result<Value, Error> {
+        let config = gvl::run(rb_self.inner.handler_config(&namespace, &name, &version, &step))?;
+        to_ruby(ruby, &config)
+    }
+
     /// Whether task creation can send its first messages from inside the
     /// database transaction (PGMQ).
     fn queues_in_database(&self) -> bool {
@@ -167,6 +180,7 @@ pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("create_task", method!(Client::create_task, 1))?;
     class.define_method("validate_request", method!(Client::validate_request, 1))?;
     class.define_method("handlers", method!(Client::handlers, 1))?;
+    class.define_method("handler_config", method!(Client::handler_config, 4))?;
     class.define_method("queues_in_database?", method!(Client::queues_in_database, 0))?;
     class.define_method("step_queue", method!(Client::step_queue, 1))?;
     class.define_method("task_requests_queue", method!(Client::task_requests_queue, 0))?;
