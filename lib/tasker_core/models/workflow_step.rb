@@ -10,7 +10,8 @@ module TaskerCore
       has_many :transitions, -> { order(:sort_key) },
                class_name: "TaskerCore::Models::WorkflowStepTransition", foreign_key: :step_uuid, inverse_of: :step
       has_many :incoming_edges, class_name: "TaskerCore::Models::WorkflowStepEdge", foreign_key: :to_step_uuid
-      has_many :dependencies, through: :incoming_edges, source: :from_step
+      # In template order (the edges alone have none).
+      has_many :dependencies, -> { order(:position) }, through: :incoming_edges, source: :from_step
 
       def complete?
         status == "complete"
