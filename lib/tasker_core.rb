@@ -15,6 +15,7 @@ require "tasker_core/step_sequence"
 require "tasker_core/step_handler/base"
 require "tasker_core/step_handler/resolver"
 require "tasker_core/message_service"
+require "tasker_core/sql_functions"
 require "tasker_core/worker"
 require "tasker_core/runtime"
 require "tasker_core/instrumentation"
@@ -40,6 +41,10 @@ require "tasker_core/railtie" if defined?(Rails::Railtie)
 module TaskerCore
   class << self
     attr_writer :logger
+    # nil (tasks run on workers), :inline or :fake: set by
+    # TaskerCore::Testing (require "tasker_core/testing"), never in
+    # production.
+    attr_accessor :test_mode
 
     def configuration
       @configuration ||= Configuration.new
@@ -92,19 +97,20 @@ module TaskerCore
     # its first messages, with PGMQ) exists only if that transaction
     # commits. identity_key: a key of yours, or :derived (a hash of the
     # template and context); creating again with it returns the first task.
+    # Under TaskerCore::Testing.inline the workflow runs to its end before
+    # this returns; under fake!, it waits for Testing.run_all.
     def create_task(namespace:, name:, version:, context: {}, identity_key: nil)
       request = { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
                   "context" => context, "identity_key" => (identity_key&.to_s unless identity_key == :derived),
                   "derive_identity_key" => identity_key == :derived }
       Instrumentation.instrument("create_task", request.slice("namespace", "name", "version")) do |payload|
         stored_context, key = client.validate_request(request)
-        sql = Models::Base.sanitize_sql_array(
-          ["SELECT task_uuid FROM tasker_create_task(?, ?, ?, ?::jsonb, ?, ?)",
-           request["namespace"], request["name"], request["version"], JSON.generate(stored_context), key,
-           client.queues_in_database?]
+        # In test mode no message is sent: the test runs the steps itself.
+        payload[:task_uuid] = SqlFunctions.create_task(
+          namespace: request["namespace"], name: request["name"], version: request["version"],
+          context: stored_context, identity_key: key, send: test_mode.nil? && client.queues_in_database?
         )
-        payload[:task_uuid] = Models::Base.connection.select_value(sql)
-        Models::Task.find(payload[:task_uuid])
+        test_mode ? Testing.created(payload[:task_uuid]) : Models::Task.find(payload[:task_uuid])
       end
     end
 
