@@ -61,7 +61,8 @@ RSpec.describe TaskerCore::Testing do
     expect(task.status).to eq("error")
     expect(task).to have_step("fails_for_good").failed_with(TaskerCore::PermanentError, "card declined")
     expect(task).to have_step("after_failure").in_state("pending").with_attempts(0)
-    expect(task).to have_step("independent").with_result(include("step_name" => "independent", "context" => { "k" => 1 }))
+    expect(task).to have_step("independent")
+      .with_result(include("step_name" => "independent", "context" => { "k" => 1 }))
     expect(history(task.transitions).last).to eq(%w[in_progress error])
   end
 
