@@ -20,6 +20,7 @@ require "tasker_core/worker"
 require "tasker_core/runtime"
 require "tasker_core/instrumentation"
 require "tasker_core/launcher"
+require "tasker_core/template_check"
 
 module TaskerCore
   # Autoloaded: defining them subclasses ActiveRecord::Base, and loading

@@ -77,7 +77,9 @@ impl Context {
     }
 
     /// Validates and stores one template; creates its namespace's queue.
-    pub async fn register_template(&self, template: TaskTemplate) -> Result<()> {
+    /// Returns whether it changed what the database held (then every
+    /// process caching it drops its copy).
+    pub async fn register_template(&self, template: TaskTemplate) -> Result<bool> {
         self.templates.register(&self.pool, self.messaging.as_ref(), &self.router, template).await
     }
 

@@ -39,6 +39,29 @@ impl Client {
         Ok(Self { inner: TaskerClient::new(ctx) })
     }
 
+    /// Checks every template file below the configured template_paths
+    /// without connecting to anything: `[[path, key or nil, error or nil]]`.
+    fn check_templates(
+        ruby: &Ruby,
+        file: Value,
+        explicit: Value,
+    ) -> Result<Vec<(String, Option<String>, Option<String>)>, Error> {
+        let file: serde_json::Value = from_ruby(ruby, file)?;
+        let explicit: serde_json::Value = from_ruby(ruby, explicit)?;
+        let config = Config::resolve(file, explicit).map_err(|e| errors::to_ruby(&e))?;
+        let checked = TaskTemplate::check_paths(&config.template_paths).map_err(|e| errors::to_ruby(&e))?;
+        Ok(checked
+            .into_iter()
+            .map(|(path, result)| {
+                let path = path.display().to_string();
+                match result {
+                    Ok(template) => (path, Some(template.key()), None),
+                    Err(e) => (path, None, Some(e.to_string())),
+                }
+            })
+            .collect())
+    }
+
     pub(crate) fn ctx(&self) -> &Arc<Context> {
         self.inner.context()
     }
@@ -172,6 +195,7 @@ impl Client {
 pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     let class = native.define_class("Client", ruby.class_object())?;
     class.define_singleton_method("connect", function!(Client::connect, 2))?;
+    class.define_singleton_method("check_templates", function!(Client::check_templates, 2))?;
     class.define_method("config", method!(Client::config, 0))?;
     class.define_method("database_url", method!(Client::database_url, 0))?;
     class.define_method("migrate", method!(Client::migrate, 0))?;
