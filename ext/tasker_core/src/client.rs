@@ -10,6 +10,9 @@ use uuid::Uuid;
 
 use crate::{errors, gvl};
 
+/// A template file checked: its path, and its key or what is wrong with it.
+type CheckedFile = (String, Option<String>, Option<String>);
+
 #[magnus::wrap(class = "TaskerCore::Native::Client", free_immediately, size)]
 pub(crate) struct Client {
     pub(crate) inner: TaskerClient,
@@ -41,11 +44,7 @@ impl Client {
 
     /// Checks every template file below the configured template_paths
     /// without connecting to anything: `[[path, key or nil, error or nil]]`.
-    fn check_templates(
-        ruby: &Ruby,
-        file: Value,
-        explicit: Value,
-    ) -> Result<Vec<(String, Option<String>, Option<String>)>, Error> {
+    fn check_templates(ruby: &Ruby, file: Value, explicit: Value) -> Result<Vec<CheckedFile>, Error> {
         let file: serde_json::Value = from_ruby(ruby, file)?;
         let explicit: serde_json::Value = from_ruby(ruby, explicit)?;
         let config = Config::resolve(file, explicit).map_err(|e| errors::to_ruby(&e))?;
