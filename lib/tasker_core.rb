@@ -15,12 +15,15 @@ require "tasker_core/configuration"
 require "tasker_core/config_file"
 require "tasker_core/step_sequence"
 require "tasker_core/step_handler/base"
+require "tasker_core/step_handler/resolver"
 require "tasker_core/message_service"
 require "tasker_core/worker_threads"
+require "tasker_core/sql_functions"
 require "tasker_core/worker"
 require "tasker_core/runtime"
 require "tasker_core/instrumentation"
 require "tasker_core/launcher"
+require "tasker_core/template_check"
 
 module TaskerCore
   # Autoloaded: defining them subclasses ActiveRecord::Base, and loading
@@ -42,6 +45,10 @@ require "tasker_core/railtie" if defined?(Rails::Railtie)
 module TaskerCore
   class << self
     attr_writer :logger
+    # nil (tasks run on workers), :inline or :fake: set by
+    # TaskerCore::Testing (require "tasker_core/testing"), never in
+    # production.
+    attr_accessor :test_mode
 
     def configuration
       @configuration ||= Configuration.new
@@ -94,6 +101,8 @@ module TaskerCore
     # its first messages, with PGMQ) exists only if that transaction
     # commits. identity_key: a key of yours, or :derived (a hash of the
     # template and context); creating again with it returns the first task.
+    # Under TaskerCore::Testing.inline the workflow runs to its end before
+    # this returns; under fake!, it waits for Testing.run_all.
     def create_task(namespace:, name:, version:, context: {}, identity_key: nil)
       request = { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
                   "context" => context, "identity_key" => (identity_key&.to_s unless identity_key == :derived),
@@ -101,14 +110,13 @@ module TaskerCore
       JsonValue.check!(context, "the context of a #{namespace}/#{name}@#{version} task")
       Instrumentation.instrument("create_task", request.slice("namespace", "name", "version")) do |payload|
         stored_context, key = client.validate_request(request)
-        sql = Models::Base.sanitize_sql_array(
-          ["SELECT task_row FROM tasker_create_task(?, ?, ?, ?::jsonb, ?, ?)",
-           request["namespace"], request["name"], request["version"], JSON.generate(stored_context), key,
-           client.queues_in_database?]
+        # In test mode no message is sent: the test runs the steps itself.
+        row = SqlFunctions.create_task(
+          namespace: request["namespace"], name: request["name"], version: request["version"],
+          context: stored_context, identity_key: key, send: test_mode.nil? && client.queues_in_database?
         )
-        task = Models::Task.instantiate(JSON.parse(Models::Base.connection.select_value(sql)))
-        payload[:task_uuid] = task.task_uuid
-        task
+        payload[:task_uuid] = row.fetch("task_uuid")
+        test_mode ? Testing.created(payload[:task_uuid]) : Models::Task.instantiate(row)
       end
     end
 
@@ -133,6 +141,17 @@ module TaskerCore
 
     def message_service
       MessageService.new(client)
+    end
+
+    # The queue a namespace's steps go to: "<queue_prefix><namespace>_queue".
+    def queue_name(namespace)
+      client.step_queue(namespace.to_s)
+    end
+
+    # The queue of task requests from callers outside Ruby and Rust:
+    # "<queue_prefix>orchestration_task_requests".
+    def task_requests_queue
+      client.task_requests_queue
     end
   end
 

@@ -4,8 +4,14 @@
 # do not run inside transactions: the engine commits from its own
 # connections and wakes on LISTEN/NOTIFY, which a wrapping transaction
 # would hide. Each spec instead uses its own queues and tasks.
-require "tasker_core"
+#
+# Each run is a deployment of its own: a fresh queue prefix (inherited by
+# the worker and orchestrator processes the specs start), so no other run
+# sharing the database or broker reads this run's queues or serves its task
+# requests.
 require "securerandom"
+ENV["TASKER_QUEUE_PREFIX"] ||= "s#{SecureRandom.hex(4)}_"
+require "tasker_core"
 require_relative "../examples/handlers/squares"
 require_relative "../examples/handlers/add_one"
 require_relative "fixtures/handlers/probe_handlers"

@@ -185,6 +185,20 @@ impl TaskerClient {
         Ok(handlers)
     }
 
+    /// A step's `handler.initialization` settings in its template (an empty
+    /// object when it has none), from the template cache.
+    pub async fn handler_config(&self, namespace: &str, name: &str, version: &str, step: &str) -> Result<Value> {
+        let template = self.ctx.templates().get(self.ctx.pool(), namespace, name, version).await?;
+        let Some(found) = template.steps.iter().find(|s| s.name == step) else {
+            return Err(Error::not_found(format!("template {} has no step {step:?}", template.key())));
+        };
+        Ok(if found.handler.initialization.is_null() {
+            Value::Object(serde_json::Map::new())
+        } else {
+            found.handler.initialization.clone()
+        })
+    }
+
     /// The results of a step's direct dependencies, by step name.
     pub async fn dependency_results(&self, step_uuid: Uuid) -> Result<HashMap<String, Option<Value>>> {
         queries::dependency_results(self.ctx.pool(), step_uuid).await

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::config::{Config, MessagingProvider};
 use crate::db::{self, queries};
 use crate::error::{Error, Result};
-use crate::messaging::{MessagingService, Outbox, PgmqProvider, RabbitMqProvider};
+use crate::messaging::{MessageRouter, MessagingService, Outbox, PgmqProvider, RabbitMqProvider};
 use crate::template::{TaskTemplate, TemplateRegistry};
 
 /// What every component works through: configuration, the connection pool,
@@ -20,6 +20,7 @@ pub struct Context {
     config: Config,
     pool: PgPool,
     messaging: Arc<dyn MessagingService>,
+    router: MessageRouter,
     templates: TemplateRegistry,
     finished_tasks: OnceCell<(broadcast::Sender<Uuid>, AbortOnDrop)>,
     resender: std::sync::OnceLock<Resender>,
@@ -37,6 +38,7 @@ impl Context {
             }
         };
         Ok(Arc::new(Self {
+            router: MessageRouter::new(config.messaging.queue_prefix.clone()),
             config,
             pool,
             messaging,
@@ -58,6 +60,11 @@ impl Context {
         &self.messaging
     }
 
+    /// Queue names, with this deployment's prefix.
+    pub fn router(&self) -> &MessageRouter {
+        &self.router
+    }
+
     pub(crate) fn templates(&self) -> &TemplateRegistry {
         &self.templates
     }
@@ -66,12 +73,14 @@ impl Context {
     /// Idempotent.
     pub async fn migrate(&self) -> Result<()> {
         db::migrate(&self.pool).await?;
-        db::create_orchestration_queues(self.messaging.as_ref()).await
+        db::create_orchestration_queues(self.messaging.as_ref(), &self.router).await
     }
 
     /// Validates and stores one template; creates its namespace's queue.
-    pub async fn register_template(&self, template: TaskTemplate) -> Result<()> {
-        self.templates.register(&self.pool, self.messaging.as_ref(), template).await
+    /// Returns whether it changed what the database held (then every
+    /// process caching it drops its copy).
+    pub async fn register_template(&self, template: TaskTemplate) -> Result<bool> {
+        self.templates.register(&self.pool, self.messaging.as_ref(), &self.router, template).await
     }
 
     /// Loads every template below the configured `template_paths`; nothing

@@ -182,8 +182,9 @@ async fn a_dependent_runs_eagerly_where_its_namespace_is_served_and_through_its_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_dies_after_claiming_a_dependent_eagerly_loses_nothing() {
     let ns = common::unique_namespace("eagerdead");
-    let overrides =
-        json!({"messaging": {"visibility_timeout_seconds": 1}, "orchestration": {"sweep_interval_ms": 200}});
+    let overrides = common::one_deployment(
+        json!({"messaging": {"visibility_timeout_seconds": 1}, "orchestration": {"sweep_interval_ms": 200}}),
+    );
     let ctx = common::context_with(overrides.clone()).await;
     ctx.register_template(common::linear_template(&ns)).await.unwrap();
     let client = TaskerClient::new(ctx.clone());

@@ -181,7 +181,7 @@ async fn cancelling_stops_everything_and_a_late_result_changes_nothing() {
     assert_eq!(late.metadata["late_result"], json!(36));
     // Nothing further was sent: only the first step's message ever existed.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let stats = ctx.messaging().stats(&tasker_core::MessageRouter::step_queue(&ns)).await.unwrap();
+    let stats = ctx.messaging().stats(&ctx.router().step_queue(&ns)).await.unwrap();
     assert_eq!((stats.total_sent, stats.depth), (Some(1), 0));
     worker.shutdown(Duration::from_secs(5)).await.unwrap();
     orchestrator.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -281,7 +281,7 @@ async fn resolving_a_failed_step_by_hand_lets_its_dependents_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_held_by_a_dead_worker_is_taken_over_and_recorded_once() {
     let ns = common::unique_namespace("dead");
-    let overrides = json!({"messaging": {"visibility_timeout_seconds": 1}});
+    let overrides = common::one_deployment(json!({"messaging": {"visibility_timeout_seconds": 1}}));
     let ctx = common::context_with(overrides.clone()).await;
     ctx.register_template(common::linear_template(&ns)).await.unwrap();
     let client = TaskerClient::new(ctx.clone());
@@ -461,7 +461,7 @@ async fn a_duplicate_delivery_never_reruns_a_finished_step_and_a_poison_message_
     run.client.wait_for_task(task.task_uuid, Duration::from_secs(30)).await.unwrap();
     let before = run.client.step_transitions(task.task_uuid).await.unwrap();
 
-    let queue = tasker_core::MessageRouter::step_queue(&ns);
+    let queue = ctx.router().step_queue(&ns);
     let step_one = run.client.steps(task.task_uuid).await.unwrap()[0].clone();
     let duplicate = tasker_core::StepMessage {
         task_uuid: task.task_uuid,

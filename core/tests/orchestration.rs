@@ -128,7 +128,7 @@ async fn identity_key_makes_creation_idempotent() {
     let second = client.create_task(&req).await.unwrap();
     assert_eq!(first.task_uuid, second.task_uuid);
     // Only the first step was enqueued, once.
-    let stats = ctx.messaging().stats(&tasker_core::MessageRouter::step_queue(&ns)).await.unwrap();
+    let stats = ctx.messaging().stats(&ctx.router().step_queue(&ns)).await.unwrap();
     assert_eq!(stats.total_sent, Some(1));
 }
 
@@ -243,4 +243,92 @@ async fn linear_and_diamond_run_the_same_on_rabbitmq() {
         assert_eq!(steps.last().unwrap().results, Some(json!(2_821_109_907_456_i64)));
     }
     h.stop().await;
+}
+
+/// Two deployments, each with its own queue prefix, share one database:
+/// a task request on one's queue is served only by its own orchestrator,
+/// and a task created without its first messages (as `TaskerCore.create_task`
+/// does on RabbitMQ) is published only by its own deployment's orchestrator.
+async fn deployments_with_their_own_queue_prefix_share_no_queue(overrides: serde_json::Value) {
+    let ns = common::unique_namespace("apart");
+    let ours = common::context_with(common::one_deployment(overrides.clone())).await;
+    let theirs = common::context_with(common::one_deployment(overrides)).await;
+    assert_ne!(ours.router().prefix(), theirs.router().prefix());
+    ours.register_template(common::linear_template(&ns)).await.unwrap();
+    let queue_name: String = sqlx::query_scalar("SELECT queue_name FROM tasker_namespaces WHERE name = $1")
+        .bind(&ns)
+        .fetch_one(ours.pool())
+        .await
+        .unwrap();
+    assert_eq!(queue_name, format!("{}{ns}_queue", ours.router().prefix()));
+
+    let client = TaskerClient::new(ours.clone());
+    let their_orchestrator = OrchestratorHandle::start(theirs.clone()).await.unwrap();
+    let our_worker =
+        std::sync::Arc::new(WorkerHandle::start(ours.clone(), std::slice::from_ref(&ns), 2).await.unwrap());
+    let runner = tokio::spawn(common::run_square_worker(our_worker.clone(), client.clone()));
+    let requests = ours.router().task_requests();
+    assert_eq!(requests, format!("{}orchestration_task_requests", ours.router().prefix()));
+    ours.messaging().create_queue(&requests).await.unwrap();
+    let key = format!("request-{ns}");
+    let request =
+        json!({"namespace": ns, "name": "linear", "version": "1.0.0", "context": {"n": 6}, "identity_key": key});
+    ours.messaging().send(&requests, &request).await.unwrap();
+    let sent_by_sql: uuid::Uuid =
+        sqlx::query_scalar("SELECT task_uuid FROM tasker_create_task($1, 'linear', '1.0.0', '{\"n\": 6}', NULL, $2)")
+            .bind(&ns)
+            .bind(ours.messaging().queues_in_database())
+            .fetch_one(ours.pool())
+            .await
+            .unwrap();
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let requested: i64 = sqlx::query_scalar("SELECT count(*) FROM tasker_tasks WHERE identity_key = $1")
+        .bind(&key)
+        .fetch_one(ours.pool())
+        .await
+        .unwrap();
+    assert_eq!(requested, 0, "their orchestrator left our request alone");
+    assert_eq!(ours.messaging().stats(&requests).await.unwrap().visible, 1);
+    let first_step = client.steps(sent_by_sql).await.unwrap()[0].status.clone();
+    if ours.messaging().queues_in_database() {
+        // PGMQ: the first message was sent in the creating transaction.
+        assert_eq!(client.wait_for_task(sent_by_sql, Duration::from_secs(10)).await.unwrap().status, "complete");
+    } else {
+        assert_eq!(first_step, "enqueued", "their orchestrator did not publish our task");
+    }
+
+    let our_orchestrator = OrchestratorHandle::start(ours.clone()).await.unwrap();
+    let done = client.wait_for_task(sent_by_sql, Duration::from_secs(30)).await.unwrap();
+    common::assert_linear_six_completed_once(&client, &done).await;
+    let requested = loop {
+        let found: Option<uuid::Uuid> =
+            sqlx::query_scalar("SELECT task_uuid FROM tasker_tasks WHERE identity_key = $1")
+                .bind(&key)
+                .fetch_optional(ours.pool())
+                .await
+                .unwrap();
+        if let Some(task_uuid) = found {
+            break task_uuid;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let done = client.wait_for_task(requested, Duration::from_secs(30)).await.unwrap();
+    common::assert_linear_six_completed_once(&client, &done).await;
+    assert_eq!(ours.messaging().stats(&requests).await.unwrap().depth, 0);
+
+    our_worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    runner.await.unwrap();
+    our_orchestrator.shutdown(Duration::from_secs(5)).await.unwrap();
+    their_orchestrator.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgmq_deployments_with_their_own_queue_prefix_share_no_queue() {
+    deployments_with_their_own_queue_prefix_share_no_queue(json!({})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_deployments_with_their_own_queue_prefix_share_no_queue() {
+    deployments_with_their_own_queue_prefix_share_no_queue(common::rabbitmq_overrides()).await;
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tasker_core::{CreateTask, MessageRouter, TaskerClient, WorkerHandle};
+use tasker_core::{CreateTask, TaskerClient, WorkerHandle};
 use uuid::Uuid;
 
 async fn wait_until<F, Fut>(what: &str, check: F)
@@ -50,7 +50,7 @@ async fn a_task_whose_outcome_cannot_be_recorded_holds_up_no_other_and_loses_not
 
     // The far namespace's queue is gone: recording step_one of a split task,
     // which sends step_two there, fails; no orchestrator runs.
-    ctx.messaging().delete_queue(&MessageRouter::step_queue(&far)).await.unwrap();
+    ctx.messaging().delete_queue(&ctx.router().step_queue(&far)).await.unwrap();
     let near_worker = Arc::new(WorkerHandle::start(ctx.clone(), std::slice::from_ref(&near), 2).await.unwrap());
     let near_runner = tokio::spawn(run_tolerant_worker(near_worker.clone(), client.clone()));
     let request = |name: &str| CreateTask::new(&near, name, "1.0.0", json!({"n": 6}));
@@ -68,7 +68,7 @@ async fn a_task_whose_outcome_cannot_be_recorded_holds_up_no_other_and_loses_not
 
     // Once the queue is back, step_one's claim goes stale, it runs again
     // and is recorded once; the far worker runs step_two.
-    ctx.messaging().create_queue(&MessageRouter::step_queue(&far)).await.unwrap();
+    ctx.messaging().create_queue(&ctx.router().step_queue(&far)).await.unwrap();
     let far_worker = Arc::new(WorkerHandle::start(ctx.clone(), std::slice::from_ref(&far), 2).await.unwrap());
     let far_runner = tokio::spawn(run_tolerant_worker(far_worker.clone(), client.clone()));
     let done = client.wait_for_task(split_task, Duration::from_secs(30)).await.unwrap();

@@ -26,7 +26,7 @@ module TaskerCore
       service = TaskerCore.message_service
       counts = Models::Task.group(:namespace, :status).count
       lines = counts.keys.map(&:first).uniq.sort.map do |namespace|
-        queue = "#{namespace}_queue"
+        queue = TaskerCore.queue_name(namespace)
         stats = service.stats(queue)
         by_status = counts.select { |(ns, _), _| ns == namespace }.map { |(_, status), n| "#{status}=#{n}" }
         format("%-20s queue %-28s visible=%-6d depth=%-6d tasks: %s", namespace, queue, stats[:visible],

@@ -119,7 +119,7 @@ module TaskerCore
       @around_step.call do
         with_step_connection do
           task, step = models_of(job)
-          handler = handler_for(job.fetch(:handler_callable))
+          handler = handler_for(job, task)
           with_timeout(job[:timeout_seconds]) { handler.call(task, StepSequence.new(task, step), step) }
         end
       end
@@ -194,20 +194,15 @@ module TaskerCore
       @native.fail(step_uuid, failure)
     end
 
-    def handler_for(callable)
-      handler_class(callable).new
+    # The handler with its step's handler.initialization settings (from
+    # the template cache: no query once the template is cached).
+    def handler_for(job, task)
+      config = @client.handler_config(task.namespace, task.name, task.version, job.fetch(:step_name))
+      StepHandler::Resolver.build(job.fetch(:handler_callable), config)
     end
 
-    # Resolved on every run, never cached: in a Rails app in development the
-    # autoloader replaces the class when its file changes, and a cached
-    # class object would keep running the old code.
     def handler_class(callable)
-      klass = Object.const_get(callable)
-      return klass if klass.method_defined?(:call)
-
-      raise TemplateError, "handler #{callable} does not define call(task, sequence, step)"
-    rescue NameError => e
-      raise TemplateError, "handler class #{callable} cannot be found: #{e.message}"
+      StepHandler::Resolver.handler_class(callable)
     end
 
     def monotonic

@@ -102,21 +102,21 @@ RSpec.describe "The dashboard in a browser", :browser, :web do
 
     if SPEC_PROVIDER == :pgmq
       it "replays a dead letter" do
-        dead_letter("webdlq_queue", { "order" => 7 })
+        dead_letter(webdlq_queue, { "order" => 7 })
 
         visit "/dead_letters"
-        within('[data-queue="webdlq_queue"]') do
+        within(%([data-queue="#{webdlq_queue}"])) do
           expect(find(".count").text).to eq("1")
           expect(page).to have_text("not a step message: missing task_uuid, step_uuid, correlation_id")
         end
         screenshot("dead_letters")
-        accept_confirm { within('[data-queue="webdlq_queue"]') { click_button "Replay" } }
+        accept_confirm { within(%([data-queue="#{webdlq_queue}"])) { click_button "Replay" } }
 
         expect(page).to have_text("Message sent to its queue again.")
-        expect(find('[data-count-queue="webdlq_queue"] td.num').text).to eq("0")
-        expect(page).to have_no_css('[data-queue="webdlq_queue"]')
-        expect(archived_count("webdlq_queue")).to eq(0)
-        expect(TaskerCore.message_service.stats("webdlq_queue")[:depth]).to eq(1)
+        expect(find(%([data-count-queue="#{webdlq_queue}"] td.num)).text).to eq("0")
+        expect(page).to have_no_css(%([data-queue="#{webdlq_queue}"]))
+        expect(archived_count(webdlq_queue)).to eq(0)
+        expect(TaskerCore.message_service.stats(webdlq_queue)[:depth]).to eq(1)
       end
     end
   end

@@ -13,14 +13,24 @@ module WebSpecHelpers
   WEB_NAMESPACES = %w[webui webdlq].freeze
   TERMINAL = %w[complete error cancelled].freeze
 
+  # The queues of the two namespaces, with this run's queue prefix.
+  def webui_queue
+    TaskerCore.queue_name("webui")
+  end
+
+  def webdlq_queue
+    TaskerCore.queue_name("webdlq")
+  end
+
   def reset_web_namespaces!
     service = TaskerCore.message_service
     WEB_NAMESPACES.each do |ns|
-      service.purge_queue("#{ns}_queue")
+      queue = TaskerCore.queue_name(ns)
+      service.purge_queue(queue)
       if SPEC_PROVIDER == :pgmq
-        ActiveRecord::Base.connection.execute("DELETE FROM pgmq.a_#{ns}_queue")
+        ActiveRecord::Base.connection.execute("DELETE FROM pgmq.a_#{queue}")
       else
-        service.purge_queue("#{ns}_queue.dlq")
+        service.purge_queue("#{queue}.dlq")
       end
     end
     ActiveRecord::Base.connection.execute(

@@ -14,7 +14,7 @@ RSpec.describe "creating tasks and operating on them" do
     runtime&.stop(timeout: 10)
   end
 
-  let(:queue) { "held_queue" }
+  let(:queue) { TaskerCore.queue_name("held") }
 
   def eventually(timeout: 5)
     deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout

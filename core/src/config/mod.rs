@@ -53,6 +53,12 @@ pub struct MessagingConfig {
     /// queue ahead of its acks (`basic.qos`). Held messages count, so a
     /// worker with concurrency N holds at most this many per queue.
     pub prefetch: u16,
+    /// Put before every queue name, the orchestration queues included
+    /// (`<prefix><namespace>_queue`, `<prefix>orchestration_task_requests`),
+    /// so two apps or two test suites can share a broker, or a database
+    /// with namespaces of their own, without sharing queues. Empty by
+    /// default.
+    pub queue_prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +107,7 @@ impl Default for MessagingConfig {
             visibility_timeout_seconds: 30,
             notifications: true,
             prefetch: 16,
+            queue_prefix: String::new(),
         }
     }
 }
@@ -127,6 +134,7 @@ const ENV_KEYS: &[(&str, &[&str])] = &[
     ("RABBITMQ_URL", &["messaging", "rabbitmq_url"]),
     ("TASKER_VISIBILITY_TIMEOUT_SECONDS", &["messaging", "visibility_timeout_seconds"]),
     ("TASKER_MESSAGING_PREFETCH", &["messaging", "prefetch"]),
+    ("TASKER_QUEUE_PREFIX", &["messaging", "queue_prefix"]),
     ("TASKER_WORKER_CONCURRENCY", &["worker", "concurrency"]),
 ];
 
@@ -186,6 +194,13 @@ impl Config {
                 redact_url(&self.messaging.rabbitmq_url)
             ));
         }
+        if !valid_queue_prefix(&self.messaging.queue_prefix) {
+            problems.push(format!(
+                "messaging.queue_prefix must be at most {MAX_QUEUE_PREFIX_LEN} lowercase letters, digits and \
+                 underscores, starting with a letter, got {:?}",
+                self.messaging.queue_prefix
+            ));
+        }
         if self.orchestration.batch_size > 1000 {
             problems
                 .push(format!("orchestration.batch_size must be at most 1000, got {}", self.orchestration.batch_size));
@@ -228,10 +243,22 @@ impl fmt::Debug for Config {
             .field("messaging.visibility_timeout_seconds", &self.messaging.visibility_timeout_seconds)
             .field("messaging.notifications", &self.messaging.notifications)
             .field("messaging.prefetch", &self.messaging.prefetch)
+            .field("messaging.queue_prefix", &self.messaging.queue_prefix)
             .field("orchestration", &self.orchestration)
             .field("worker", &self.worker)
             .finish()
     }
+}
+
+/// Longest queue prefix: PGMQ's queue names are at most 47 bytes, and a
+/// step queue is `<prefix><namespace>_queue`.
+pub(crate) const MAX_QUEUE_PREFIX_LEN: usize = 16;
+
+fn valid_queue_prefix(prefix: &str) -> bool {
+    prefix.is_empty()
+        || (prefix.len() <= MAX_QUEUE_PREFIX_LEN
+            && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            && prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
 }
 
 /// Replaces every password a URL can carry with `***`: the userinfo's
@@ -365,6 +392,25 @@ mod tests {
     fn unknown_provider_is_named() {
         let err = Config::resolve_with_env(Value::Null, json!({"messaging": {"provider": "sqs"}}), no_env).unwrap_err();
         assert!(err.to_string().contains("unknown variant `sqs`"), "{err}");
+    }
+
+    #[test]
+    fn queue_prefix_comes_from_the_environment_and_is_checked() {
+        let env = |name: &str| (name == "TASKER_QUEUE_PREFIX").then(|| "ci_42_".to_owned());
+        assert_eq!(Config::resolve_with_env(Value::Null, Value::Null, env).unwrap().messaging.queue_prefix, "ci_42_");
+        let file = json!({"messaging": {"queue_prefix": "file_"}});
+        assert_eq!(Config::resolve_with_env(file, Value::Null, no_env).unwrap().messaging.queue_prefix, "file_");
+        for bad in ["Upper_", "1abc", "a-b", "far_too_long_a_prefix"] {
+            let err =
+                Config::resolve_with_env(Value::Null, json!({"messaging": {"queue_prefix": bad}}), no_env).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "invalid configuration: messaging.queue_prefix must be at most 16 lowercase letters, digits \
+                     and underscores, starting with a letter, got {bad:?}"
+                )
+            );
+        }
     }
 
     #[test]

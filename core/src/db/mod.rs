@@ -82,16 +82,43 @@ pub(crate) async fn connect(config: &Config) -> Result<PgPool> {
 
 /// Installs PGMQ's SQL and runs the engine's migrations; idempotent, and
 /// safe when several processes migrate at once.
+///
+/// Cancellable (dropping the future: an interrupted `migrate!`) without
+/// leaving the lock behind: the lock is tried, not waited for inside
+/// PostgreSQL, and a lock holder dropped before it unlocks closes its
+/// connection instead of returning it to the pool, so PostgreSQL releases
+/// the lock (and rolls back what was under way).
 pub async fn migrate(pool: &PgPool) -> Result<()> {
-    let mut lock = pool.acquire().await.map_err(Error::db("migrating"))?;
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(MIGRATION_LOCK)
-        .execute(&mut *lock)
-        .await
-        .map_err(Error::db("taking the migration lock"))?;
+    let mut lock = MigrationLock(Some(pool.acquire().await.map_err(Error::db("migrating"))?));
+    let conn = lock.0.as_mut().expect("held");
+    loop {
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .fetch_one(&mut **conn)
+            .await
+            .map_err(Error::db("taking the migration lock"))?;
+        if taken {
+            break;
+        }
+        // Another process migrates; its migration takes a moment.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let result = migrate_locked(pool).await;
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *lock).await;
+    let mut conn = lock.0.take().expect("held");
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await;
     result
+}
+
+/// The connection that may hold the migration lock; dropped while it does,
+/// its connection is closed rather than pooled.
+struct MigrationLock(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
+
+impl Drop for MigrationLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
 }
 
 async fn migrate_locked(pool: &PgPool) -> Result<()> {
@@ -182,9 +209,12 @@ async fn install_functions(pool: &PgPool) -> Result<()> {
 }
 
 /// Creates the queues the orchestrator reads.
-pub(crate) async fn create_orchestration_queues(messaging: &dyn MessagingService) -> Result<()> {
-    for queue in MessageRouter::orchestration_queues() {
-        messaging.create_queue(queue).await?;
+pub(crate) async fn create_orchestration_queues(
+    messaging: &dyn MessagingService,
+    router: &MessageRouter,
+) -> Result<()> {
+    for queue in router.orchestration_queues() {
+        messaging.create_queue(&queue).await?;
     }
     Ok(())
 }

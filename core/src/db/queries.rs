@@ -53,18 +53,45 @@ pub(crate) async fn pgmq_queue_stats(pool: &PgPool, queue: &str) -> Result<Queue
 
 // ---- templates -------------------------------------------------------------
 
-/// Stores a template and its steps; returns its id and each step's id.
-pub(crate) async fn upsert_template(conn: &mut PgConnection, template: &TaskTemplate) -> Result<()> {
+/// Announces (NOTIFY, on commit) the key of a template whose registration
+/// changed it; every process caching templates drops its copy.
+pub(crate) const TEMPLATE_CHANGED_CHANNEL: &str = "tasker_template_changed";
+
+/// Stores a template and its steps; returns whether that changed what the
+/// database held (a new template or version, or new content), in which
+/// case the change is announced on [`TEMPLATE_CHANGED_CHANNEL`].
+/// Each namespace's queue (where the SQL functions send its steps) becomes
+/// the registering deployment's, with its queue prefix: a namespace belongs
+/// to one deployment, as its templates do.
+pub(crate) async fn upsert_template(
+    conn: &mut PgConnection,
+    router: &MessageRouter,
+    template: &TaskTemplate,
+) -> Result<bool> {
     let key = template.key();
-    for namespace in template.step_namespaces() {
-        sqlx::query("INSERT INTO tasker_namespaces (name, queue_name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(namespace)
-            .bind(MessageRouter::step_queue(namespace))
-            .execute(&mut *conn)
-            .await
-            .map_err(Error::db(format!("registering namespace {namespace}")))?;
-    }
     let definition = serde_json::to_value(template).expect("templates serialize");
+    let stored: Option<Value> = sqlx::query_scalar(
+        "SELECT definition FROM tasker_task_templates WHERE namespace = $1 AND name = $2 AND version = $3 FOR UPDATE",
+    )
+    .bind(&template.namespace)
+    .bind(&template.name)
+    .bind(&template.version)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(Error::db(format!("reading template {key}")))?;
+    let changed = stored.as_ref() != Some(&definition);
+    for namespace in template.step_namespaces() {
+        sqlx::query(
+            "INSERT INTO tasker_namespaces (name, queue_name) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET queue_name = EXCLUDED.queue_name \
+             WHERE tasker_namespaces.queue_name <> EXCLUDED.queue_name",
+        )
+        .bind(namespace)
+        .bind(router.step_queue(namespace))
+        .execute(&mut *conn)
+        .await
+        .map_err(Error::db(format!("registering namespace {namespace}")))?;
+    }
     let template_id: i64 = sqlx::query_scalar(
         "INSERT INTO tasker_task_templates (namespace, name, version, description, definition) \
          VALUES ($1, $2, $3, $4, $5) \
@@ -119,7 +146,15 @@ pub(crate) async fn upsert_template(conn: &mut PgConnection, template: &TaskTemp
         .execute(&mut *conn)
         .await
         .map_err(Error::db(format!("retiring removed steps of template {key}")))?;
-    Ok(())
+    if changed {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(TEMPLATE_CHANGED_CHANNEL)
+            .bind(&key)
+            .execute(&mut *conn)
+            .await
+            .map_err(Error::db(format!("announcing the change of template {key}")))?;
+    }
+    Ok(changed)
 }
 
 /// A stored template's definition.

@@ -217,28 +217,61 @@ pub(crate) async fn decode_or_dead_letter<T: serde::de::DeserializeOwned>(
 }
 
 /// Names the queues: one per namespace for steps, and the orchestration
-/// queue.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MessageRouter;
+/// queue, each behind the deployment's `messaging.queue_prefix`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageRouter {
+    prefix: String,
+}
 
 impl MessageRouter {
     /// Requests to create tasks, from callers outside Ruby and Rust; read by
-    /// orchestrators.
+    /// orchestrators. This is the name without the prefix: see
+    /// [`MessageRouter::task_requests`].
     pub const TASK_REQUESTS: &'static str = "orchestration_task_requests";
 
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The queue a namespace's steps are sent to.
-    pub fn step_queue(namespace: &str) -> String {
-        format!("{namespace}_queue")
+    pub fn step_queue(&self, namespace: &str) -> String {
+        format!("{}{namespace}_queue", self.prefix)
     }
 
     /// The namespace whose steps a queue carries (the inverse of
-    /// [`MessageRouter::step_queue`]).
-    pub fn namespace_of(queue: &str) -> Option<&str> {
-        queue.strip_suffix("_queue")
+    /// [`MessageRouter::step_queue`]); None for another prefix's queue.
+    pub fn namespace_of<'q>(&self, queue: &'q str) -> Option<&'q str> {
+        queue.strip_prefix(self.prefix.as_str())?.strip_suffix("_queue")
+    }
+
+    /// The queue of task requests.
+    pub fn task_requests(&self) -> String {
+        format!("{}{}", self.prefix, Self::TASK_REQUESTS)
     }
 
     /// The queues the engine itself reads.
-    pub fn orchestration_queues() -> [&'static str; 1] {
-        [Self::TASK_REQUESTS]
+    pub fn orchestration_queues(&self) -> [String; 1] {
+        [self.task_requests()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MessageRouter;
+
+    #[test]
+    fn every_queue_name_carries_the_prefix() {
+        let plain = MessageRouter::default();
+        assert_eq!(plain.step_queue("fulfillment"), "fulfillment_queue");
+        assert_eq!(plain.task_requests(), "orchestration_task_requests");
+        let ci = MessageRouter::new("ci7_");
+        assert_eq!(ci.step_queue("fulfillment"), "ci7_fulfillment_queue");
+        assert_eq!(ci.orchestration_queues(), ["ci7_orchestration_task_requests".to_owned()]);
+        assert_eq!(ci.namespace_of("ci7_fulfillment_queue"), Some("fulfillment"));
+        assert_eq!(ci.namespace_of("fulfillment_queue"), None);
     }
 }

@@ -57,8 +57,18 @@ impl CreationPublisher {
     }
 }
 
-/// Sends a message for every enqueued step of the task.
+/// Sends a message for every enqueued step of the task that goes to one of
+/// this deployment's queues (those with its queue prefix): another
+/// deployment sharing the database publishes its own.
 async fn publish_enqueued(ctx: &Context, task_uuid: Uuid) -> Result<()> {
     let steps = queries::enqueued_steps(ctx.pool(), task_uuid).await?;
-    ctx.send_step_messages(&steps).await
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let mut conn = ctx.pool().acquire().await.map_err(Error::db("sending step messages"))?;
+    let mut outbox = queries::dispatch_messages(&mut conn, &steps, false).await?;
+    drop(conn);
+    outbox.retain(|m| m.queue.starts_with(ctx.router().prefix()));
+    ctx.send_outbox(outbox).await;
+    Ok(())
 }

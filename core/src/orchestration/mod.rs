@@ -4,7 +4,8 @@
 //! concern, started in order and stopped in reverse:
 //!
 //! - `task_requests`: creates the tasks asked for on
-//!   `orchestration_task_requests` (callers outside Ruby and Rust).
+//!   `<queue_prefix>orchestration_task_requests` (callers outside Ruby and
+//!   Rust).
 //! - `creation_publisher` (queues outside PostgreSQL only): sends a new
 //!   task's first messages once its creating transaction commits.
 //! - `sweeper`: the safety net: recovers steps whose worker died or whose
@@ -35,6 +36,9 @@ pub struct OrchestratorHandle {
 
 impl OrchestratorHandle {
     pub async fn start(ctx: Arc<Context>) -> Result<Self> {
+        // A deployment with a queue prefix of its own may start before any
+        // migrate created its orchestration queues.
+        crate::db::create_orchestration_queues(ctx.messaging().as_ref(), ctx.router()).await?;
         let lifecycle = Lifecycle::new();
         let requests = task_requests::TaskRequests::new(ctx.clone()).await?;
         lifecycle.spawn("task_requests", move |stop| requests.run(stop));

@@ -6,13 +6,13 @@ use tokio::sync::watch;
 use crate::client::{CreateTask, TaskerClient};
 use crate::context::Context;
 use crate::error::{ErrorKind, Result};
-use crate::messaging::{decode_or_dead_letter, MessageRouter, ReceivedMessage, Wakeups};
+use crate::messaging::{decode_or_dead_letter, ReceivedMessage, Wakeups};
 
 /// How long a request that could not be served for a passing reason (the
 /// database is unreachable) waits before it is delivered again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// Creates the tasks asked for on `orchestration_task_requests`: each
+/// Creates the tasks asked for on `<queue_prefix>orchestration_task_requests`: each
 /// message is a [`CreateTask`] as JSON (`namespace`, `name`, `version`,
 /// `context`, and optionally `identity_key` or `derive_identity_key`, which
 /// make a redelivered request create one task). A request that can never
@@ -20,13 +20,15 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// is logged with the reason and moved to the dead-letter store.
 pub(crate) struct TaskRequests {
     client: TaskerClient,
+    queue: String,
     wakeups: Wakeups,
 }
 
 impl TaskRequests {
     pub(crate) async fn new(ctx: Arc<Context>) -> Result<Self> {
-        let wakeups = ctx.messaging().wakeups(&[MessageRouter::TASK_REQUESTS.to_owned()]).await?;
-        Ok(Self { client: TaskerClient::new(ctx), wakeups })
+        let queue = ctx.router().task_requests();
+        let wakeups = ctx.messaging().wakeups(std::slice::from_ref(&queue)).await?;
+        Ok(Self { client: TaskerClient::new(ctx), queue, wakeups })
     }
 
     pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
@@ -36,7 +38,7 @@ impl TaskRequests {
         let visibility = Duration::from_secs(u64::from(config.messaging.visibility_timeout_seconds));
         while !*stop.borrow() {
             let asked = config.orchestration.batch_size;
-            match ctx.messaging().receive(MessageRouter::TASK_REQUESTS, asked, visibility).await {
+            match ctx.messaging().receive(&self.queue, asked, visibility).await {
                 Ok(messages) if !messages.is_empty() => {
                     let full = messages.len() >= usize::try_from(asked).unwrap_or(usize::MAX);
                     for message in messages {

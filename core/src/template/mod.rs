@@ -3,7 +3,7 @@
 mod registry;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -113,6 +113,37 @@ impl TaskTemplate {
             templates.push(template);
         }
         Ok(templates)
+    }
+
+    /// Every template file below the paths, each parsed and validated on
+    /// its own (with its path), so one bad file does not hide the others'
+    /// problems; a template key defined by two files is an error on the
+    /// second. Touches no database. Fails only when a path cannot be read.
+    pub fn check_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<(PathBuf, Result<Self>)>> {
+        let mut files = Vec::new();
+        for path in paths {
+            collect_yaml(path.as_ref(), &mut files)?;
+        }
+        files.sort();
+        let mut seen: HashMap<String, PathBuf> = HashMap::new();
+        Ok(files
+            .into_iter()
+            .map(|file| {
+                let checked = Self::from_file(&file).and_then(|template| match seen.get(&template.key()) {
+                    Some(first) => Err(Error::template(format!(
+                        "template {}: {} is also defined in {}",
+                        file.display(),
+                        template.key(),
+                        first.display()
+                    ))),
+                    None => {
+                        seen.insert(template.key(), file.clone());
+                        Ok(template)
+                    }
+                });
+                (file, checked)
+            })
+            .collect())
     }
 
     /// Checks a task context against `input_schema`, naming every field

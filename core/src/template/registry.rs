@@ -1,18 +1,28 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
+use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use tokio::sync::OnceCell;
 
 use super::TaskTemplate;
+use crate::context::AbortOnDrop;
 use crate::db::queries;
 use crate::error::{Error, Result};
 use crate::messaging::{MessageRouter, MessagingService};
 
+type Cache = Arc<RwLock<HashMap<String, Arc<TaskTemplate>>>>;
+
 /// Templates stored in the database (so every process sees the same
-/// version), cached in memory.
+/// version), cached in memory. A registration that changes a template (new
+/// content, or a new version) is announced with NOTIFY; every process that
+/// caches templates listens and drops its copy, so the next use reads the
+/// new one.
 #[derive(Debug, Default)]
 pub(crate) struct TemplateRegistry {
-    cache: RwLock<HashMap<String, Arc<TaskTemplate>>>,
+    cache: Cache,
+    watch: OnceCell<AbortOnDrop>,
 }
 
 fn cache_key(namespace: &str, name: &str, version: &str) -> String {
@@ -21,21 +31,25 @@ fn cache_key(namespace: &str, name: &str, version: &str) -> String {
 
 impl TemplateRegistry {
     /// Stores a validated template and creates its steps' namespace queues.
+    /// Returns whether it changed what the database held (new, or new
+    /// content); if so, every listening process drops its cached copy.
     pub(crate) async fn register(
         &self,
         pool: &PgPool,
         messaging: &dyn MessagingService,
+        router: &MessageRouter,
         template: TaskTemplate,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         template.validate()?;
+        self.watch(pool).await?;
         for namespace in template.step_namespaces() {
-            messaging.create_queue(&MessageRouter::step_queue(namespace)).await?;
+            messaging.create_queue(&router.step_queue(namespace)).await?;
         }
         let mut tx = pool.begin().await.map_err(Error::db("registering a template"))?;
-        queries::upsert_template(&mut tx, &template).await?;
+        let changed = queries::upsert_template(&mut tx, router, &template).await?;
         tx.commit().await.map_err(Error::db(format!("registering template {}", template.key())))?;
         self.cache.write().expect("template cache lock").insert(template.key(), Arc::new(template));
-        Ok(())
+        Ok(changed)
     }
 
     /// The templates this process registered (or has loaded since).
@@ -55,6 +69,9 @@ impl TemplateRegistry {
         if let Some(found) = self.cache.read().expect("template cache lock").get(&key) {
             return Ok(found.clone());
         }
+        // Listening before reading: a change committed after this read is
+        // announced to us.
+        self.watch(pool).await?;
         let Some(definition) = queries::load_template(pool, namespace, name, version).await? else {
             return Err(Error::not_found(format!(
                 "no task template {key} is registered (register_templates! loads template_paths)"
@@ -65,5 +82,44 @@ impl TemplateRegistry {
         let entry = Arc::new(template);
         self.cache.write().expect("template cache lock").insert(key, entry.clone());
         Ok(entry)
+    }
+
+    /// Listens for changed templates (once per process's registry) and drops
+    /// each from the cache as it is announced. Should the listening
+    /// connection drop, announcements may have been missed: the whole cache
+    /// is dropped.
+    async fn watch(&self, pool: &PgPool) -> Result<()> {
+        self.watch
+            .get_or_try_init(|| async {
+                let mut listener =
+                    PgListener::connect_with(pool).await.map_err(Error::db("connecting a LISTEN session"))?;
+                listener
+                    .listen(queries::TEMPLATE_CHANGED_CHANNEL)
+                    .await
+                    .map_err(Error::db("listening for changed templates"))?;
+                let cache = self.cache.clone();
+                let task = tokio::spawn(async move {
+                    loop {
+                        match listener.recv().await {
+                            Ok(n) => {
+                                cache.write().expect("template cache lock").remove(n.payload());
+                                tracing::info!(
+                                    template = n.payload(),
+                                    "a template changed: its cached copy is dropped"
+                                );
+                            }
+                            Err(e) => {
+                                cache.write().expect("template cache lock").clear();
+                                tracing::warn!(error = %e, "template change listener lost its connection; \
+                                               dropped every cached template");
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                        }
+                    }
+                });
+                Ok::<_, Error>(AbortOnDrop(task))
+            })
+            .await
+            .map(|_| ())
     }
 }

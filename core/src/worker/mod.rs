@@ -22,7 +22,7 @@ use crate::context::Context;
 use crate::db::queries::{self, ClaimedStep, EagerClaim, Outcomes};
 use crate::error::{bounded, Error, ErrorKind, Result};
 use crate::lifecycle::Lifecycle;
-use crate::messaging::{decode_or_dead_letter, MessageRouter, ReceivedMessage, StepMessage, Wakeups};
+use crate::messaging::{decode_or_dead_letter, ReceivedMessage, StepMessage, Wakeups};
 use crate::orchestration::backoff_delay;
 use crate::template::check_identifier;
 
@@ -176,7 +176,7 @@ impl WorkerHandle {
             check_identifier("namespace", ns).map_err(Error::config)?;
         }
         let concurrency = concurrency.max(1);
-        let queues: Vec<String> = namespaces.iter().map(|ns| MessageRouter::step_queue(ns)).collect();
+        let queues: Vec<String> = namespaces.iter().map(|ns| ctx.router().step_queue(ns)).collect();
         for queue in &queues {
             ctx.messaging().create_queue(queue).await?;
         }

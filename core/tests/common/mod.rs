@@ -1,5 +1,6 @@
-//! Shared fixtures: a migrated test database and per-test namespaces, so
-//! tests run in parallel and in any order.
+//! Shared fixtures: a migrated test database, per-test namespaces and
+//! per-context queue prefixes, so tests run in parallel and in any order
+//! and no test's task is served by another test's orchestrator or worker.
 
 #![allow(dead_code)]
 
@@ -16,12 +17,16 @@ pub fn test_config() -> Config {
     test_config_with(Value::Null)
 }
 
-/// The test configuration with `overrides` on top.
+/// The test configuration with `overrides` on top. Unless `overrides` name
+/// a `messaging.queue_prefix`, each call is a deployment of its own: a
+/// fresh prefix, so its queues (the orchestration queue included) are its
+/// own.
 pub fn test_config_with(overrides: Value) -> Config {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
     let file = json!({
         "database_url": url,
         "max_connections": 8,
+        "messaging": {"queue_prefix": unique_prefix()},
         "orchestration": {"poll_interval_ms": 100, "sweep_interval_ms": 100},
         "worker": {"poll_interval_ms": 100},
     });
@@ -72,6 +77,22 @@ pub async fn context_with(overrides: Value) -> Arc<Context> {
         MIGRATED.lock().unwrap().push(url);
     }
     ctx
+}
+
+/// A queue prefix no other test uses.
+pub fn unique_prefix() -> String {
+    format!("t{}_", &Uuid::now_v7().simple().to_string()[24..])
+}
+
+/// `overrides` with a fresh queue prefix, for a test whose contexts stand
+/// for several processes of one deployment: pass the result to each.
+pub fn one_deployment(mut overrides: Value) -> Value {
+    if overrides.is_null() {
+        overrides = json!({});
+    }
+    let messaging = overrides.as_object_mut().expect("overrides are an object").entry("messaging").or_insert(json!({}));
+    messaging["queue_prefix"] = json!(unique_prefix());
+    overrides
 }
 
 /// A namespace no other test uses.

@@ -3,11 +3,23 @@
 # Boots the shop app in the test environment against the real PostgreSQL
 # (tasker_rails_test, or DATABASE_URL), migrates it (the app's tables and,
 # through the install migration, tasker_core's schema) and registers the
-# templates. Examples do not run inside transactions: the engine commits
-# from its own connections, which a wrapping transaction would hide.
+# templates.
+#
+# Workflows run inline (TaskerCore::Testing): create_task runs the
+# workflow in this thread, on this connection, through the engine's SQL
+# functions, so every example runs in a transaction rolled back after it
+# (transactional fixtures). Examples tagged `tasker: :real` run the engine
+# itself (a runtime in this process, or rake processes), whose own
+# connections cannot see an uncommitted transaction: those groups turn
+# transactional tests off.
 ENV["RAILS_ENV"] ||= "test"
-require_relative "../config/environment"
 require "securerandom"
+# A queue prefix of this run's own (the processes the specs start inherit
+# it): no other run sharing the database or broker reads its queues.
+ENV["TASKER_QUEUE_PREFIX"] ||= "r#{SecureRandom.hex(4)}_"
+require_relative "../config/environment"
+require "rspec/rails"
+require "tasker_core/testing"
 
 APP_ROOT = Rails.root.to_s
 
@@ -25,7 +37,10 @@ TaskerCore.logger.level = Logger::WARN
 
 Dir[File.join(__dir__, "support/**/*.rb")].sort.each { |f| require f }
 
+TaskerCore::Testing.inline!
+
 RSpec.configure do |config|
+  config.use_transactional_fixtures = true
   config.include ShopHelpers
   config.include ProcessHelpers
   config.extend ShopHelpers::ClassMethods

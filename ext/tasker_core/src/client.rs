@@ -10,6 +10,9 @@ use uuid::Uuid;
 
 use crate::{errors, gvl};
 
+/// A template file checked: its path, and its key or what is wrong with it.
+type CheckedFile = (String, Option<String>, Option<String>);
+
 #[magnus::wrap(class = "TaskerCore::Native::Client", free_immediately, size)]
 pub(crate) struct Client {
     pub(crate) inner: TaskerClient,
@@ -46,6 +49,25 @@ impl Client {
         let config = Config::resolve(file, explicit).map_err(|e| errors::to_ruby(&e))?;
         let ctx = gvl::run(Context::connect(config))?;
         Ok(Self { inner: TaskerClient::new(ctx) })
+    }
+
+    /// Checks every template file below the configured template_paths
+    /// without connecting to anything: `[[path, key or nil, error or nil]]`.
+    fn check_templates(ruby: &Ruby, file: Value, explicit: Value) -> Result<Vec<CheckedFile>, Error> {
+        let file: serde_json::Value = from_ruby(ruby, file)?;
+        let explicit: serde_json::Value = from_ruby(ruby, explicit)?;
+        let config = Config::resolve(file, explicit).map_err(|e| errors::to_ruby(&e))?;
+        let checked = TaskTemplate::check_paths(&config.template_paths).map_err(|e| errors::to_ruby(&e))?;
+        Ok(checked
+            .into_iter()
+            .map(|(path, result)| {
+                let path = path.display().to_string();
+                match result {
+                    Ok(template) => (path, Some(template.key()), None),
+                    Err(e) => (path, None, Some(e.to_string())),
+                }
+            })
+            .collect())
     }
 
     pub(crate) fn ctx(&self) -> &Arc<Context> {
@@ -97,10 +119,32 @@ impl Client {
         gvl::run(self.inner.handlers(&namespaces))
     }
 
+    /// A step's `handler.initialization` settings (a Hash, empty when none).
+    fn handler_config(
+        ruby: &Ruby,
+        rb_self: &Self,
+        namespace: String,
+        name: String,
+        version: String,
+        step: String,
+    ) -> Result<Value, Error> {
+        let config = gvl::run(rb_self.inner.handler_config(&namespace, &name, &version, &step))?;
+        to_ruby(ruby, &config)
+    }
+
     /// Whether task creation can send its first messages from inside the
     /// database transaction (PGMQ).
     fn queues_in_database(&self) -> bool {
         self.ctx().messaging().queues_in_database()
+    }
+
+    /// The queue a namespace's steps go to, with the queue prefix.
+    fn step_queue(&self, namespace: String) -> String {
+        self.ctx().router().step_queue(&namespace)
+    }
+
+    fn task_requests_queue(&self) -> String {
+        self.ctx().router().task_requests()
     }
 
     fn cancel_task(&self, task_uuid: String, reason: String) -> Result<bool, Error> {
@@ -157,6 +201,7 @@ impl Client {
 pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     let class = native.define_class("Client", ruby.class_object())?;
     class.define_singleton_method("connect", function!(Client::connect, 2))?;
+    class.define_singleton_method("check_templates", function!(Client::check_templates, 2))?;
     class.define_method("config", method!(Client::config, 0))?;
     class.define_method("database_url", method!(Client::database_url, 0))?;
     class.define_method("migrate", method!(Client::migrate, 0))?;
@@ -165,7 +210,10 @@ pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("create_task", method!(Client::create_task, 1))?;
     class.define_method("validate_request", method!(Client::validate_request, 1))?;
     class.define_method("handlers", method!(Client::handlers, 1))?;
+    class.define_method("handler_config", method!(Client::handler_config, 4))?;
     class.define_method("queues_in_database?", method!(Client::queues_in_database, 0))?;
+    class.define_method("step_queue", method!(Client::step_queue, 1))?;
+    class.define_method("task_requests_queue", method!(Client::task_requests_queue, 0))?;
     class.define_method("cancel_task", method!(Client::cancel_task, 2))?;
     class.define_method("retry_step", method!(Client::retry_step, 2))?;
     class.define_method("resolve_step_manually", method!(Client::resolve_step_manually, 3))?;

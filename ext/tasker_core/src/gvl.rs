@@ -2,14 +2,23 @@
 //! threads keep running), run the future on the shared tokio runtime, turn
 //! a panic into a Ruby exception instead of aborting the process, and map
 //! errors to `TaskerCore::Error` subclasses once the GVL is back.
+//!
+//! Every such call can be interrupted (Ctrl-C, `Thread#kill`,
+//! `Thread#raise`, `Timeout`): Ruby calls the unblocking function, which
+//! cancels the future by dropping it at its next await (a wait stops, a
+//! query is abandoned and its transaction rolled back), and the pending
+//! interrupt is raised once the GVL is back.
 
 use std::ffi::c_void;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use magnus::Error;
+use tasker_core::ErrorKind;
 use tokio::runtime::Runtime;
+use tokio::sync::Notify;
 
 use crate::errors;
 
@@ -25,8 +34,27 @@ pub(crate) fn runtime() -> &'static Runtime {
     })
 }
 
-/// Runs `f` with the GVL released. `f` must not touch Ruby.
-fn without_gvl<F: FnOnce() -> R, R>(f: F) -> std::thread::Result<R> {
+/// Set by the unblocking function; the running call selects on it.
+#[derive(Default)]
+struct Cancel {
+    requested: AtomicBool,
+    notify: Notify,
+}
+
+/// Ruby's unblocking function: called (from another thread, without the
+/// GVL) when the blocked thread is interrupted. Only touches `Cancel`.
+unsafe extern "C" fn unblock(data: *mut c_void) {
+    // SAFETY: `data` is the `Cancel` of the call in progress, which
+    // outlives rb_thread_call_without_gvl.
+    let cancel = unsafe { &*data.cast::<Cancel>() };
+    cancel.requested.store(true, Ordering::SeqCst);
+    cancel.notify.notify_one();
+}
+
+/// Runs `f` with the GVL released, `cancel` as its unblocking function's
+/// data. `f` must not touch Ruby. None when Ruby did not run `f` (an
+/// interrupt was already pending).
+fn without_gvl<F: FnOnce() -> R, R>(f: F, cancel: &Cancel) -> Option<std::thread::Result<R>> {
     struct Call<F, R> {
         f: Option<F>,
         out: Option<std::thread::Result<R>>,
@@ -40,28 +68,58 @@ fn without_gvl<F: FnOnce() -> R, R>(f: F) -> std::thread::Result<R> {
         std::ptr::null_mut()
     }
     let mut call = Call { f: Some(f), out: None };
-    // SAFETY: the trampoline only touches `call`; no Ruby API is used
-    // without the GVL. A NULL unblocking function is allowed: every call
-    // made here is bounded by its own timeout.
+    // SAFETY: the trampoline only touches `call`, the unblocking function
+    // only `cancel`; no Ruby API is used without the GVL. The `2` variant
+    // neither runs `f` when an interrupt is pending nor raises one
+    // afterwards: the caller raises it with its own frames unwound.
     unsafe {
-        rb_sys::rb_thread_call_without_gvl(
+        rb_sys::rb_thread_call_without_gvl2(
             Some(trampoline::<F, R>),
             (&mut call as *mut Call<F, R>).cast(),
-            None,
-            std::ptr::null_mut(),
+            Some(unblock),
+            (cancel as *const Cancel).cast_mut().cast(),
         );
     }
-    call.out.unwrap_or_else(|| Err(Box::new("the call without the GVL did not run")))
+    call.out
 }
 
-/// Blocks on `future` with the GVL released.
+/// Blocks on `future` with the GVL released; an interrupt cancels it.
 pub(crate) fn run<T, F>(future: F) -> Result<T, Error>
 where
     F: Future<Output = tasker_core::Result<T>>,
 {
-    match without_gvl(|| runtime().block_on(future)) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(errors::to_ruby(&e)),
-        Err(panic) => Err(errors::panic_to_ruby(panic)),
+    let cancel = Cancel::default();
+    let outcome = without_gvl(
+        || {
+            runtime().block_on(async {
+                tokio::select! {
+                    biased;
+                    () = cancel.notify.notified() => None,
+                    result = future => Some(result),
+                }
+            })
+        },
+        &cancel,
+    );
+    match outcome {
+        Some(Ok(Some(Ok(value)))) => Ok(value),
+        Some(Ok(Some(Err(e)))) => Err(errors::to_ruby(&e)),
+        Some(Err(panic)) => Err(errors::panic_to_ruby(panic)),
+        Some(Ok(None)) | None => Err(interrupted()),
+    }
+}
+
+/// The interrupt Ruby has pending (Interrupt, Thread#kill, Timeout's
+/// exception), as an error magnus raises once this call's frames are gone.
+fn interrupted() -> Error {
+    // SAFETY: called with the GVL held; protect catches the raise (or the
+    // kill's throw) rb_thread_check_ints makes.
+    let pending = magnus::rb_sys::protect(|| {
+        unsafe { rb_sys::rb_thread_check_ints() };
+        rb_sys::Qnil as rb_sys::VALUE
+    });
+    match pending {
+        Err(e) => e,
+        Ok(_) => errors::new(ErrorKind::Shutdown, "the call was interrupted before it finished".to_owned()),
     }
 }

@@ -9,7 +9,19 @@ module TaskerCore
     # TaskerCore::RetryableError (optionally with retry_after:) or
     # TaskerCore::PermanentError to fail; any other exception counts as
     # retryable. The worker refuses a handler class without #call.
+    #
+    # `config` is the step's `handler.initialization` from the template (a
+    # frozen Hash with string keys, empty when the template sets none). A
+    # handler that defines `initialize(config)` receives it there; call
+    # `super` to keep the reader.
     class Base
+      attr_reader :config
+
+      def initialize(config = {})
+        super()
+        @config = config
+      end
+
       def logger
         TaskerCore.logger
       end

@@ -7,6 +7,8 @@
 #   rake tasker:orchestrator
 #   rake tasker:status
 #   rake tasker:web          # the dashboard (TaskerCore::Web) on 127.0.0.1:9292
+#   rake tasker:templates:validate   # every template file, no database (CI)
+#   rake tasker:templates:list       # the templates registered in the database
 # NAMESPACES and CONCURRENCY default to worker.namespaces and
 # worker.concurrency of the configuration (config/tasker.yml in Rails).
 
@@ -46,6 +48,20 @@ namespace :tasker do
     keys = TaskerCore.register_templates!
     puts "tasker_core schema is current in #{TaskerCore.client.config['database_url']}; " \
          "#{keys.size} template(s) registered"
+  end
+
+  namespace :templates do
+    desc "Validate every template file under template_paths without touching the database (for CI)"
+    task validate: :boot do
+      lines, ok = TaskerCore::TemplateCheck.validate
+      puts lines
+      exit(1) unless ok
+    end
+
+    desc "List the templates registered in the database"
+    task list: :boot do
+      puts TaskerCore::TemplateCheck.list
+    end
   end
 
   desc "Serve the dashboard (TASKER_WEB_HOST=127.0.0.1, TASKER_WEB_PORT=9292; other hosts need " \

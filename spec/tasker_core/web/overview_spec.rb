@@ -32,12 +32,12 @@ RSpec.describe "TaskerCore::Web overview", :web do
 
       # Nothing waits in the queue; held's running step may still hold its
       # message (in flight, not visible), depending on how it was claimed.
-      depth = TaskerCore.message_service.stats("webui_queue")[:depth]
+      depth = TaskerCore.message_service.stats(webui_queue)[:depth]
       expect(depth).to be <= 1
-      row = html[%r{<tr data-queue="webui_queue">.*?</tr>}m].gsub(/\s+/, " ")
-      expect(row).to start_with('<tr data-queue="webui_queue"> <td>webui_queue</td> ' \
+      row = html[%r{<tr data-queue="#{webui_queue}">.*?</tr>}m].gsub(/\s+/, " ")
+      expect(row).to start_with(%(<tr data-queue="#{webui_queue}"> <td>#{webui_queue}</td> ) \
                                 "<td class=\"num depth\">#{depth}</td> <td class=\"num\">0</td>")
-      expect(html).not_to include('data-queue="webdlq_queue"')
+      expect(html).not_to include(%(data-queue="#{webdlq_queue}"))
 
       expect(html.scan(/<div class="worker" data-worker="([^"]+)">/).flatten).to eq([worker])
       expect(html).to include("webui/diamond_order · left")
@@ -54,7 +54,7 @@ RSpec.describe "TaskerCore::Web overview", :web do
     html = page_html("/")
 
     queues = html.scan(/<tr data-queue="([^"]+)">/).flatten
-    expect(queues).to include("webui_queue", "webdlq_queue", "orchestration_task_requests")
+    expect(queues).to include(webui_queue, webdlq_queue, TaskerCore.task_requests_queue)
     expect(html).to include("<option>webui</option>", "<option>webdlq</option>")
   end
 

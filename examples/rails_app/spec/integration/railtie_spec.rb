@@ -44,9 +44,10 @@ RSpec.describe TaskerCore::Railtie do
     io = StringIO.new
     saved = TaskerCore.logger
     TaskerCore.logger = ActiveSupport::Logger.new(io)
-    bad = "poison_#{SecureRandom.hex(4)}_queue"
+    namespace = "poison_#{SecureRandom.hex(4)}"
+    bad = TaskerCore.queue_name(namespace)
     TaskerCore.message_service.create_queue(bad)
-    worker = TaskerCore::Native::Worker.start(TaskerCore.client, [bad.delete_suffix("_queue")], 1)
+    worker = TaskerCore::Native::Worker.start(TaskerCore.client, [namespace], 1)
     TaskerCore.message_service.send_message(bad, { "not" => "a step" })
     deadline = Time.now + 10
     until io.string.include?("poison message") || Time.now > deadline

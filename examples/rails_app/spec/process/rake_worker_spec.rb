@@ -3,8 +3,10 @@
 # `rake tasker:worker` run inside the Rails app, as an operator runs it:
 # it loads the app (environment), takes its namespaces and concurrency from
 # config/tasker.yml, runs the app's handlers, and stops cleanly on SIGTERM.
-# The orchestrator runs in this process.
-RSpec.describe "rake tasker:worker in the Rails app" do
+# The orchestrator runs in this process. The worker process must see the
+# order, so nothing here runs in a test transaction.
+RSpec.describe "rake tasker:worker in the Rails app", tasker: :real do
+  self.use_transactional_tests = false
   run_tasker_around_each(worker: nil)
 
   def spawn_rake_worker(gateway_latency:)

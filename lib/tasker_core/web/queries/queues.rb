@@ -10,8 +10,6 @@ module TaskerCore
       class Queues
         include Sql
 
-        ORCHESTRATION = ["orchestration_task_requests"].freeze
-
         Stat = Struct.new(:queue, :namespace, :depth, :visible, :oldest_age_seconds, :error, keyword_init: true)
 
         # namespace: only that namespace's queue.
@@ -23,7 +21,7 @@ module TaskerCore
           @names ||= begin
             all = rows("SELECT name, queue_name FROM tasker_namespaces ORDER BY name")
                   .to_h { |r| [r["queue_name"], r["name"]] }
-            @namespace ? all.select { |_, ns| ns == @namespace } : all.merge(ORCHESTRATION.to_h { |q| [q, nil] })
+            @namespace ? all.select { |_, ns| ns == @namespace } : all.merge(TaskerCore.task_requests_queue => nil)
           end
         end
 
