@@ -107,7 +107,7 @@ async fn step_messages_a_worker_can_never_run_are_archived_not_run() {
     // the served namespace's queue.
     let other = client.create_task(&CreateTask::new(&foreign, "one", "1.0.0", json!({}))).await.unwrap();
     let other_step = client.steps(other.task_uuid).await.unwrap()[0].step_uuid;
-    let queue = tasker_core::MessageRouter::step_queue(&served);
+    let queue = ctx.router().step_queue(&served);
     let strays = [
         StepMessage { task_uuid: other.task_uuid, step_uuid: other_step, correlation_id: other.correlation_id },
         StepMessage { task_uuid: Uuid::now_v7(), step_uuid: Uuid::now_v7(), correlation_id: Uuid::now_v7() },
