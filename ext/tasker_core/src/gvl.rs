@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use magnus::Error;
-use tasker_core::ErrorKind;
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 
@@ -83,43 +82,62 @@ fn without_gvl<F: FnOnce() -> R, R>(f: F, cancel: &Cancel) -> Option<std::thread
     call.out
 }
 
-/// Blocks on `future` with the GVL released; an interrupt cancels it.
+/// Blocks on `future` with the GVL released; an interrupt that raises
+/// (Interrupt, Thread#kill, Thread#raise, Timeout) cancels it. Ruby also
+/// interrupts a blocked thread for things that raise nothing (a signal
+/// whose trap returns, a wake-up): the GVL is taken back so Ruby can run
+/// them, and the same future is then resumed where it stopped.
 pub(crate) fn run<T, F>(future: F) -> Result<T, Error>
 where
     F: Future<Output = tasker_core::Result<T>>,
 {
-    let cancel = Cancel::default();
-    let outcome = without_gvl(
-        || {
-            runtime().block_on(async {
-                tokio::select! {
-                    biased;
-                    () = cancel.notify.notified() => None,
-                    result = future => Some(result),
-                }
-            })
-        },
-        &cancel,
-    );
-    match outcome {
-        Some(Ok(Some(Ok(value)))) => Ok(value),
-        Some(Ok(Some(Err(e)))) => Err(errors::to_ruby(&e)),
-        Some(Err(panic)) => Err(errors::panic_to_ruby(panic)),
-        Some(Ok(None)) | None => Err(interrupted()),
+    let mut future = DropInRuntime(Some(Box::pin(future)));
+    loop {
+        let cancel = Cancel::default();
+        let outcome = without_gvl(
+            || {
+                runtime().block_on(async {
+                    tokio::select! {
+                        biased;
+                        () = cancel.notify.notified() => None,
+                        result = future.0.as_mut().expect("the future lives until run returns") => Some(result),
+                    }
+                })
+            },
+            &cancel,
+        );
+        match outcome {
+            Some(Ok(Some(Ok(value)))) => return Ok(value),
+            Some(Ok(Some(Err(e)))) => return Err(errors::to_ruby(&e)),
+            Some(Err(panic)) => return Err(errors::panic_to_ruby(panic)),
+            // Interrupted: raise what Ruby has pending (the future is
+            // dropped with this frame, which cancels it), or go on.
+            Some(Ok(None)) | None => pending_interrupt()?,
+        }
     }
 }
 
-/// The interrupt Ruby has pending (Interrupt, Thread#kill, Timeout's
-/// exception), as an error magnus raises once this call's frames are gone.
-fn interrupted() -> Error {
+/// A future dropped inside the runtime: a cancelled one still holds what it
+/// was using (a pooled connection goes back to its pool), which needs a
+/// tokio context to let go of.
+struct DropInRuntime<F>(Option<std::pin::Pin<Box<F>>>);
+
+impl<F> Drop for DropInRuntime<F> {
+    fn drop(&mut self) {
+        let _context = runtime().enter();
+        self.0.take();
+    }
+}
+
+/// Raises the interrupt Ruby has pending (Interrupt, Thread#kill,
+/// Timeout's exception) as an error magnus raises once this call's frames
+/// are gone; Ok when the interrupt raised nothing.
+fn pending_interrupt() -> Result<(), Error> {
     // SAFETY: called with the GVL held; protect catches the raise (or the
     // kill's throw) rb_thread_check_ints makes.
-    let pending = magnus::rb_sys::protect(|| {
+    magnus::rb_sys::protect(|| {
         unsafe { rb_sys::rb_thread_check_ints() };
         rb_sys::Qnil as rb_sys::VALUE
-    });
-    match pending {
-        Err(e) => e,
-        Ok(_) => errors::new(ErrorKind::Shutdown, "the call was interrupted before it finished".to_owned()),
-    }
+    })
+    .map(|_| ())
 }
