@@ -26,6 +26,11 @@ APP_ROOT = Rails.root.to_s
 begin
   ActiveRecord::Migration.verbose = false
   ActiveRecord::Base.connection.migration_context.migrate
+  # The install migration runs once per database; as after a deploy of a
+  # newer gem (`rake tasker:migrate`), the engine's schema and SQL functions
+  # are brought up to this checkout's (idempotent: nothing to do when they
+  # already are).
+  TaskerCore.migrate!
   TaskerCore.register_templates!
 rescue ActiveRecord::NoDatabaseError, ActiveRecord::ConnectionNotEstablished, TaskerCore::DatabaseError => e
   abort "#{e.class}: #{e.message}\nThe Rails example's specs need PostgreSQL on 127.0.0.1:5432 with a " \
