@@ -15,6 +15,9 @@ Gem::Specification.new do |spec|
 
   spec.files = Dir["lib/**/*.{rb,rake,tt,erb,css,js}", "bin/tasker-web",
                    "ext/**/*.{rb,rs,toml}", "core/**/*.{rs,sql,toml}", "Cargo.{toml,lock}",
+                   # The fault suite is a workspace member: cargo reads its
+                   # manifest and targets, though the gem never builds it.
+                   "tests/Cargo.toml", "tests/**/*.rs",
                    "README.md", "CHANGELOG.md"]
   spec.require_paths = ["lib"]
   spec.bindir = "bin"
