@@ -65,7 +65,7 @@ RSpec.describe "a handler that misbehaves" do
 
   {
     "exception" => ["Exception", "a plain Exception"],
-    "not_implemented" => ["NotImplementedError", "not written yet"],
+    "not_implemented" => ["NotImplementedError", "a ScriptError, outside StandardError"],
     "stack" => ["SystemStackError", "stack level too deep"],
     "exit" => %w[SystemExit exit],
     "throw" => ["UncaughtThrowError", "uncaught throw :nowhere"],
