@@ -204,19 +204,27 @@ impl TaskerClient {
         queries::dependency_results(self.ctx.pool(), step_uuid).await
     }
 
-    /// Waits until the task is complete, error or cancelled, woken by the
-    /// database's notification and checking every 250 ms regardless.
+    /// Waits until the task is complete, error or cancelled, then reads it.
     pub async fn wait_for_task(&self, task_uuid: Uuid, timeout: Duration) -> Result<Task> {
+        self.wait_for_status(task_uuid, timeout).await?;
+        self.task(task_uuid).await
+    }
+
+    /// Waits until the task is complete, error or cancelled and returns
+    /// that state. Woken by the notification of the task's end, which
+    /// carries the state, so an end seen that way costs no read; the state
+    /// is read when the wait starts (the task may have ended before this
+    /// process listened) and every 250 ms regardless.
+    pub async fn wait_for_status(&self, task_uuid: Uuid, timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
         let mut finished = self.ctx.finished_tasks().await?;
         loop {
-            // The whole row each time: a finished task is returned without
-            // reading it again.
-            let task = self.task(task_uuid).await?;
-            if matches!(task.status.as_str(), "complete" | "error" | "cancelled") {
-                return Ok(task);
+            let status = queries::task_status(self.ctx.pool(), task_uuid)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("task {task_uuid} does not exist")))?;
+            if is_finished(&status) {
+                return Ok(status);
             }
-            let status = task.status;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::new(
@@ -227,14 +235,22 @@ impl TaskerClient {
             let wait = async {
                 loop {
                     match finished.recv().await {
-                        Ok(uuid) if uuid == task_uuid => break,
+                        Ok((uuid, status)) if uuid == task_uuid => break Some(status),
                         Ok(_) => {}
-                        Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Lagged(_)) => break None,
                         Err(RecvError::Closed) => std::future::pending::<()>().await,
                     }
                 }
             };
-            let _ = tokio::time::timeout(left.min(Duration::from_millis(250)), wait).await;
+            if let Ok(Some(status)) = tokio::time::timeout(left.min(Duration::from_millis(250)), wait).await {
+                if is_finished(&status) {
+                    return Ok(status);
+                }
+            }
         }
     }
+}
+
+fn is_finished(status: &str) -> bool {
+    matches!(status, "complete" | "error" | "cancelled")
 }

@@ -22,7 +22,7 @@ pub struct Context {
     messaging: Arc<dyn MessagingService>,
     router: MessageRouter,
     templates: TemplateRegistry,
-    finished_tasks: OnceCell<(broadcast::Sender<Uuid>, AbortOnDrop)>,
+    finished_tasks: OnceCell<(broadcast::Sender<(Uuid, String)>, AbortOnDrop)>,
     resender: std::sync::OnceLock<Resender>,
 }
 
@@ -142,9 +142,9 @@ impl Context {
         }
     }
 
-    /// A feed of the uuids of tasks as they finish, shared by every waiter
-    /// in this process (one LISTEN connection).
-    pub(crate) async fn finished_tasks(&self) -> Result<broadcast::Receiver<Uuid>> {
+    /// A feed of tasks as they finish (uuid, end state), shared by every
+    /// waiter in this process (one LISTEN connection).
+    pub(crate) async fn finished_tasks(&self) -> Result<broadcast::Receiver<(Uuid, String)>> {
         let sender = self
             .finished_tasks
             .get_or_try_init(|| async {
@@ -160,8 +160,10 @@ impl Context {
                     loop {
                         match listener.recv().await {
                             Ok(n) => {
-                                if let Ok(uuid) = n.payload().parse::<Uuid>() {
-                                    let _ = feed.send(uuid);
+                                // "<task uuid> <end state>"
+                                let (uuid, status) = n.payload().split_once(' ').unwrap_or((n.payload(), ""));
+                                if let Ok(uuid) = uuid.parse::<Uuid>() {
+                                    let _ = feed.send((uuid, status.to_owned()));
                                 }
                             }
                             Err(e) => {

@@ -1,6 +1,7 @@
 -- Moves a task from one of p_from to p_to and appends the transition.
 -- Returns the state it left, or NULL when the task is not in one of p_from
--- (someone else moved it first). A task reaching its end wakes its waiters.
+-- (someone else moved it first). A task reaching its end wakes its waiters;
+-- the notification carries its end state ('<task uuid> <state>').
 CREATE FUNCTION tasker_transition_task(p_task uuid, p_from text[], p_to text, p_meta jsonb)
 RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
@@ -19,7 +20,7 @@ BEGIN
   INSERT INTO tasker_task_transitions (task_uuid, sort_key, from_state, to_state, metadata)
   VALUES (p_task, v_sort, v_from, p_to, coalesce(p_meta, '{}'));
   IF p_to IN ('complete', 'error', 'cancelled') THEN
-    PERFORM pg_notify('tasker_task_finished', p_task::text);
+    PERFORM pg_notify('tasker_task_finished', p_task::text || ' ' || p_to);
   END IF;
   RETURN v_from;
 END $$;

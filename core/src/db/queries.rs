@@ -427,6 +427,14 @@ pub(crate) async fn stalled_tasks(pool: &PgPool, quiet_for: std::time::Duration,
 const TASK_COLUMNS: &str =
     "task_uuid, namespace, name, version, context, status, identity_key, correlation_id, created_at, completed_at";
 
+pub(crate) async fn task_status(pool: &PgPool, task_uuid: Uuid) -> Result<Option<String>> {
+    sqlx::query_scalar("SELECT status FROM tasker_tasks WHERE task_uuid = $1")
+        .bind(task_uuid)
+        .fetch_optional(pool)
+        .await
+        .map_err(Error::db(format!("reading the state of task {task_uuid}")))
+}
+
 pub(crate) async fn get_task<'e>(executor: impl PgExecutor<'e>, task_uuid: Uuid) -> Result<Option<Task>> {
     sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasker_tasks WHERE task_uuid = $1"))
         .bind(task_uuid)

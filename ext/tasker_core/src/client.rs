@@ -174,7 +174,7 @@ impl Client {
     fn wait_for_task(&self, task_uuid: String, timeout_seconds: f64) -> Result<String, Error> {
         let uuid = parse_uuid(&task_uuid)?;
         let timeout = Duration::from_secs_f64(timeout_seconds.max(0.0));
-        Ok(gvl::run(self.inner.wait_for_task(uuid, timeout))?.status)
+        gvl::run(self.inner.wait_for_status(uuid, timeout))
     }
 
     fn task(ruby: &Ruby, rb_self: &Self, task_uuid: String) -> Result<Value, Error> {
