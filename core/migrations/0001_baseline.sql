@@ -83,15 +83,30 @@ CREATE TABLE tasker_tasks (
   transitions    integer NOT NULL DEFAULT 0,
   identity_key   text UNIQUE,
   correlation_id uuid NOT NULL,
+  -- Set when one of the task's steps ends in error, never cleared: only
+  -- then can an outcome that leaves other steps blocked end the task (see
+  -- tasker_record_outcomes).
+  has_failed_step boolean NOT NULL DEFAULT false,
   created_at     timestamptz NOT NULL DEFAULT now(),
   updated_at     timestamptz NOT NULL DEFAULT now(),
   completed_at   timestamptz
 );
-CREATE INDEX tasker_tasks_active_idx ON tasker_tasks (status) WHERE status IN ('pending', 'in_progress');
+-- Tasks not finished, in creation order within each state: the sweep walks
+-- the tasks in progress through it a slice at a time.
+CREATE INDEX tasker_tasks_active_idx ON tasker_tasks (status, task_uuid) WHERE status IN ('pending', 'in_progress');
 
 -- heartbeat_at: refreshed by the worker running the step; a claim whose
 -- heartbeat is older than the visibility timeout is stale (its worker is
 -- gone) and the step is taken over.
+--
+-- A step's row changes several times in its life (enqueued, claimed,
+-- heartbeats, its outcome) and no index covers a column that changes:
+-- every change is then a heap-only update, which writes no index entry
+-- and is pruned without VACUUM; fillfactor leaves each page room for the
+-- new versions. Per-task lookups use the (task_uuid, name) key; what looks
+-- across tasks for steps in some state (the sweep, the dashboard) starts
+-- from the tasks in progress, whose index is small. An index on status or
+-- updated_at cost a quarter of the server's CPU per step.
 CREATE TABLE tasker_workflow_steps (
   step_uuid     uuid PRIMARY KEY,
   task_uuid     uuid NOT NULL REFERENCES tasker_tasks (task_uuid) ON DELETE CASCADE,
@@ -114,11 +129,7 @@ CREATE TABLE tasker_workflow_steps (
   created_at    timestamptz NOT NULL DEFAULT now(),
   updated_at    timestamptz NOT NULL DEFAULT now(),
   UNIQUE (task_uuid, name)
-);
-CREATE INDEX tasker_workflow_steps_task_idx ON tasker_workflow_steps (task_uuid, status);
--- The recovery sweep's range scan: steps in flight, oldest change first.
-CREATE INDEX tasker_workflow_steps_in_flight_idx ON tasker_workflow_steps (updated_at)
-  WHERE status IN ('enqueued', 'in_progress', 'waiting_for_retry');
+) WITH (fillfactor = 70);
 
 CREATE TABLE tasker_workflow_step_edges (
   task_uuid      uuid NOT NULL REFERENCES tasker_tasks (task_uuid) ON DELETE CASCADE,

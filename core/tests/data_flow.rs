@@ -112,6 +112,46 @@ async fn workflows_and_retries_finish_with_no_orchestrator_running() {
     worker.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// Outcomes look at a task's steps only where the task may have ended: a
+/// branch that fails for good while its sibling runs leaves the task in
+/// progress; the sibling's result, whose dependent can no longer run, ends
+/// it in error, naming the failed branch; the join never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_ends_in_error_when_the_last_running_branch_completes_after_another_failed() {
+    let ns = common::unique_namespace("branches");
+    let ctx = common::context().await;
+    ctx.register_template(common::diamond_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let worker = WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 2).await.unwrap();
+    let task = client.create_task(&request(&ns, "diamond", 2)).await.unwrap().task_uuid;
+
+    let start = worker.next_job(Duration::from_secs(10)).await.unwrap().unwrap();
+    worker.complete(start.step_uuid, json!(4)).await.unwrap();
+    let mut branches = Vec::new();
+    for _ in 0..2 {
+        branches.push(worker.next_job(Duration::from_secs(10)).await.unwrap().expect("both branches run"));
+    }
+    branches.sort_by(|a, b| a.step_name.cmp(&b.step_name));
+    let (left, right) = (&branches[0], &branches[1]);
+    assert_eq!((left.step_name.as_str(), right.step_name.as_str()), ("left", "right"));
+
+    let fatal = StepFailure { retryable: false, error_class: "Fatal".into(), ..first_failure() };
+    assert_eq!(worker.fail(left.step_uuid, fatal).await.unwrap(), "error");
+    assert_eq!(client.task(task).await.unwrap().status, "in_progress", "right is still running");
+    worker.complete(right.step_uuid, json!(16)).await.unwrap();
+
+    let done = client.wait_for_task(task, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(done.status, "error");
+    let last = client.task_transitions(task).await.unwrap().pop().unwrap();
+    assert_eq!(last.metadata, json!({"failed_steps": ["left"]}));
+    let states: Vec<(String, String)> =
+        client.steps(task).await.unwrap().into_iter().map(|s| (s.name, s.status)).collect();
+    let expected = [("start", "complete"), ("left", "error"), ("right", "complete"), ("finish", "pending")];
+    assert_eq!(states, expected.map(|(n, s)| (n.to_owned(), s.to_owned())));
+    assert!(worker.next_job(Duration::from_millis(300)).await.unwrap().is_none(), "the join never runs");
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 fn first_failure() -> StepFailure {
     StepFailure {
         error_class: String::new(),

@@ -9,8 +9,7 @@
 -- duplicate delivery or not this worker's, and its message is acked.
 --
 -- Rows are locked by primary key alone, in uuid order (two workers
--- claiming overlapping batches lock in one order); no status condition
--- reaches the scan, which would let the planner walk the in-flight index.
+-- claiming overlapping batches lock in one order).
 -- p_async_commit: losing a claim in a database crash only means the step
 -- is claimed again; asked for when the queues are in this database, whose
 -- lost commit takes the later messages and acks with it.

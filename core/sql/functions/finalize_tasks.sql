@@ -7,8 +7,9 @@
 -- waiters are notified. (Joining a caller's query to this function's rows
 -- instead let the planner, which expects a thousand rows from a function,
 -- walk the whole primary key of tasker_tasks for each call.)
--- Each test is an index probe on (task_uuid, status) that stops at the
--- first step it finds.
+-- Each test reads the task's steps through its (task_uuid, name) key and
+-- stops at the first that answers it; a caller on the hot path calls this
+-- only for tasks that may have ended (see tasker_record_outcomes).
 CREATE FUNCTION tasker_finalize_tasks(p_tasks uuid[])
 RETURNS TABLE (task_uuid uuid, status text, namespace text, correlation_id uuid) ROWS 1 LANGUAGE plpgsql AS $$
 #variable_conflict use_column

@@ -16,7 +16,12 @@
 --      this worker (eager dispatch: pending -> in_progress, at most
 --      p_eager_slots, only in p_namespaces) or enqueued and sent;
 --   5. tasks with nothing left end (complete, or error naming the failed
---      steps) and their waiters are notified.
+--      steps) and their waiters are notified. A task can end only where a
+--      step ended in error, or a completed step left nothing unfinished
+--      below it, or a step of the task failed before (has_failed_step):
+--      only those tasks' steps are looked at, so the 999 branches of a
+--      1,000-wide fan-out that finish before the last do not each scan
+--      their task's steps (which have no index on their state).
 -- The transaction commits without waiting for its WAL flush unless a task
 -- ends. A crash can then take back only a suffix of outcomes (WAL is
 -- written in order, and any later flushed commit flushes them), with the
@@ -48,6 +53,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
   v_tasks uuid[];
   v_live uuid[];
+  v_flagged uuid[];
+  v_errored uuid[];
+  v_ending uuid[];
   v_states text[];
   v_done uuid[];
   v_retry uuid[];
@@ -71,13 +79,14 @@ BEGIN
   -- that reaches a scan lets the planner walk a status index over every
   -- task or step in flight.
   WITH locked AS MATERIALIZED (
-    SELECT t.task_uuid, t.status FROM tasker_tasks t
+    SELECT t.task_uuid, t.status, t.has_failed_step FROM tasker_tasks t
      WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (p_steps))
      ORDER BY t.task_uuid FOR NO KEY UPDATE
   )
   SELECT coalesce(array_agg(l.task_uuid ORDER BY l.task_uuid), '{}'),
-         coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress'), '{}')
-    INTO v_tasks, v_live
+         coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress'), '{}'),
+         coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress' AND l.has_failed_step), '{}')
+    INTO v_tasks, v_live, v_flagged
     FROM locked l;
 
   -- 2. The outcomes, fenced by attempt.
@@ -85,11 +94,11 @@ BEGIN
     SELECT * FROM unnest(p_steps, p_attempts, p_completed, p_payloads, p_retryable, p_delays_ms, p_meta)
       WITH ORDINALITY AS u(step_uuid, attempt, completed, payload, retryable, delay_ms, meta, i)
   ), locked AS MATERIALIZED (
-    SELECT s.step_uuid, s.status, s.attempts, s.max_attempts, s.transitions
+    SELECT s.step_uuid, s.task_uuid, s.status, s.attempts, s.max_attempts, s.transitions
       FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (p_steps)
      ORDER BY s.step_uuid FOR UPDATE
   ), applied AS MATERIALIZED (
-    SELECT i.*, l.transitions,
+    SELECT i.*, l.transitions, l.task_uuid,
            CASE WHEN i.completed THEN 'complete'
                 WHEN i.retryable AND i.attempt < l.max_attempts THEN 'waiting_for_retry'
                 ELSE 'error' END AS to_state
@@ -116,11 +125,17 @@ BEGIN
          coalesce(array_agg(a.step_uuid) FILTER (WHERE a.to_state = 'complete'), '{}'),
          coalesce(array_agg(a.step_uuid ORDER BY i.i) FILTER (WHERE a.to_state = 'waiting_for_retry'), '{}'),
          coalesce(array_agg(a.delay_ms ORDER BY i.i) FILTER (WHERE a.to_state = 'waiting_for_retry'), '{}'),
-         coalesce(array_agg(i.step_uuid ORDER BY i.i) FILTER (WHERE a.step_uuid IS NULL), '{}')
-    INTO v_states, v_done, v_retry, v_retry_delays, v_late
+         coalesce(array_agg(i.step_uuid ORDER BY i.i) FILTER (WHERE a.step_uuid IS NULL), '{}'),
+         coalesce(array_agg(DISTINCT a.task_uuid) FILTER (WHERE a.to_state = 'error'), '{}')
+    INTO v_states, v_done, v_retry, v_retry_delays, v_late, v_errored
     FROM input i LEFT JOIN applied a ON a.step_uuid = i.step_uuid;
 
   RETURN QUERY SELECT 'outcome', u.s, NULL::uuid, u.st, NULL::jsonb FROM unnest(p_steps, v_states) AS u(s, st);
+
+  IF cardinality(v_errored) > 0 THEN
+    UPDATE tasker_tasks t SET has_failed_step = true
+     WHERE t.task_uuid = ANY (v_errored) AND NOT t.has_failed_step;
+  END IF;
 
   -- (Each later step is skipped when it has nothing to do: on the hot path
   -- most of them have nothing, and a statement or a function call costs
@@ -220,7 +235,9 @@ BEGIN
   END IF;
 
   -- 5. Tasks with nothing left. A task whose steps just moved (a dependent
-  -- made ready, a retry scheduled) cannot have ended.
+  -- made ready, a retry scheduled) cannot have ended; nor can one where no
+  -- step failed and every completed step left something unfinished below
+  -- it (a dependent still waiting for another parent).
   IF cardinality(v_ready) + cardinality(v_retry) > 0 THEN
     SELECT coalesce(array_agg(DISTINCT s.task_uuid), '{}') INTO v_moving
       FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (v_ready || v_retry);
@@ -228,7 +245,20 @@ BEGIN
       RETURN;
     END IF;
   END IF;
-  FOR r IN SELECT * FROM tasker_finalize_tasks(ARRAY(SELECT u.t FROM unnest(v_live) AS u(t) WHERE u.t <> ALL (v_moving)))
+  v_ending := v_errored || v_flagged;
+  IF cardinality(v_done) > 0 AND NOT v_live <@ v_ending THEN
+    v_ending := v_ending || ARRAY(
+      SELECT DISTINCT s.task_uuid FROM tasker_workflow_steps s
+       WHERE s.step_uuid = ANY (v_done)
+         AND NOT EXISTS (SELECT 1 FROM tasker_workflow_step_edges e
+                           JOIN tasker_workflow_steps c ON c.step_uuid = e.to_step_uuid
+                          WHERE e.from_step_uuid = s.step_uuid AND c.status NOT IN ('complete', 'resolved_manually')));
+  END IF;
+  v_ending := ARRAY(SELECT u.t FROM unnest(v_live) AS u(t) WHERE u.t <> ALL (v_moving) AND u.t = ANY (v_ending));
+  IF cardinality(v_ending) = 0 THEN
+    RETURN;
+  END IF;
+  FOR r IN SELECT * FROM tasker_finalize_tasks(v_ending)
   LOOP
     v_finished := true;
     RETURN QUERY SELECT 'finished', NULL::uuid, r.task_uuid, r.status,

@@ -1,29 +1,31 @@
--- The sweep's recovery pass: steps whose work is not done and whose message
--- may be gone. In progress with a stale claim (no heartbeat for
--- p_stale_after: the worker died) -> enqueued again; waiting for a retry
--- more than p_enqueued_after past its time (the delayed message was lost
--- outside PostgreSQL) -> enqueued; enqueued for longer than
+-- The sweep's recovery pass over the steps of p_tasks (a slice of the tasks
+-- in progress: the caller walks them a slice per pass, so a pass costs the
+-- same however many tasks are running): steps whose work is not done and
+-- whose message may be gone. In progress with a stale claim (no heartbeat
+-- for p_stale_after: the worker died) -> enqueued again; waiting for a
+-- retry more than p_enqueued_after past its time (the delayed message was
+-- lost outside PostgreSQL) -> enqueued; enqueued for longer than
 -- p_enqueued_after (a message lost outside PostgreSQL) -> its message is
 -- sent again. Returns them (the caller sends their messages); a claim's
--- compare-and-swap makes a duplicate harmless. One range scan of the
--- in-flight index over steps unchanged for the shorter of the two bounds.
-CREATE FUNCTION tasker_recover_stuck_steps(p_stale_after interval, p_enqueued_after interval, p_limit integer)
+-- compare-and-swap makes a duplicate harmless. Steps have no index on
+-- their state (see the baseline): they are read through their task's key.
+CREATE FUNCTION tasker_recover_stuck_steps(p_tasks uuid[], p_stale_after interval, p_enqueued_after interval,
+                                           p_limit integer)
 RETURNS TABLE (task_uuid uuid, step_uuid uuid, was text) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
   r record;
   v_now timestamptz := clock_timestamp();
-  v_unchanged_since timestamptz := clock_timestamp() - least(p_stale_after, p_enqueued_after);
 BEGIN
   FOR r IN
+    WITH tasks AS MATERIALIZED (
+      SELECT t.task_uuid FROM tasker_tasks t WHERE t.task_uuid = ANY (p_tasks) AND t.status = 'in_progress'
+    )
     SELECT s.task_uuid, s.step_uuid, s.status
-      FROM tasker_workflow_steps s
-     WHERE s.status IN ('enqueued', 'in_progress', 'waiting_for_retry')
-       AND s.updated_at < v_unchanged_since
-       AND ((s.status = 'in_progress' AND coalesce(s.heartbeat_at, s.started_at) < v_now - p_stale_after)
-            OR (s.status = 'enqueued' AND s.enqueued_at < v_now - p_enqueued_after)
-            OR (s.status = 'waiting_for_retry' AND s.retry_at < v_now - p_enqueued_after))
-       AND EXISTS (SELECT 1 FROM tasker_tasks t WHERE t.task_uuid = s.task_uuid AND t.status = 'in_progress')
+      FROM tasks t JOIN tasker_workflow_steps s ON s.task_uuid = t.task_uuid
+     WHERE (s.status = 'in_progress' AND coalesce(s.heartbeat_at, s.started_at) < v_now - p_stale_after)
+        OR (s.status = 'enqueued' AND s.enqueued_at < v_now - p_enqueued_after)
+        OR (s.status = 'waiting_for_retry' AND s.retry_at < v_now - p_enqueued_after)
      ORDER BY s.updated_at
      LIMIT p_limit
      FOR UPDATE OF s SKIP LOCKED

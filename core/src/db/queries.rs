@@ -529,16 +529,36 @@ pub(crate) async fn heartbeat_steps(pool: &PgPool, steps: &[Uuid], attempts: &[i
 
 /// Re-enqueues steps whose worker is gone or whose message may be lost;
 /// returns (task, step, state it was in).
+/// Up to `limit` tasks in progress created after `after` (the oldest
+/// first): the slice of them one sweep pass looks at.
+pub(crate) async fn tasks_in_progress_after(
+    conn: &mut PgConnection,
+    after: Option<Uuid>,
+    limit: i32,
+) -> Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT task_uuid FROM tasker_tasks WHERE status = 'in_progress' AND task_uuid > $1 \
+         ORDER BY task_uuid LIMIT $2",
+    )
+    .bind(after.unwrap_or(Uuid::nil()))
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await
+    .map_err(Error::db("listing the tasks in progress"))
+}
+
 pub(crate) async fn recover_stuck_steps(
     conn: &mut PgConnection,
+    tasks: &[Uuid],
     stale_after: std::time::Duration,
     enqueued_after: std::time::Duration,
     limit: i32,
 ) -> Result<Vec<(Uuid, Uuid, String)>> {
     sqlx::query_as(
         "SELECT task_uuid, step_uuid, was FROM tasker_recover_stuck_steps(\
-         make_interval(secs => $1), make_interval(secs => $2), $3)",
+         $1, make_interval(secs => $2), make_interval(secs => $3), $4)",
     )
+    .bind(tasks)
     .bind(stale_after.as_secs_f64())
     .bind(enqueued_after.as_secs_f64())
     .bind(limit)
@@ -619,9 +639,9 @@ pub(crate) async fn handlers(pool: &PgPool, namespaces: &[String]) -> Result<Vec
 /// In-progress tasks with a step enqueued within the last `window`.
 pub(crate) async fn tasks_with_enqueued_steps_since(pool: &PgPool, window: std::time::Duration) -> Result<Vec<Uuid>> {
     sqlx::query_scalar(
-        "SELECT DISTINCT s.task_uuid FROM tasker_workflow_steps s JOIN tasker_tasks t USING (task_uuid) \
-         WHERE s.status = 'enqueued' AND t.status = 'in_progress' \
-           AND s.enqueued_at > clock_timestamp() - make_interval(secs => $1)",
+        "SELECT t.task_uuid FROM tasker_tasks t WHERE t.status = 'in_progress' \
+         AND EXISTS (SELECT 1 FROM tasker_workflow_steps s WHERE s.task_uuid = t.task_uuid \
+                     AND s.status = 'enqueued' AND s.enqueued_at > clock_timestamp() - make_interval(secs => $1))",
     )
     .bind(window.as_secs_f64())
     .fetch_all(pool)

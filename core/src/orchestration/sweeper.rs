@@ -14,6 +14,13 @@ use super::step_enqueuer::{advance_task, Commit};
 /// for the next sweep.
 const SWEEP_LIMIT: i32 = 500;
 
+/// Tasks in progress whose steps one pass looks at: passes walk the tasks
+/// in progress a slice at a time, oldest first, and start again from the
+/// oldest after the newest, so a pass costs the same however many tasks
+/// run (with more than this many running, a step is looked at every few
+/// passes).
+const SWEEP_TASKS: i32 = 2_000;
+
 /// Runs every `sweep_interval_ms`; none of it is on the path of a workflow
 /// that meets no crash:
 /// - recovers steps whose worker is gone (in progress with no heartbeat for
@@ -25,11 +32,13 @@ const SWEEP_LIMIT: i32 = 500;
 ///   visibility timeout (an operator's change or a crash left them so).
 pub(crate) struct Sweeper {
     ctx: Arc<Context>,
+    /// The last task the previous recovery pass looked at.
+    cursor: std::sync::Mutex<Option<Uuid>>,
 }
 
 impl Sweeper {
     pub(crate) fn new(ctx: Arc<Context>) -> Self {
-        Self { ctx }
+        Self { ctx, cursor: std::sync::Mutex::new(None) }
     }
 
     pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
@@ -71,13 +80,18 @@ impl Sweeper {
         let stale_after = Duration::from_secs(u64::from(config.messaging.visibility_timeout_seconds));
         let enqueued_after = Duration::from_secs(config.orchestration.stuck_enqueued_seconds);
         let mut tx = self.ctx.pool().begin().await.map_err(Error::db("recovering stuck steps"))?;
-        let recovered = queries::recover_stuck_steps(&mut tx, stale_after, enqueued_after, SWEEP_LIMIT).await?;
+        let after = *self.cursor.lock().expect("sweep cursor lock");
+        let tasks = queries::tasks_in_progress_after(&mut tx, after, SWEEP_TASKS).await?;
+        let next =
+            if tasks.len() < usize::try_from(SWEEP_TASKS).unwrap_or(usize::MAX) { None } else { tasks.last().copied() };
+        let recovered = queries::recover_stuck_steps(&mut tx, &tasks, stale_after, enqueued_after, SWEEP_LIMIT).await?;
         for (task_uuid, step_uuid, was) in &recovered {
             tracing::warn!(%task_uuid, %step_uuid, was, "recovering a stuck step: enqueuing it again");
         }
         let steps: Vec<Uuid> = recovered.iter().map(|(_, step, _)| *step).collect();
         let outbox = queries::dispatch_messages(&mut tx, &steps, self.ctx.messaging().queues_in_database()).await?;
         tx.commit().await.map_err(Error::db("recovering stuck steps"))?;
+        *self.cursor.lock().expect("sweep cursor lock") = next;
         self.ctx.send_outbox(outbox).await;
         Ok(recovered.len())
     }

@@ -6,8 +6,11 @@ module TaskerCore
   class Web
     module Queries
       # What the overview shows. Every query is bounded by an index (the
-      # partial in-flight and retry indexes, the primary keys), so the page
-      # costs the same with a million finished tasks as with ten.
+      # partial index of the tasks not finished, the primary keys), so the
+      # page costs the same with a million finished tasks as with ten.
+      # Steps have no index on their state (every change of a step's row
+      # stays off the indexes): the lists of steps in some state read the
+      # steps of the tasks in progress, each task's through its key.
       class Overview
         # UUIDv7 carries its creator's clock: a uuid key range starts a
         # minute early, and created_at decides.
@@ -105,9 +108,7 @@ module TaskerCore
                    (SELECT tr.metadata->>'worker' FROM tasker_workflow_step_transitions tr
                      WHERE tr.step_uuid = s.step_uuid AND tr.to_state = 'in_progress'
                      ORDER BY tr.sort_key DESC LIMIT 1) AS worker
-              FROM tasker_workflow_steps s
-              JOIN tasker_tasks t ON t.task_uuid = s.task_uuid
-             WHERE s.status = 'in_progress' #{namespace_filter}
+              FROM #{steps_of_tasks_in_progress("s.status = 'in_progress'")}
              ORDER BY s.started_at
              LIMIT 500
           SQL
@@ -126,9 +127,7 @@ module TaskerCore
           rows(<<~SQL, *namespace_bind).map { |r| step_row(r) }
             SELECT s.step_uuid, s.name, s.task_uuid, s.attempts, s.max_attempts, t.namespace, t.name AS task_name,
                    extract(epoch FROM s.retry_at) AS retry_at, s.last_error->>'message' AS error_message
-              FROM tasker_workflow_steps s
-              JOIN tasker_tasks t ON t.task_uuid = s.task_uuid
-             WHERE s.status = 'waiting_for_retry' #{namespace_filter}
+              FROM #{steps_of_tasks_in_progress("s.status = 'waiting_for_retry'")}
              ORDER BY s.retry_at
              LIMIT #{LIST_LIMIT}
           SQL
@@ -139,10 +138,9 @@ module TaskerCore
           rows(<<~SQL, @stuck_enqueued_seconds, *namespace_bind).map { |r| step_row(r) }
             SELECT s.step_uuid, s.name, s.task_uuid, s.attempts, t.namespace, t.name AS task_name,
                    extract(epoch FROM s.enqueued_at) AS enqueued_at
-              FROM tasker_workflow_steps s
-              JOIN tasker_tasks t ON t.task_uuid = s.task_uuid
-             WHERE s.status = 'enqueued' AND s.enqueued_at < clock_timestamp() - make_interval(secs => ?)
-               #{namespace_filter}
+              FROM #{steps_of_tasks_in_progress(
+                "s.status = 'enqueued' AND s.enqueued_at < clock_timestamp() - make_interval(secs => ?)"
+              )}
              ORDER BY s.enqueued_at
              LIMIT #{LIST_LIMIT}
           SQL
@@ -154,6 +152,19 @@ module TaskerCore
         # created_at.
         def step_window_rows(sql)
           rows(sql, @since.to_f, *namespace_bind)
+        end
+
+        # The tasks in progress (t, through their partial index) joined to
+        # their steps (s) that meet the condition: a lateral subquery, so
+        # each task's steps are read through the task's key whatever the
+        # statistics say.
+        def steps_of_tasks_in_progress(condition)
+          <<~SQL.strip
+            tasker_tasks t
+            JOIN LATERAL (SELECT * FROM tasker_workflow_steps s
+                           WHERE s.task_uuid = t.task_uuid AND #{condition} OFFSET 0) s ON true
+            WHERE t.status = 'in_progress' #{namespace_filter}
+          SQL
         end
 
         # Every query aliases tasker_tasks as t.
