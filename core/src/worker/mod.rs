@@ -32,6 +32,14 @@ const MAX_BATCH: usize = 10;
 /// Most outcomes recorded in one transaction.
 const MAX_RECORD_BATCH: usize = 64;
 
+/// Outcome statements a worker has under way at once. While one waits for
+/// PostgreSQL, the next batch is recorded beside it: with one, the outcomes
+/// of every step a worker ran went through one connection, one statement
+/// after another, and PostgreSQL used one core for them however many it
+/// had. Outcomes of one task recorded together serialize on the task's row
+/// (see `tasker_record_outcomes`), as outcomes from two workers do.
+const RECORDERS: usize = 2;
+
 /// The longest retry delay a handler's `retry_after` may ask for (30 days);
 /// a longer one is cut to it.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -205,9 +213,11 @@ impl WorkerHandle {
             permits,
             handover,
             stopping: lifecycle.stopping(),
-            records: requests,
+            records: Arc::new(tokio::sync::Mutex::new(requests)),
         };
-        tokio::spawn(recorder.run());
+        for _ in 0..RECORDERS.min(concurrency) {
+            tokio::spawn(recorder.clone().run());
+        }
         lifecycle.spawn("worker_dispatcher", move |stop| dispatcher.run(stop));
         lifecycle.spawn("worker_heartbeat", move |stop| heartbeat.run(stop));
         tracing::info!(worker = id, ?namespaces, concurrency, "worker started");
@@ -367,9 +377,10 @@ struct Record {
 /// Records outcomes with group commit: outcomes reported while a commit is
 /// under way are recorded together in the next statement, so under load
 /// many steps share one commit, and an outcome reported alone is recorded
-/// at once. Each reporter is answered only after its outcome is committed;
+/// at once. `RECORDERS` of them take batches from one channel. Each reporter is answered only after its outcome is committed;
 /// steps claimed eagerly by the commit are handed to the runners on the
 /// slots the recorded steps leave.
+#[derive(Clone)]
 struct Recorder {
     ctx: Arc<Context>,
     worker_id: String,
@@ -379,19 +390,12 @@ struct Recorder {
     /// True once the worker is stopping: it claims nothing more, eagerly or
     /// not.
     stopping: watch::Receiver<bool>,
-    records: mpsc::Receiver<Record>,
+    records: Arc<tokio::sync::Mutex<mpsc::Receiver<Record>>>,
 }
 
 impl Recorder {
-    async fn run(mut self) {
-        while let Some(first) = self.records.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < MAX_RECORD_BATCH {
-                match self.records.try_recv() {
-                    Ok(record) => batch.push(record),
-                    Err(_) => break,
-                }
-            }
+    async fn run(self) {
+        while let Some(mut batch) = self.next_batch().await {
             if batch.len() > 1 {
                 match self.record(batch).await {
                     Ok(()) => continue,
@@ -411,6 +415,19 @@ impl Recorder {
                 }
             }
         }
+    }
+
+    /// The outcomes waiting, at least one; None once every reporter is gone.
+    async fn next_batch(&self) -> Option<Vec<Record>> {
+        let mut records = self.records.lock().await;
+        let mut batch = vec![records.recv().await?];
+        while batch.len() < MAX_RECORD_BATCH {
+            match records.try_recv() {
+                Ok(record) => batch.push(record),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
     }
 
     /// Records the batch in one statement (see `tasker_record_outcomes`),
