@@ -70,10 +70,20 @@ CREATE TABLE tasker_named_steps (
 -- The current state lives on the row; `transitions` counts the row's history
 -- entries, so appending one needs no read of the history (its sort_key is
 -- the count after the append).
+--
+-- Runtime rows name their template and named steps without a foreign key:
+-- the catalogue rows are written once and never deleted (a step removed
+-- from a template is retired, `active = false`), and a foreign key check
+-- locks the referenced row (FOR KEY SHARE) for every task and step
+-- inserted. Every concurrent creation of a template's tasks locked the same
+-- catalogue rows, which costs a WAL record per row and a MultiXact where
+-- two transactions hold the lock: about a twelfth of a task's creation.
+-- Within a task the foreign keys stay (steps, edges and history are
+-- deleted with their task).
 
 CREATE TABLE tasker_tasks (
   task_uuid      uuid PRIMARY KEY,
-  template_id    bigint NOT NULL REFERENCES tasker_task_templates (template_id),
+  template_id    bigint NOT NULL, -- tasker_task_templates; no foreign key (above)
   namespace      text NOT NULL,
   name           text NOT NULL,
   version        text NOT NULL,
@@ -110,7 +120,7 @@ CREATE INDEX tasker_tasks_active_idx ON tasker_tasks (status, task_uuid) WHERE s
 CREATE TABLE tasker_workflow_steps (
   step_uuid     uuid PRIMARY KEY,
   task_uuid     uuid NOT NULL REFERENCES tasker_tasks (task_uuid) ON DELETE CASCADE,
-  named_step_id bigint NOT NULL REFERENCES tasker_named_steps (named_step_id),
+  named_step_id bigint NOT NULL, -- tasker_named_steps; no foreign key (above)
   name          text NOT NULL,
   position      integer NOT NULL,
   status        text NOT NULL DEFAULT 'pending'
