@@ -172,15 +172,16 @@ impl TaskerClient {
     /// templates this process registered, or, when it registered none, every
     /// one stored in the database.
     pub async fn handlers(&self, namespaces: &[String]) -> Result<Vec<(String, String, String)>> {
-        let cached = self.ctx.templates().cached();
-        if cached.is_empty() {
+        let registered = self.ctx.templates().registered();
+        if registered.is_empty() {
             return queries::handlers(self.ctx.pool(), namespaces).await;
         }
-        let mut handlers: Vec<(String, String, String)> = cached
-            .iter()
-            .filter(|t| namespaces.contains(&t.namespace))
-            .flat_map(|t| t.steps.iter().map(|s| (t.key(), s.name.clone(), s.handler.callable.clone())))
-            .collect();
+        let mut handlers = Vec::new();
+        for (namespace, name, version) in registered.iter().filter(|(ns, ..)| namespaces.contains(ns)) {
+            let template = self.ctx.templates().get(self.ctx.pool(), namespace, name, version).await?;
+            handlers
+                .extend(template.steps.iter().map(|s| (template.key(), s.name.clone(), s.handler.callable.clone())));
+        }
         handlers.sort();
         Ok(handlers)
     }

@@ -22,6 +22,11 @@ type Cache = Arc<RwLock<HashMap<String, Arc<TaskTemplate>>>>;
 #[derive(Debug, Default)]
 pub(crate) struct TemplateRegistry {
     cache: Cache,
+    /// (namespace, name, version) of every template this process
+    /// registered. Kept apart from the cache, whose entries any process's
+    /// change notification drops (this process's own included, after its
+    /// first registration of a template).
+    registered: RwLock<std::collections::BTreeSet<(String, String, String)>>,
     watch: OnceCell<AbortOnDrop>,
 }
 
@@ -48,13 +53,18 @@ impl TemplateRegistry {
         let mut tx = pool.begin().await.map_err(Error::db("registering a template"))?;
         let changed = queries::upsert_template(&mut tx, router, &template).await?;
         tx.commit().await.map_err(Error::db(format!("registering template {}", template.key())))?;
+        self.registered.write().expect("registered templates lock").insert((
+            template.namespace.clone(),
+            template.name.clone(),
+            template.version.clone(),
+        ));
         self.cache.write().expect("template cache lock").insert(template.key(), Arc::new(template));
         Ok(changed)
     }
 
-    /// The templates this process registered (or has loaded since).
-    pub(crate) fn cached(&self) -> Vec<Arc<TaskTemplate>> {
-        self.cache.read().expect("template cache lock").values().cloned().collect()
+    /// (namespace, name, version) of the templates this process registered.
+    pub(crate) fn registered(&self) -> Vec<(String, String, String)> {
+        self.registered.read().expect("registered templates lock").iter().cloned().collect()
     }
 
     /// The template, from the cache or else the database.

@@ -505,11 +505,14 @@ impl Recorder {
             }
             states.push(state);
         }
+        // The dependents claimed eagerly first: they are the next steps of
+        // their tasks, and a reporter answered first would take the GVL
+        // from the Ruby thread that runs them.
+        self.hand_over_eager(recorded.claimed, &mut slots).await;
+        drop(slots);
         for (record, state) in batch.into_iter().zip(states) {
             let _ = record.reply.send(Ok(state));
         }
-        self.hand_over_eager(recorded.claimed, &mut slots).await;
-        drop(slots);
         self.settle_messages(settle, in_database).await;
         self.ctx.send_outbox(recorded.unsent).await;
         for task in recorded.finished {
