@@ -58,6 +58,9 @@ impl Sweeper {
                 Ok(tx) => advance_task(&self.ctx, tx, task_uuid, Commit::Deferrable).await,
                 Err(e) => Err(e),
             };
+            if advanced.is_ok() {
+                crate::telemetry::metrics::sweep_advanced();
+            }
             if let Err(e) = advanced {
                 tracing::error!(%task_uuid, error = %e, "advancing a stalled task failed; the sweep goes on and \
                                                         tries it again next pass");
@@ -79,6 +82,7 @@ impl Sweeper {
         let outbox = queries::dispatch_messages(&mut tx, &steps, self.ctx.messaging().queues_in_database()).await?;
         tx.commit().await.map_err(Error::db("recovering stuck steps"))?;
         self.ctx.send_outbox(outbox).await;
+        crate::telemetry::metrics::sweep_recovered(recovered.iter().map(|(_, _, was)| was.as_str()));
         Ok(recovered.len())
     }
 }
