@@ -59,6 +59,7 @@ impl OrchestratorHandle {
             "orchestrator",
             "orchestrator".to_owned(),
             Vec::new(),
+            Vec::new(),
             0,
             lifecycle.stopping(),
             Box::new(|| 0),

@@ -15,7 +15,7 @@ pub async fn deployment_queues(ctx: &Context) -> Result<Vec<String>> {
         .into_iter()
         .filter(|q| router.namespace_of(q).is_some())
         .collect();
-    queues.extend(super::registry::worker_namespaces().iter().map(|ns| router.step_queue(ns)));
+    queues.extend(super::registry::worker_queues().into_iter().filter(|q| router.namespace_of(q).is_some()));
     queues.insert(router.task_requests());
     Ok(queues.into_iter().collect())
 }

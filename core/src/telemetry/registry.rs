@@ -27,6 +27,8 @@ struct Entry {
     kind: &'static str,
     id: String,
     namespaces: Vec<String>,
+    /// The queues it reads, with their deployment's prefix.
+    queues: Vec<String>,
     concurrency: usize,
     stopping: watch::Receiver<bool>,
     in_flight: Box<dyn Fn() -> usize + Send + Sync>,
@@ -64,6 +66,7 @@ pub(crate) fn register(
     kind: &'static str,
     id: String,
     namespaces: Vec<String>,
+    queues: Vec<String>,
     concurrency: usize,
     stopping: watch::Receiver<bool>,
     in_flight: Box<dyn Fn() -> usize + Send + Sync>,
@@ -76,6 +79,7 @@ pub(crate) fn register(
         kind,
         id,
         namespaces,
+        queues,
         concurrency,
         stopping,
         in_flight,
@@ -119,7 +123,8 @@ pub(crate) fn worker_totals() -> (usize, usize) {
     live().iter().filter(|e| e.kind == "worker").fold((0, 0), |(f, c), e| (f + (e.in_flight)(), c + e.concurrency))
 }
 
-/// The queues this process's workers read.
-pub(crate) fn worker_namespaces() -> Vec<String> {
-    live().iter().filter(|e| e.kind == "worker").flat_map(|e| e.namespaces.clone()).collect()
+/// The queues this process's workers read (of every deployment: a test
+/// process may hold several).
+pub(crate) fn worker_queues() -> Vec<String> {
+    live().iter().flat_map(|e| e.queues.clone()).collect()
 }

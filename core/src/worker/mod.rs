@@ -220,6 +220,7 @@ impl WorkerHandle {
             "worker",
             id.clone(),
             namespaces.to_vec(),
+            dispatcher.queues.clone(),
             concurrency,
             lifecycle.stopping(),
             Box::new(move || counted.upgrade().map_or(0, |m| m.lock().expect("in-flight lock").len())),

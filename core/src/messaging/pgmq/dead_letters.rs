@@ -110,7 +110,8 @@ pub(super) async fn discard(pool: &PgPool, queue: &str, id: &str) -> Result<bool
 }
 
 /// Deletes up to `limit` of the queue's archived messages archived before
-/// `before` (by the archive's `archived_at` index); returns how many.
+/// `before` (by the archive's `archived_at` index); returns how many. A
+/// queue not created yet has nothing to prune.
 pub(crate) async fn prune_archive(
     pool: &PgPool,
     queue: &str,
@@ -118,6 +119,14 @@ pub(crate) async fn prune_archive(
     limit: i64,
 ) -> Result<u64> {
     let table = archive_table(queue)?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(&table)
+        .fetch_one(pool)
+        .await
+        .map_err(Error::messaging(format!("looking for the archive of queue {queue}")))?;
+    if !exists {
+        return Ok(0);
+    }
     let sql = format!(
         "DELETE FROM {table} WHERE msg_id = ANY (ARRAY(SELECT msg_id FROM {table} WHERE archived_at < $1 \
                                                        ORDER BY archived_at LIMIT $2))"
