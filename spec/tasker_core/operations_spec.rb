@@ -95,6 +95,16 @@ RSpec.describe "Operations: metrics and health" do
     server&.stop
   end
 
+  it "parses with a parser that refuses what Prometheus refuses" do
+    expect { PrometheusText.parse(%(# TYPE x counter\nx{a="1} 1\n)) }.to raise_error(PrometheusText::ParseError)
+    expect { PrometheusText.parse("y 1\n") }.to raise_error(PrometheusText::ParseError, /before its # TYPE/)
+    expect { PrometheusText.parse("# TYPE x counter\nx one\n") }.to raise_error(PrometheusText::ParseError)
+    histogram = %(# TYPE h histogram\nh_bucket{le="1"} 2\nh_bucket{le="+Inf"} 1\nh_sum 1\nh_count 1\n)
+    expect { PrometheusText.parse(histogram) }.to raise_error(PrometheusText::ParseError, /not cumulative/)
+    parsed = PrometheusText.parse(%(# HELP x it\n# TYPE x counter\nx{a="q\\"uote",b="2"} 3 1700000000\n))
+    expect(parsed.value("x", a: 'q"uote', b: "2")).to eq(3)
+  end
+
   it "counts queue depth and the age of the oldest message while steps wait" do
     tasks = Array.new(3) do |i|
       TaskerCore.create_task(namespace: namespace, name: "metered", version: "1.0.0", context: { "i" => i })
