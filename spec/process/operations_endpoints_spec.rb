@@ -27,10 +27,27 @@ RSpec.describe "Operations endpoints of real processes" do
     end
   end
 
+  # A namespace of its own: with RabbitMQ, a queue this process once read
+  # keeps its consumer (and the messages it prefetches) for good.
+  let(:namespace) { unique_name("opsproc") }
+
+  before do
+    TaskerCore.client.register_template_yaml(<<~YAML, "operations_process.yaml")
+      namespace: #{namespace}
+      name: retries
+      version: 1.0.0
+      steps:
+        - name: flaky
+          handler: { callable: Probe::FlakyOnce }
+          retry: { retryable: true, max_attempts: 3, backoff_base_ms: 50, max_backoff_ms: 200 }
+        - { name: after_flaky, dependencies: [flaky], handler: { callable: Probe::Echo } }
+    YAML
+  end
+
   def spawn_rake_worker(port)
     env = { "DATABASE_URL" => TEST_DATABASE_URL, "RUBYLIB" => File.join(ROOT, "lib"),
             "TASKER_BOOT" => File.join(ROOT, "spec/support/boot.rb"), "TASKER_METRICS_PORT" => port.to_s }
-    Process.spawn(env, "rake", "-f", File.join(ROOT, "Rakefile"), "tasker:worker", "NAMESPACES=probe",
+    Process.spawn(env, "rake", "-f", File.join(ROOT, "Rakefile"), "tasker:worker", "NAMESPACES=#{namespace}",
                   "CONCURRENCY=2", out: File::NULL, err: ENV.fetch("TASKER_SPEC_LOG", File::NULL))
   end
 
@@ -54,11 +71,11 @@ RSpec.describe "Operations endpoints of real processes" do
 
         sleep 0.1
       end
-      task = TaskerCore.create_task(namespace: "probe", name: "retries", version: "1.0.0", context: {})
+      task = TaskerCore.create_task(namespace: namespace, name: "retries", version: "1.0.0", context: {})
       expect(task.wait(timeout: 30).status).to eq("complete")
 
       metrics = PrometheusText.parse(get(worker_port, "/metrics").body)
-      labels = { namespace: "probe", template: "retries" }
+      labels = { namespace: namespace, template: "retries" }
       expect(metrics.value("tasker_steps_started_total", **labels, step: "flaky")).to eq(2)
       expect(metrics.value("tasker_steps_retried_total", **labels, step: "flaky")).to eq(1)
       expect(metrics.value("tasker_steps_completed_total", **labels, step: "flaky")).to eq(1)
@@ -66,6 +83,7 @@ RSpec.describe "Operations endpoints of real processes" do
       expect(metrics.value("tasker_tasks_finished_total", **labels, status: "complete")).to eq(1)
       expect(metrics.value("tasker_worker_concurrency")).to eq(2)
     ensure
+      TaskerCore.cancel_task(task) if task
       expect(stop_process(worker)&.exitstatus).to eq(0)
       stop_process(orchestrator)
     end
