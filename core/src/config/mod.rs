@@ -447,6 +447,25 @@ mod tests {
     }
 
     #[test]
+    fn operations_settings_have_defaults_the_environment_and_checks() {
+        let config = Config::resolve_with_env(Value::Null, Value::Null, no_env).unwrap();
+        assert_eq!(config.messaging.max_receive_count, 5);
+        assert_eq!(
+            config.retention,
+            RetentionConfig { finished_tasks_days: 30, archive_days: 14, batch_size: 500, interval_seconds: 3600 }
+        );
+        let env = |name: &str| (name == "TASKER_MAX_RECEIVE_COUNT").then(|| "9".to_owned());
+        assert_eq!(Config::resolve_with_env(Value::Null, Value::Null, env).unwrap().messaging.max_receive_count, 9);
+        let file = json!({"retention": {"finished_tasks_days": 0, "archive_days": 2}});
+        let config = Config::resolve_with_env(file, Value::Null, no_env).unwrap();
+        assert_eq!((config.retention.finished_tasks_days, config.retention.archive_days), (0, 2));
+        let bad = json!({"messaging": {"max_receive_count": 0}, "retention": {"batch_size": 0}});
+        let err = Config::resolve_with_env(Value::Null, bad, no_env).unwrap_err().to_string();
+        assert!(err.contains("messaging.max_receive_count must be at least 1"), "{err}");
+        assert!(err.contains("retention.batch_size must be at least 1"), "{err}");
+    }
+
+    #[test]
     fn redacts_passwords() {
         assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
