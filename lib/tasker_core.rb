@@ -23,6 +23,8 @@ require "tasker_core/worker"
 require "tasker_core/runtime"
 require "tasker_core/instrumentation"
 require "tasker_core/launcher"
+require "tasker_core/operations"
+require "tasker_core/operator_reports"
 require "tasker_core/template_check"
 
 module TaskerCore

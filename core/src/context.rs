@@ -30,6 +30,7 @@ impl Context {
     /// Connects to PostgreSQL and the configured provider. Does not migrate.
     pub async fn connect(config: Config) -> Result<Arc<Self>> {
         config.validate()?;
+        crate::telemetry::metrics::install();
         let pool = db::connect(&config).await?;
         let messaging: Arc<dyn MessagingService> = match config.messaging.provider {
             MessagingProvider::Pgmq => Arc::new(PgmqProvider::new(pool.clone(), config.messaging.notifications).await),

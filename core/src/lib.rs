@@ -16,20 +16,28 @@ mod lifecycle;
 mod messaging;
 mod model;
 mod orchestration;
+mod retention;
 mod state;
+mod telemetry;
 mod template;
 mod worker;
 
 pub use client::{CreateTask, TaskerClient};
-pub use config::{Config, MessagingConfig, MessagingProvider, OrchestrationConfig, WorkerConfig};
+pub use config::{Config, MessagingConfig, MessagingProvider, OrchestrationConfig, RetentionConfig, WorkerConfig};
 pub use context::Context;
 pub use db::migrate;
 pub use error::{Error, ErrorKind, Result};
 pub use messaging::{
-    MessageRouter, MessagingService, PgmqProvider, QueueStats, RabbitMqProvider, ReceivedMessage, StepMessage,
+    DeadLetter, MessageRouter, MessagingService, PgmqProvider, QueueStats, RabbitMqProvider, ReceivedMessage,
+    StepMessage,
 };
 pub use model::{StepTransition, Task, TaskTransition, WorkflowStep};
 pub use orchestration::{backoff_delay, OrchestratorHandle};
+pub use retention::{prune, PruneReport};
 pub use state::{StepState, TaskState};
+pub use telemetry::{
+    components, deployment_queues, health, metrics_text, status, BrokerCheck, Check, ComponentHealth, Health,
+    NamespaceStatus, OpsServer, QueueStatus, Status, WorkerStatus,
+};
 pub use template::{HandlerSpec, RetryPolicy, StepTemplate, TaskTemplate};
 pub use worker::{StepFailure, StepJob, WorkerHandle};

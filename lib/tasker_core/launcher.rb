@@ -11,30 +11,17 @@ module TaskerCore
       TaskerCore.migrate!
       TaskerCore.register_templates!
       runtime = TaskerCore.start(orchestrator: orchestrator, worker: worker)
+      ops = Operations.serve_from_env
       signals = Queue.new
       previous = %w[TERM INT].to_h { |sig| [sig, trap(sig) { signals << sig }] }
       TaskerCore.logger.info("tasker_core #{describe(orchestrator, worker)} started (pid #{::Process.pid})")
       signal = signals.pop
       TaskerCore.logger.info("tasker_core received SIG#{signal}; stopping (up to #{stop_timeout} s)")
       runtime.stop(timeout: stop_timeout)
+      ops&.stop
       TaskerCore.logger.info("tasker_core stopped")
     ensure
       previous&.each { |sig, handler| trap(sig, handler || "DEFAULT") }
-    end
-
-    def status_report
-      service = TaskerCore.message_service
-      counts = Models::Task.group(:namespace, :status).count
-      lines = counts.keys.map(&:first).uniq.sort.map do |namespace|
-        queue = TaskerCore.queue_name(namespace)
-        stats = service.stats(queue)
-        by_status = counts.select { |(ns, _), _| ns == namespace }.map { |(_, status), n| "#{status}=#{n}" }
-        format("%-20s queue %-28s visible=%-6d depth=%-6d tasks: %s", namespace, queue, stats[:visible],
-               stats[:depth], by_status.sort.join(" "))
-      rescue TaskerCore::MessagingError => e
-        "#{namespace}: #{e.message}"
-      end
-      lines.empty? ? "no tasks yet" : lines.join("\n")
     end
 
     def describe(orchestrator, worker)

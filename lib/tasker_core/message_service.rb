@@ -54,9 +54,12 @@ module TaskerCore
     end
 
     # Takes a message that can never be processed out of the queue and keeps
-    # it for inspection (PGMQ: the queue's archive; RabbitMQ: <queue>.dlq).
-    def dead_letter(queue, receipt)
-      @native.dead_letter(queue.to_s, receipt)
+    # it for inspection (PGMQ: the queue's archive; RabbitMQ: <queue>.dlq),
+    # with `reason` beside it when given (see TaskerCore.dead_letters).
+    def dead_letter(queue, receipt, reason: nil)
+      return @native.dead_letter(queue.to_s, receipt) if reason.nil?
+
+      @native.dead_letter_because(queue.to_s, receipt, reason.to_s)
     end
 
     # {queue:, depth:, visible:, total_sent: (nil where unknown), oldest_age_seconds:}

@@ -92,14 +92,14 @@ module WebSpecHelpers
 
   # Dead-letters a payload on a queue the way the core does with a poison
   # message, and waits until the dead-letter store holds it.
-  def dead_letter(queue, payload)
+  def dead_letter(queue, payload, reason: nil)
     service = TaskerCore.message_service
     before = service.stats("#{queue}.dlq")[:depth] unless SPEC_PROVIDER == :pgmq
     service.send_message(queue, payload)
     message = eventually(what: "the message on #{queue}") do
       service.receive(queue, max: 1, visibility_timeout: 30).first
     end
-    service.dead_letter(queue, message.receipt)
+    service.dead_letter(queue, message.receipt, reason: reason)
     return if SPEC_PROVIDER == :pgmq
 
     eventually(what: "the message in #{queue}.dlq") { service.stats("#{queue}.dlq")[:depth] == before + 1 }

@@ -1,11 +1,13 @@
 //! Runs orchestration without Ruby: reads the configuration from the
 //! environment (`DATABASE_URL`, `TASKER_*`), migrates, and processes step
-//! results until SIGTERM or SIGINT.
+//! results until SIGTERM or SIGINT. With `TASKER_METRICS_PORT` set it also
+//! serves `/metrics`, `/health/live` and `/health/ready` on that port
+//! (`TASKER_METRICS_HOST`, default 127.0.0.1).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tasker_core::{Config, Context, OrchestratorHandle};
+use tasker_core::{Config, Context, Error, ErrorKind, OpsServer, OrchestratorHandle};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -25,6 +27,10 @@ async fn run() -> tasker_core::Result<()> {
     tracing::info!(database = config.redacted_database_url(), "starting orchestrator");
     let ctx = Context::connect(config).await?;
     ctx.migrate().await?;
+    let _ops = match ops_address()? {
+        Some(addr) => Some(OpsServer::start(ctx.clone(), addr).await?),
+        None => None,
+    };
     let orchestrator = OrchestratorHandle::start(ctx).await?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
@@ -34,4 +40,16 @@ async fn run() -> tasker_core::Result<()> {
     }
     tracing::info!("stopping orchestrator");
     orchestrator.shutdown(Duration::from_secs(10)).await
+}
+
+/// Where to serve the operations endpoints, if anywhere.
+fn ops_address() -> tasker_core::Result<Option<std::net::SocketAddr>> {
+    let Some(port) = std::env::var("TASKER_METRICS_PORT").ok().filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let host = std::env::var("TASKER_METRICS_HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
+    let bad = |what: &str, value: &str| Error::new(ErrorKind::Config, format!("{what} {value:?} is not valid"));
+    let port: u16 = port.parse().map_err(|_| bad("TASKER_METRICS_PORT", &port))?;
+    let ip: std::net::IpAddr = host.parse().map_err(|_| bad("TASKER_METRICS_HOST", &host))?;
+    Ok(Some(std::net::SocketAddr::new(ip, port)))
 }

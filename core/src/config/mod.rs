@@ -25,6 +25,7 @@ pub struct Config {
     pub messaging: MessagingConfig,
     pub orchestration: OrchestrationConfig,
     pub worker: WorkerConfig,
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -59,6 +60,10 @@ pub struct MessagingConfig {
     /// with namespaces of their own, without sharing queues. Empty by
     /// default.
     pub queue_prefix: String,
+    /// A message delivered more times than this (its processing keeps
+    /// failing before it is settled) goes to the queue's dead-letter store
+    /// with the reason, instead of being delivered again.
+    pub max_receive_count: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +91,29 @@ pub struct WorkerConfig {
     pub poll_interval_ms: u64,
 }
 
+/// How long finished work is kept (see `retention.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Tasks finished (complete, error, cancelled) longer ago than this are
+    /// deleted with their steps, edges and history. 0 keeps them for good.
+    pub finished_tasks_days: u32,
+    /// PGMQ archive rows (dead letters) older than this are deleted. 0
+    /// keeps them for good.
+    pub archive_days: u32,
+    /// Rows deleted per transaction.
+    pub batch_size: u32,
+    /// How often an orchestrator prunes; 0: never (prune with
+    /// `rake tasker:prune` or `TaskerCore.prune!` instead).
+    pub interval_seconds: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { finished_tasks_days: 30, archive_days: 14, batch_size: 500, interval_seconds: 3600 }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -95,6 +123,7 @@ impl Default for Config {
             messaging: MessagingConfig::default(),
             orchestration: OrchestrationConfig::default(),
             worker: WorkerConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -108,6 +137,7 @@ impl Default for MessagingConfig {
             notifications: true,
             prefetch: 16,
             queue_prefix: String::new(),
+            max_receive_count: 5,
         }
     }
 }
@@ -135,6 +165,7 @@ const ENV_KEYS: &[(&str, &[&str])] = &[
     ("TASKER_VISIBILITY_TIMEOUT_SECONDS", &["messaging", "visibility_timeout_seconds"]),
     ("TASKER_MESSAGING_PREFETCH", &["messaging", "prefetch"]),
     ("TASKER_QUEUE_PREFIX", &["messaging", "queue_prefix"]),
+    ("TASKER_MAX_RECEIVE_COUNT", &["messaging", "max_receive_count"]),
     ("TASKER_WORKER_CONCURRENCY", &["worker", "concurrency"]),
 ];
 
@@ -173,12 +204,14 @@ impl Config {
             ("max_connections", u64::from(self.max_connections)),
             ("messaging.visibility_timeout_seconds", u64::from(self.messaging.visibility_timeout_seconds)),
             ("messaging.prefetch", u64::from(self.messaging.prefetch)),
+            ("messaging.max_receive_count", u64::from(self.messaging.max_receive_count)),
             ("orchestration.batch_size", u64::from(self.orchestration.batch_size)),
             ("orchestration.poll_interval_ms", self.orchestration.poll_interval_ms),
             ("orchestration.sweep_interval_ms", self.orchestration.sweep_interval_ms),
             ("orchestration.stuck_enqueued_seconds", self.orchestration.stuck_enqueued_seconds),
             ("worker.concurrency", u64::from(self.worker.concurrency)),
             ("worker.poll_interval_ms", self.worker.poll_interval_ms),
+            ("retention.batch_size", u64::from(self.retention.batch_size)),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -411,6 +444,25 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn operations_settings_have_defaults_the_environment_and_checks() {
+        let config = Config::resolve_with_env(Value::Null, Value::Null, no_env).unwrap();
+        assert_eq!(config.messaging.max_receive_count, 5);
+        assert_eq!(
+            config.retention,
+            RetentionConfig { finished_tasks_days: 30, archive_days: 14, batch_size: 500, interval_seconds: 3600 }
+        );
+        let env = |name: &str| (name == "TASKER_MAX_RECEIVE_COUNT").then(|| "9".to_owned());
+        assert_eq!(Config::resolve_with_env(Value::Null, Value::Null, env).unwrap().messaging.max_receive_count, 9);
+        let file = json!({"retention": {"finished_tasks_days": 0, "archive_days": 2}});
+        let config = Config::resolve_with_env(file, Value::Null, no_env).unwrap();
+        assert_eq!((config.retention.finished_tasks_days, config.retention.archive_days), (0, 2));
+        let bad = json!({"messaging": {"max_receive_count": 0}, "retention": {"batch_size": 0}});
+        let err = Config::resolve_with_env(Value::Null, bad, no_env).unwrap_err().to_string();
+        assert!(err.contains("messaging.max_receive_count must be at least 1"), "{err}");
+        assert!(err.contains("retention.batch_size must be at least 1"), "{err}");
     }
 
     #[test]

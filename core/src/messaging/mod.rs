@@ -1,6 +1,7 @@
 //! The messaging abstraction: a provider trait, the tiny messages the
 //! engine sends, and the router that names queues.
 
+pub(crate) mod dead_letters;
 mod pgmq;
 mod rabbitmq;
 
@@ -18,6 +19,8 @@ use uuid::Uuid;
 use crate::context::AbortOnDrop;
 use crate::error::Result;
 
+pub use self::dead_letters::DeadLetter;
+pub(crate) use self::pgmq::prune_archive;
 pub use self::pgmq::PgmqProvider;
 pub use self::rabbitmq::RabbitMqProvider;
 
@@ -109,6 +112,18 @@ pub trait MessagingService: Send + Sync + Debug {
     /// Takes a message that can never be processed out of the queue and
     /// keeps it for inspection (PGMQ: the queue's archive table).
     async fn dead_letter(&self, queue: &str, receipt: i64) -> Result<()>;
+    /// [`MessagingService::dead_letter`], keeping `reason` with the message.
+    async fn dead_letter_because(&self, queue: &str, receipt: i64, reason: &str) -> Result<()>;
+    /// The newest `limit` messages of the queue's dead-letter store (PGMQ:
+    /// newest first; RabbitMQ: the store's first `limit`, left in it).
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>>;
+    /// How many messages the queue's dead-letter store holds.
+    async fn dead_letter_count(&self, queue: &str) -> Result<i64>;
+    /// Sends a dead letter to its queue again and removes it from the store
+    /// (PGMQ: in one transaction). False when no such dead letter exists.
+    async fn replay_dead_letter(&self, queue: &str, id: &str) -> Result<bool>;
+    /// Removes a dead letter for good. False when no such dead letter exists.
+    async fn discard_dead_letter(&self, queue: &str, id: &str) -> Result<bool>;
     async fn stats(&self, queue: &str) -> Result<QueueStats>;
 
     /// Whether the queues live in the engine's PostgreSQL database, so SQL
@@ -208,7 +223,12 @@ pub(crate) async fn decode_or_dead_letter<T: serde::de::DeserializeOwned>(
             let error = crate::error::bounded(&error, crate::error::MAX_LOGGED_PAYLOAD);
             tracing::error!(queue = message.queue, receipt = message.receipt, %payload,
                             %error, "poison message moved to the dead-letter store");
-            if let Err(e) = messaging.dead_letter(&message.queue, message.receipt).await {
+            crate::telemetry::metrics::dead_lettered(
+                &message.queue,
+                crate::telemetry::metrics::DeadLetterReason::Malformed,
+            );
+            let reason = format!("malformed: {error}");
+            if let Err(e) = messaging.dead_letter_because(&message.queue, message.receipt, &reason).await {
                 tracing::error!(error = %e, "dead-lettering a poison message failed");
             }
             None

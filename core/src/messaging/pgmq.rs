@@ -11,7 +11,11 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 
-use super::{MessagingService, QueueStats, ReceivedMessage, Wakeups};
+mod dead_letters;
+
+pub(crate) use dead_letters::prune_archive;
+
+use super::{DeadLetter, MessagingService, QueueStats, ReceivedMessage, Wakeups};
 use crate::db::queries;
 use crate::error::{Error, Result};
 
@@ -209,6 +213,26 @@ impl MessagingService for PgmqProvider {
             .await
             .map_err(Error::messaging(format!("archiving message {receipt} on queue {queue}")))?;
         Ok(())
+    }
+
+    async fn dead_letter_because(&self, queue: &str, receipt: i64, reason: &str) -> Result<()> {
+        dead_letters::archive_because(&self.pool, queue, receipt, reason).await
+    }
+
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>> {
+        dead_letters::list(&self.pool, queue, limit).await
+    }
+
+    async fn dead_letter_count(&self, queue: &str) -> Result<i64> {
+        dead_letters::count(&self.pool, queue).await
+    }
+
+    async fn replay_dead_letter(&self, queue: &str, id: &str) -> Result<bool> {
+        dead_letters::replay(&self.pool, queue, id).await
+    }
+
+    async fn discard_dead_letter(&self, queue: &str, id: &str) -> Result<bool> {
+        dead_letters::discard(&self.pool, queue, id).await
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats> {

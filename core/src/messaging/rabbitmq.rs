@@ -16,8 +16,10 @@
 //!   redelivers it at once. `extend_visibility` therefore has nothing to do.
 //!   A worker that hangs while connected keeps its message; the engine's
 //!   sweep recovers the step from its missing heartbeat instead.
-//! - `delivery_count` is 1, or 2 for any redelivery (classic queues only
-//!   carry a redelivered flag).
+//! - `delivery_count` counts a delayed nack's republished copy on from the
+//!   deliveries before it (header `x-tasker-deliveries`); otherwise a
+//!   redelivery (a requeue, a lost connection) counts as one more, however
+//!   many there were (classic queues only carry a redelivered flag).
 //! - A nack with a delay republishes the message to `<queue>.delay` with a
 //!   per-message TTL; it dead-letters back into the queue when it expires.
 //! - Sends cannot join a PostgreSQL transaction: the engine sends after
@@ -48,7 +50,9 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::{MessagingService, QueueStats, ReceivedMessage, Wakeups};
+mod dead_letters;
+
+use super::{DeadLetter, MessagingService, QueueStats, ReceivedMessage, Wakeups};
 use crate::config::redact_url;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -71,6 +75,8 @@ struct Held {
     acker: Acker,
     generation: u64,
     data: Vec<u8>,
+    /// Its delivery_count, carried on by a delayed nack's copy.
+    deliveries: u32,
 }
 
 /// A delivery pushed by the broker that no `receive` has taken yet.
@@ -323,16 +329,19 @@ impl RabbitMqProvider {
         // dead-letter it.
         let payload = serde_json::from_slice(&delivery.data)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&delivery.data).into_owned()));
-        let message = ReceivedMessage {
-            queue: queue.to_owned(),
+        let earlier = dead_letters::earlier_deliveries(&delivery.properties);
+        let delivery_count = earlier.saturating_add(if delivery.redelivered { 2 } else { 1 });
+        let message = ReceivedMessage { queue: queue.to_owned(), receipt, delivery_count, payload };
+        self.held.lock().expect("held lock").insert(
             receipt,
-            delivery_count: if delivery.redelivered { 2 } else { 1 },
-            payload,
-        };
-        self.held
-            .lock()
-            .expect("held lock")
-            .insert(receipt, Held { queue: queue.to_owned(), acker: delivery.acker, generation, data: delivery.data });
+            Held {
+                queue: queue.to_owned(),
+                acker: delivery.acker,
+                generation,
+                data: delivery.data,
+                deliveries: delivery_count,
+            },
+        );
         message
     }
 
@@ -528,7 +537,9 @@ impl MessagingService for RabbitMqProvider {
             return Ok(());
         }
         let expiration = ShortString::from(delay.as_millis().max(1).to_string().as_str());
-        self.publish("", &format!("{queue}.delay"), &held.data, persistent().with_expiration(expiration)).await?;
+        let properties =
+            persistent().with_expiration(expiration).with_headers(dead_letters::deliveries_header(held.deliveries));
+        self.publish("", &format!("{queue}.delay"), &held.data, properties).await?;
         held.acker
             .ack(BasicAckOptions::default())
             .await
@@ -555,6 +566,26 @@ impl MessagingService for RabbitMqProvider {
             .await
             .map_err(rabbit_error(format!("dead-lettering message {receipt} on queue {queue}")))?;
         Ok(())
+    }
+
+    async fn dead_letter_because(&self, queue: &str, receipt: i64, reason: &str) -> Result<()> {
+        self.dead_letter_to_dlq(queue, receipt, reason).await
+    }
+
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.list_dlq(queue, limit).await
+    }
+
+    async fn dead_letter_count(&self, queue: &str) -> Result<i64> {
+        self.count_dlq(queue).await
+    }
+
+    async fn replay_dead_letter(&self, queue: &str, id: &str) -> Result<bool> {
+        self.take_from_dlq(queue, id, true).await
+    }
+
+    async fn discard_dead_letter(&self, queue: &str, id: &str) -> Result<bool> {
+        self.take_from_dlq(queue, id, false).await
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats> {

@@ -8,6 +8,8 @@
 //!   Rust).
 //! - `creation_publisher` (queues outside PostgreSQL only): sends a new
 //!   task's first messages once its creating transaction commits.
+//! - `pruner` (`retention.rs`): deletes finished tasks and archived
+//!   messages past their retention, every `retention.interval_seconds`.
 //! - `sweeper`: the safety net: recovers steps whose worker died or whose
 //!   message was lost, and advances tasks a crash left unadvanced.
 //!
@@ -32,6 +34,7 @@ pub use backoff::backoff_delay;
 #[derive(Debug)]
 pub struct OrchestratorHandle {
     lifecycle: Lifecycle,
+    _registration: crate::telemetry::registry::Registration,
 }
 
 impl OrchestratorHandle {
@@ -46,9 +49,22 @@ impl OrchestratorHandle {
             let publisher = creation_publisher::CreationPublisher::new(ctx.clone()).await?;
             lifecycle.spawn("creation_publisher", move |stop| publisher.run(stop));
         }
+        if ctx.config().retention.interval_seconds > 0 {
+            let pruning = ctx.clone();
+            lifecycle.spawn("pruner", move |stop| crate::retention::run(pruning, stop));
+        }
         let sweeper = sweeper::Sweeper::new(ctx);
         lifecycle.spawn("sweeper", move |stop| sweeper.run(stop));
-        Ok(Self { lifecycle })
+        let registration = crate::telemetry::registry::register(
+            "orchestrator",
+            "orchestrator".to_owned(),
+            Vec::new(),
+            Vec::new(),
+            0,
+            lifecycle.stopping(),
+            Box::new(|| 0),
+        );
+        Ok(Self { lifecycle, _registration: registration })
     }
 
     pub fn is_running(&self) -> bool {

@@ -67,6 +67,9 @@ impl Sweeper {
                 Ok(tx) => advance_task(&self.ctx, tx, task_uuid, Commit::Deferrable).await,
                 Err(e) => Err(e),
             };
+            if advanced.is_ok() {
+                crate::telemetry::metrics::sweep_advanced();
+            }
             if let Err(e) = advanced {
                 tracing::error!(%task_uuid, error = %e, "advancing a stalled task failed; the sweep goes on and \
                                                         tries it again next pass");
@@ -93,6 +96,7 @@ impl Sweeper {
         tx.commit().await.map_err(Error::db("recovering stuck steps"))?;
         *self.cursor.lock().expect("sweep cursor lock") = next;
         self.ctx.send_outbox(outbox).await;
+        crate::telemetry::metrics::sweep_recovered(recovered.iter().map(|(_, _, was)| was.as_str()));
         Ok(recovered.len())
     }
 }

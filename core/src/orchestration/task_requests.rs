@@ -6,6 +6,7 @@ use tokio::sync::watch;
 use crate::client::{CreateTask, TaskerClient};
 use crate::context::Context;
 use crate::error::{ErrorKind, Result};
+use crate::messaging::dead_letters::drop_overdelivered;
 use crate::messaging::{decode_or_dead_letter, ReceivedMessage, Wakeups};
 
 /// How long a request that could not be served for a passing reason (the
@@ -41,7 +42,8 @@ impl TaskRequests {
             match ctx.messaging().receive(&self.queue, asked, visibility).await {
                 Ok(messages) if !messages.is_empty() => {
                     let full = messages.len() >= usize::try_from(asked).unwrap_or(usize::MAX);
-                    for message in messages {
+                    let max = config.messaging.max_receive_count;
+                    for message in drop_overdelivered(ctx.messaging().as_ref(), max, messages).await {
                         self.serve(message).await;
                     }
                     if full || !self.wakeups.pushed() {
@@ -73,7 +75,12 @@ impl TaskRequests {
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Validation | ErrorKind::Template) => {
                 tracing::error!(template, receipt = message.receipt, error = %e,
                                 "a task request that can never be served moved to the dead-letter store");
-                if let Err(e) = messaging.dead_letter(&message.queue, message.receipt).await {
+                crate::telemetry::metrics::dead_lettered(
+                    &message.queue,
+                    crate::telemetry::metrics::DeadLetterReason::Rejected,
+                );
+                let reason = format!("rejected: {e}");
+                if let Err(e) = messaging.dead_letter_because(&message.queue, message.receipt, &reason).await {
                     tracing::error!(error = %e, "dead-lettering a task request failed");
                 }
             }

@@ -22,8 +22,11 @@ use crate::context::Context;
 use crate::db::queries::{self, ClaimedStep, EagerClaim, Outcomes};
 use crate::error::{bounded, Error, ErrorKind, Result};
 use crate::lifecycle::Lifecycle;
+use crate::messaging::dead_letters::drop_overdelivered;
 use crate::messaging::{decode_or_dead_letter, ReceivedMessage, StepMessage, Wakeups};
 use crate::orchestration::backoff_delay;
+use crate::telemetry::metrics::{dead_lettered, DeadLetterReason, StepMetrics};
+use crate::telemetry::registry;
 use crate::template::check_identifier;
 
 /// Most messages read per poll of one queue.
@@ -100,6 +103,7 @@ struct InFlight {
     /// The worker's concurrency slot, handed on to a step claimed eagerly
     /// when this one's outcome is recorded.
     permit: Option<OwnedSemaphorePermit>,
+    metrics: StepMetrics,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -143,6 +147,13 @@ impl Handover {
             task: Value::Null,
             step: Value::Null,
         };
+        let metrics = StepMetrics::started(
+            &claim.namespace,
+            &claim.step_name,
+            &claim.task_row,
+            &claim.step_row,
+            message.is_some(),
+        );
         // The in-flight record keeps the job without the rows, which only the
         // runner reads: they are moved to it, not copied.
         let kept = job.clone();
@@ -150,7 +161,14 @@ impl Handover {
         job.step = std::mem::take(&mut claim.step_row);
         self.in_flight.lock().expect("in-flight lock").insert(
             step_uuid,
-            InFlight { message, job: kept, claim, claimed_at: tokio::time::Instant::now(), permit: Some(permit) },
+            InFlight {
+                message,
+                job: kept,
+                claim,
+                claimed_at: tokio::time::Instant::now(),
+                permit: Some(permit),
+                metrics,
+            },
         );
         // Never full: every job in the channel holds one of `concurrency`
         // permits, and the channel has room for that many.
@@ -171,6 +189,7 @@ pub struct WorkerHandle {
     /// report while the worker shuts down).
     records: mpsc::Sender<Record>,
     lifecycle: Lifecycle,
+    _registration: registry::Registration,
 }
 
 impl WorkerHandle {
@@ -204,7 +223,17 @@ impl WorkerHandle {
             permits: permits.clone(),
             handover: handover.clone(),
         };
-        let heartbeat = Heartbeat { ctx: ctx.clone(), in_flight: in_flight.clone() };
+        let counted = Arc::downgrade(&in_flight);
+        let registration = registry::register(
+            "worker",
+            id.clone(),
+            namespaces.to_vec(),
+            dispatcher.queues.clone(),
+            concurrency,
+            lifecycle.stopping(),
+            Box::new(move || counted.upgrade().map_or(0, |m| m.lock().expect("in-flight lock").len())),
+        );
+        let heartbeat = Heartbeat { ctx: ctx.clone(), in_flight: in_flight.clone(), clock: registration.heartbeat() };
         let (records, requests) = mpsc::channel(concurrency);
         let recorder = Recorder {
             ctx: ctx.clone(),
@@ -221,7 +250,15 @@ impl WorkerHandle {
         lifecycle.spawn("worker_dispatcher", move |stop| dispatcher.run(stop));
         lifecycle.spawn("worker_heartbeat", move |stop| heartbeat.run(stop));
         tracing::info!(worker = id, ?namespaces, concurrency, "worker started");
-        Ok(Self { ctx, id, jobs: tokio::sync::Mutex::new(receiver), in_flight, records, lifecycle })
+        Ok(Self {
+            ctx,
+            id,
+            jobs: tokio::sync::Mutex::new(receiver),
+            in_flight,
+            records,
+            lifecycle,
+            _registration: registration,
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -499,6 +536,7 @@ impl Recorder {
                                "step was no longer in progress at this attempt when its outcome arrived; \
                                 outcome kept in its history, not applied");
             }
+            record.flight.metrics.finished(state.as_deref(), record.flight.claimed_at.elapsed());
             slots.extend(record.flight.permit.take());
             if let Some(message) = record.flight.message.take() {
                 settle.push((step_uuid, message, state.is_some()));
@@ -510,6 +548,11 @@ impl Recorder {
         // from the Ruby thread that runs them.
         self.hand_over_eager(recorded.claimed, &mut slots).await;
         drop(slots);
+        for task in &recorded.finished {
+            if let Some(record) = batch.iter().find(|r| r.flight.job.task_uuid == task.task_uuid) {
+                record.flight.metrics.task_finished(&task.status);
+            }
+        }
         for (record, state) in batch.into_iter().zip(states) {
             let _ = record.reply.send(Ok(state));
         }
@@ -605,6 +648,12 @@ impl Dispatcher {
                     Ok(messages) if !messages.is_empty() => {
                         received_any = true;
                         maybe_more |= messages.len() >= want;
+                        let (got, max) = (messages.len(), self.ctx.config().messaging.max_receive_count);
+                        let messages = drop_overdelivered(self.ctx.messaging().as_ref(), max, messages).await;
+                        permits.truncate(permits.len() - (got - messages.len()));
+                        if messages.is_empty() {
+                            continue;
+                        }
                         let taken = permits.split_off(permits.len() - messages.len());
                         self.dispatch(messages, taken).await;
                     }
@@ -710,7 +759,8 @@ impl Dispatcher {
                 Some(reason) => {
                     tracing::warn!(step_uuid = %step.step_uuid, queue = message.queue, receipt = message.receipt,
                                    reason, "archiving a step message that this worker can never run");
-                    self.ctx.messaging().dead_letter(&message.queue, message.receipt).await
+                    dead_lettered(&message.queue, DeadLetterReason::Stray);
+                    self.ctx.messaging().dead_letter_because(&message.queue, message.receipt, reason).await
                 }
                 None => {
                     tracing::debug!(step_uuid = %step.step_uuid, queue = message.queue,
@@ -748,6 +798,8 @@ impl Dispatcher {
 struct Heartbeat {
     ctx: Arc<Context>,
     in_flight: InFlightMap,
+    /// When the last beat went through (health reports).
+    clock: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Heartbeat {
@@ -783,8 +835,9 @@ impl Heartbeat {
                 break;
             }
             // Beat once more when told to stop: in-flight steps are finishing.
-            if let Err(e) = self.beat(visibility).await {
-                tracing::warn!(error = %e, "step heartbeat failed; retrying");
+            match self.beat(visibility).await {
+                Ok(()) => registry::beat(&self.clock),
+                Err(e) => tracing::warn!(error = %e, "step heartbeat failed; retrying"),
             }
         }
     }

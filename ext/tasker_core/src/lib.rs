@@ -6,6 +6,7 @@ mod errors;
 mod gvl;
 mod log;
 mod message_service;
+mod ops;
 mod orchestrator;
 mod worker;
 
@@ -17,6 +18,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     client::init(ruby, native)?;
     log::init(ruby, native)?;
     message_service::init(ruby, native)?;
+    ops::init(ruby, native)?;
     orchestrator::init(ruby, native)?;
     worker::init(ruby, native)?;
     Ok(())

@@ -79,6 +79,11 @@ impl MessageService {
         gvl::run(self.messaging.dead_letter(&queue, receipt))
     }
 
+    /// Dead-letters with a reason kept beside the message.
+    fn dead_letter_because(&self, queue: String, receipt: i64, reason: String) -> Result<(), Error> {
+        gvl::run(self.messaging.dead_letter_because(&queue, receipt, &reason))
+    }
+
     fn stats(ruby: &Ruby, rb_self: &Self, queue: String) -> Result<Value, Error> {
         to_ruby(ruby, &gvl::run(rb_self.messaging.stats(&queue))?)
     }
@@ -97,6 +102,7 @@ pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("ack", method!(MessageService::ack, 2))?;
     class.define_method("nack", method!(MessageService::nack, 3))?;
     class.define_method("dead_letter", method!(MessageService::dead_letter, 2))?;
+    class.define_method("dead_letter_because", method!(MessageService::dead_letter_because, 3))?;
     class.define_method("stats", method!(MessageService::stats, 1))?;
     Ok(())
 }

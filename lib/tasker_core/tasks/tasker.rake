@@ -6,6 +6,8 @@
 #   rake tasker:worker NAMESPACES=fulfillment,billing CONCURRENCY=8
 #   rake tasker:orchestrator
 #   rake tasker:status
+#   rake tasker:prune
+#   rake tasker:dead_letters [QUEUE=x_queue [REPLAY=id | DISCARD=id]]
 #   rake tasker:web          # the dashboard (TaskerCore::Web) on 127.0.0.1:9292
 #   rake tasker:templates:validate   # every template file, no database (CI)
 #   rake tasker:templates:list       # the templates registered in the database
@@ -37,9 +39,20 @@ namespace :tasker do
     TaskerCore::Launcher.run(orchestrator: true, worker: nil)
   end
 
-  desc "Print queue depths and task counts by status"
+  desc "Print queues (depth, age, dead letters), tasks and steps in flight per namespace, stuck steps, live workers"
   task status: :boot do
-    puts TaskerCore::Launcher.status_report
+    puts TaskerCore::OperatorReports.status
+  end
+
+  desc "Delete finished tasks and PGMQ archive rows past their retention (retention.* in config/tasker.yml)"
+  task prune: :boot do
+    puts TaskerCore::OperatorReports.prune
+  end
+
+  desc "List dead letters (QUEUE=name for one queue's messages; with REPLAY=id or DISCARD=id, act on one)"
+  task dead_letters: :boot do
+    puts TaskerCore::OperatorReports.dead_letters(queue: ENV.fetch("QUEUE", nil), replay: ENV.fetch("REPLAY", nil),
+                                                  discard: ENV.fetch("DISCARD", nil))
   end
 
   desc "Install or upgrade tasker_core's schema (PGMQ, tables, SQL functions) and register the templates"

@@ -37,6 +37,14 @@ RSpec.describe "TaskerCore::Web dead letters", :web do
       expect(last_response.headers["location"]).to eq("/dead_letters?notice=gone")
     end
 
+    it "shows the reason the core kept with a dead letter" do
+      dead_letter(webdlq_queue, { "n" => 1 }, reason: "delivered 6 times, more than messaging.max_receive_count (5)")
+
+      letters = box(page_html("/dead_letters"), webdlq_queue)
+      expect(letters).to include("delivered 6 times, more than messaging.max_receive_count (5)")
+      expect(letters).not_to include("not a step message")
+    end
+
     it "discards one message, or all of a queue's" do
       3.times { |i| dead_letter(webdlq_queue, { "n" => i }) }
       id = box(page_html("/dead_letters"), webdlq_queue)[/<tr data-letter="(\d+)">/, 1]

@@ -7,19 +7,23 @@ module TaskerCore
   class Web
     module Queries
       # Messages the engine could not process. The core dead-letters a
-      # message it cannot decode (a poison message): PGMQ keeps it in the
-      # queue's archive table (pgmq.a_<queue>), RabbitMQ in <queue>.dlq.
-      # Neither stores why, so the reason shown is worked out again from the
-      # payload, the way the core decodes it.
+      # message it cannot process (a poison message, one delivered more
+      # than messaging.max_receive_count times): PGMQ keeps it in the
+      # queue's archive table (pgmq.a_<queue>) with the reason in the row's
+      # headers, RabbitMQ in <queue>.dlq. For a PGMQ message archived
+      # without a reason (by hand, or before reasons were kept) the reason
+      # shown is worked out again from the payload, the way the core
+      # decodes it.
       class DeadLetters
         include Sql
 
         LIMIT = 50
         STEP_MESSAGE_FIELDS = %w[task_uuid step_uuid correlation_id].freeze
 
-        Letter = Struct.new(:queue, :id, :read_count, :enqueued_at, :archived_at, :payload, keyword_init: true) do
+        Letter = Struct.new(:queue, :id, :read_count, :enqueued_at, :archived_at, :payload, :kept_reason,
+                            keyword_init: true) do
           def reason
-            DeadLetters.reason_for(payload)
+            kept_reason || DeadLetters.reason_for(payload)
           end
         end
         Box = Struct.new(:queue, :total, :letters, :error, keyword_init: true)
@@ -56,7 +60,8 @@ module TaskerCore
             queues.names.keys.map do |queue|
               table = archive(queue)
               letters = rows("SELECT msg_id, read_ct, extract(epoch FROM enqueued_at) AS enqueued_at, " \
-                             "extract(epoch FROM archived_at) AS archived_at, message::text AS message " \
+                             "extract(epoch FROM archived_at) AS archived_at, message::text AS message, " \
+                             "headers->>'x-tasker-dead-letter-reason' AS kept_reason " \
                              "FROM #{table} ORDER BY msg_id DESC LIMIT #{LIMIT}").map { |r| letter(queue, r) }
               Box.new(queue: queue, total: value("SELECT count(*) FROM #{table}").to_i, letters: letters)
             rescue ActiveRecord::StatementInvalid => e
@@ -100,7 +105,7 @@ module TaskerCore
             end
             Letter.new(queue: queue, id: row["msg_id"].to_i, read_count: row["read_ct"].to_i,
                        enqueued_at: epoch(row["enqueued_at"]), archived_at: epoch(row["archived_at"]),
-                       payload: payload)
+                       payload: payload, kept_reason: row["kept_reason"])
           end
         end
 

@@ -1,0 +1,128 @@
+//! The reads behind metrics, health and status: off the hot path, each
+//! one statement that follows an index.
+
+use std::collections::HashMap;
+
+use sqlx::PgPool;
+
+use crate::error::{Error, Result};
+
+/// Every namespace queue the database knows (registered templates).
+pub(crate) async fn namespace_queues(pool: &PgPool) -> Result<Vec<String>> {
+    sqlx::query_scalar("SELECT queue_name FROM tasker_namespaces ORDER BY queue_name")
+        .fetch_all(pool)
+        .await
+        .map_err(Error::db("listing namespace queues"))
+}
+
+/// The steps of the tasks in progress (`s`, with `t` their task), those
+/// meeting the condition that follows it: steps have no index on their
+/// state (their updates stay heap-only), so what looks for steps in some
+/// state starts from the tasks in progress (their partial index) and reads
+/// each task's steps through its key, in a lateral subquery so the plan
+/// does not depend on the statistics.
+macro_rules! steps_of_tasks_in_progress {
+    ($condition:literal) => {
+        concat!(
+            "tasker_tasks t JOIN LATERAL (SELECT * FROM tasker_workflow_steps s WHERE s.task_uuid = t.task_uuid AND ",
+            $condition,
+            " OFFSET 0) s ON true"
+        )
+    };
+}
+
+/// Per queue, how long its oldest enqueued step has waited, in seconds.
+pub(crate) async fn oldest_enqueued_ages(pool: &PgPool) -> Result<HashMap<String, f64>> {
+    let rows: Vec<(String, f64)> = sqlx::query_as(
+        concat!(
+            "SELECT n.queue_name, extract(epoch FROM clock_timestamp() - min(coalesce(s.enqueued_at, s.updated_at)))::float8 \
+               FROM ",
+            steps_of_tasks_in_progress!("s.status = 'enqueued'"),
+            " JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id \
+              JOIN tasker_namespaces n ON n.name = ns.namespace \
+             WHERE t.status = 'in_progress' \
+             GROUP BY n.queue_name"
+        ),
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db("reading the oldest enqueued steps"))?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Per namespace: tasks pending and in progress, and steps in flight by
+/// state; a step in progress whose heartbeat is older than `stale_after`,
+/// or enqueued for longer than `stuck_enqueued_after`, is stuck. Both reads
+/// start from the partial index of the tasks not finished.
+pub(crate) async fn namespace_counts(
+    pool: &PgPool,
+    stale_after: std::time::Duration,
+    stuck_enqueued_after: std::time::Duration,
+) -> Result<Vec<crate::telemetry::NamespaceStatus>> {
+    let steps: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(concat!(
+        "SELECT ns.namespace, \
+                count(*) FILTER (WHERE s.status = 'enqueued'), \
+                count(*) FILTER (WHERE s.status = 'in_progress'), \
+                count(*) FILTER (WHERE s.status = 'waiting_for_retry'), \
+                count(*) FILTER (WHERE s.status = 'in_progress' \
+                                   AND coalesce(s.heartbeat_at, s.started_at) < clock_timestamp() - make_interval(secs => $1)), \
+                count(*) FILTER (WHERE s.status = 'enqueued' \
+                                   AND s.enqueued_at < clock_timestamp() - make_interval(secs => $2)) \
+           FROM ",
+            steps_of_tasks_in_progress!("s.status IN ('enqueued', 'in_progress', 'waiting_for_retry')"),
+            " JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id \
+          WHERE t.status = 'in_progress' \
+          GROUP BY ns.namespace"
+    ))
+    .bind(stale_after.as_secs_f64())
+    .bind(stuck_enqueued_after.as_secs_f64())
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db("counting steps in flight"))?;
+    let tasks: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT namespace, count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'in_progress') \
+           FROM tasker_tasks WHERE status IN ('pending', 'in_progress') GROUP BY namespace",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db("counting tasks in flight"))?;
+    let mut by_namespace: std::collections::BTreeMap<String, crate::telemetry::NamespaceStatus> = Default::default();
+    for (namespace, pending, in_progress) in tasks {
+        let entry =
+            by_namespace.entry(namespace.clone()).or_insert_with(|| crate::telemetry::NamespaceStatus::new(namespace));
+        entry.tasks_pending = pending;
+        entry.tasks_in_progress = in_progress;
+    }
+    for (namespace, enqueued, in_progress, waiting, stale, stuck_enqueued) in steps {
+        let entry =
+            by_namespace.entry(namespace.clone()).or_insert_with(|| crate::telemetry::NamespaceStatus::new(namespace));
+        entry.steps_enqueued = enqueued;
+        entry.steps_in_progress = in_progress;
+        entry.steps_waiting_for_retry = waiting;
+        entry.steps_stuck_in_progress = stale;
+        entry.steps_stuck_enqueued = stuck_enqueued;
+    }
+    Ok(by_namespace.into_values().collect())
+}
+
+/// The workers whose heartbeat on a step in progress is fresh (each named
+/// in its step's latest claim), with how many such steps each runs.
+pub(crate) async fn live_workers(pool: &PgPool, stale_after: std::time::Duration) -> Result<Vec<(String, i64)>> {
+    sqlx::query_as(concat!(
+        "SELECT coalesce(w.worker, '(unknown)'), count(*) \
+           FROM ",
+        steps_of_tasks_in_progress!(
+            "s.status = 'in_progress' \
+                 AND coalesce(s.heartbeat_at, s.started_at) >= clock_timestamp() - make_interval(secs => $1)"
+        ),
+        " LEFT JOIN LATERAL (SELECT tr.metadata->>'worker' AS worker FROM tasker_workflow_step_transitions tr \
+                               WHERE tr.step_uuid = s.step_uuid AND tr.to_state = 'in_progress' \
+                               ORDER BY tr.sort_key DESC LIMIT 1) w ON true \
+          WHERE t.status = 'in_progress' \
+          GROUP BY 1 ORDER BY 1"
+    ))
+    .bind(stale_after.as_secs_f64())
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db("listing live workers"))
+}

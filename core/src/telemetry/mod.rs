@@ -1,0 +1,17 @@
+//! Operations: Prometheus metrics ([`metrics_text`]), health ([`health`]),
+//! the HTTP server that serves both ([`OpsServer`]), and the deployment's
+//! status ([`status`]).
+
+mod health;
+mod http;
+pub(crate) mod metrics;
+mod queues;
+pub(crate) mod registry;
+mod status;
+
+pub use health::{health, BrokerCheck, Check, Health};
+pub use http::OpsServer;
+pub use metrics::metrics_text;
+pub use queues::deployment_queues;
+pub use registry::{components, ComponentHealth};
+pub use status::{status, NamespaceStatus, QueueStatus, Status, WorkerStatus};

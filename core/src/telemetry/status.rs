@@ -1,0 +1,114 @@
+//! `status`: what the deployment is doing now, from the database and the
+//! queues (not only this process): each queue's depth, age and dead
+//! letters; per namespace, tasks and steps in flight and the steps that are
+//! stuck; the workers alive.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::context::Context;
+use crate::db::ops_queries;
+use crate::error::Result;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct QueueStatus {
+    pub queue: String,
+    pub depth: i64,
+    pub visible: i64,
+    /// PGMQ: the oldest message's; RabbitMQ: the oldest enqueued step's.
+    pub oldest_age_seconds: Option<f64>,
+    pub dead_letters: i64,
+    /// Set when the queue could not be read.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct NamespaceStatus {
+    pub namespace: String,
+    pub tasks_pending: i64,
+    pub tasks_in_progress: i64,
+    pub steps_enqueued: i64,
+    pub steps_in_progress: i64,
+    pub steps_waiting_for_retry: i64,
+    /// In progress with no heartbeat for a visibility timeout.
+    pub steps_stuck_in_progress: i64,
+    /// Enqueued for longer than `orchestration.stuck_enqueued_seconds`.
+    pub steps_stuck_enqueued: i64,
+}
+
+impl NamespaceStatus {
+    pub(crate) fn new(namespace: String) -> Self {
+        Self { namespace, ..Self::default() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WorkerStatus {
+    pub worker: String,
+    pub steps_in_progress: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Status {
+    pub queues: Vec<QueueStatus>,
+    /// Namespaces with anything in flight.
+    pub namespaces: Vec<NamespaceStatus>,
+    /// Workers running a step with a fresh heartbeat (an idle worker holds
+    /// no row and is not seen here; see `health` in its own process).
+    pub workers: Vec<WorkerStatus>,
+    pub checked_at: String,
+}
+
+pub async fn status(ctx: &Context) -> Result<Status> {
+    let config = ctx.config();
+    let stale_after = Duration::from_secs(u64::from(config.messaging.visibility_timeout_seconds));
+    let stuck_enqueued = Duration::from_secs(config.orchestration.stuck_enqueued_seconds);
+    let messaging = ctx.messaging();
+    let enqueued_ages = if messaging.queues_in_database() {
+        Default::default()
+    } else {
+        super::queues::oldest_enqueued_ages(ctx).await?
+    };
+    let mut queues = Vec::new();
+    for queue in super::queues::deployment_queues(ctx).await? {
+        let read = async {
+            let stats = messaging.stats(&queue).await?;
+            let dead_letters = messaging.dead_letter_count(&queue).await?;
+            Ok::<_, crate::Error>((stats, dead_letters))
+        };
+        queues.push(match read.await {
+            Ok((stats, dead_letters)) => QueueStatus {
+                oldest_age_seconds: stats
+                    .oldest_age_seconds
+                    .map(|s| s as f64)
+                    .or_else(|| enqueued_ages.get(&queue).copied()),
+                queue,
+                depth: stats.depth,
+                visible: stats.visible,
+                dead_letters,
+                error: None,
+            },
+            Err(e) => QueueStatus {
+                queue,
+                depth: 0,
+                visible: 0,
+                oldest_age_seconds: None,
+                dead_letters: 0,
+                error: Some(e.to_string()),
+            },
+        });
+    }
+    let namespaces = ops_queries::namespace_counts(ctx.pool(), stale_after, stuck_enqueued).await?;
+    let workers = ops_queries::live_workers(ctx.pool(), stale_after)
+        .await?
+        .into_iter()
+        .map(|(worker, steps_in_progress)| WorkerStatus { worker, steps_in_progress })
+        .collect();
+    Ok(Status {
+        queues,
+        namespaces,
+        workers,
+        checked_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    })
+}

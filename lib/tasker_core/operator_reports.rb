@@ -1,0 +1,75 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  # The text the operator rake tasks print.
+  module OperatorReports
+    module_function
+
+    # Without a queue: each queue's dead-letter count. With one: its dead
+    # letters, one per line; with replay: or discard: (an id), that action.
+    def dead_letters(queue: nil, replay: nil, discard: nil)
+      return dead_letter_counts if queue.nil? || queue.empty?
+      return act(queue, replay, "replayed") { TaskerCore.replay_dead_letter(queue, replay) } if replay
+      return act(queue, discard, "discarded") { TaskerCore.discard_dead_letter(queue, discard) } if discard
+
+      letters = TaskerCore.dead_letters(queue, limit: 100)
+      return "#{queue}: no dead letters" if letters.empty?
+
+      letters.map { |letter| dead_letter_line(letter) }.join("\n")
+    end
+
+    def dead_letter_line(letter)
+      format("%<id>-36s %<at>-25s deliveries=%<n>-3s %<reason>s\n    payload: %<payload>s",
+             id: letter["id"], at: letter["dead_lettered_at"] || "-", n: letter["delivery_count"] || "?",
+             reason: letter["reason"] || "(no reason kept)", payload: JSON.generate(letter["payload"]))
+    end
+
+    # rake tasker:status
+    def status(status = TaskerCore.status)
+      lines = ["queues:"] + status["queues"].map { |q| queue_line(q) }
+      lines << "namespaces (in flight):"
+      lines << "  nothing in flight" if status["namespaces"].empty?
+      lines.concat(status["namespaces"].map { |n| namespace_line(n) })
+      lines << "workers alive (running a step): #{status['workers'].size}"
+      status["workers"].each { |w| lines << format("  %-50s steps=%d", w["worker"], w["steps_in_progress"]) }
+      lines.join("\n")
+    end
+
+    def queue_line(queue)
+      return format("  %-40s %s", queue["queue"], queue["error"]) if queue["error"]
+
+      format("  %-40s depth=%-6d visible=%-6d oldest=%-8s dead_letters=%d", queue["queue"], queue["depth"],
+             queue["visible"], age(queue["oldest_age_seconds"]), queue["dead_letters"])
+    end
+
+    def namespace_line(counts)
+      format("  %-24s tasks pending=%d in_progress=%d | steps enqueued=%d in_progress=%d waiting_for_retry=%d " \
+             "stuck_in_progress=%d stuck_enqueued=%d",
+             *counts.values_at("namespace", "tasks_pending", "tasks_in_progress", "steps_enqueued",
+                               "steps_in_progress", "steps_waiting_for_retry", "steps_stuck_in_progress",
+                               "steps_stuck_enqueued"))
+    end
+
+    # rake tasker:prune
+    def prune(report = TaskerCore.prune!)
+      "pruned #{report['tasks']} finished task(s) and #{report['archived_messages']} archived message(s) " \
+        "in #{report['batches']} batch(es)"
+    end
+
+    def age(seconds)
+      seconds.nil? ? "-" : format("%.0fs", seconds)
+    end
+
+    def dead_letter_counts
+      TaskerCore.queues.map do |queue|
+        format("%-40s dead letters: %d", queue, TaskerCore.dead_letter_count(queue))
+      end.join("\n")
+    end
+
+    def act(queue, id, done)
+      raise NotFoundError, "no dead letter #{id} in #{queue}'s dead-letter store" unless yield
+
+      "#{done} dead letter #{id} of #{queue}"
+    end
+  end
+end
