@@ -38,7 +38,12 @@ async fn run_tolerant_worker(worker: Arc<WorkerHandle>, client: TaskerClient) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_whose_outcome_cannot_be_recorded_holds_up_no_other_and_loses_nothing() {
-    let ctx = common::context_with(json!({"messaging": {"visibility_timeout_seconds": 1}})).await;
+    // Redelivered every second while its outcome cannot be recorded; on a
+    // slow machine that could pass max_receive_count before the queue is
+    // back, and a dead-lettered message waits for a sweep this test does not
+    // run.
+    let ctx =
+        common::context_with(json!({"messaging": {"visibility_timeout_seconds": 1, "max_receive_count": 1000}})).await;
     let (near, far) = (common::unique_namespace("near"), common::unique_namespace("far"));
     ctx.register_template(common::linear_template(&near)).await.unwrap();
     // The same chain, with step_two run by the far namespace's workers.
