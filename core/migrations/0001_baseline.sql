@@ -119,8 +119,8 @@ CREATE INDEX tasker_tasks_completed_at_idx ON tasker_tasks (completed_at) WHERE 
 -- and is pruned without VACUUM; fillfactor leaves each page room for the
 -- new versions. Per-task lookups use the (task_uuid, name) key; what looks
 -- across tasks for steps in some state (the sweep, the dashboard) starts
--- from the tasks in progress, whose index is small. An index on status or
--- updated_at cost a quarter of the server's CPU per step.
+-- from the tasks in progress, whose index is small. Without the indexes on
+-- status and updated_at, WAL records per step fell by a quarter.
 CREATE TABLE tasker_workflow_steps (
   step_uuid     uuid PRIMARY KEY,
   task_uuid     uuid NOT NULL REFERENCES tasker_tasks (task_uuid) ON DELETE CASCADE,
