@@ -57,7 +57,11 @@ RSpec.describe "Operations endpoints of real processes" do
     worker_port = free_port
     worker = spawn_rake_worker(worker_port)
     begin
-      ready = get(orchestrator_port, "/health/ready")
+      # The endpoint answers from the binary's start; the orchestrator is
+      # listed once it has started.
+      ready = eventually_get(orchestrator_port, "/health/ready") do |response|
+        JSON.parse(response.body)["components"].any?
+      end
       expect(ready.code).to eq("200")
       expect(JSON.parse(ready.body)["components"].map { |c| c["kind"] }).to eq(["orchestrator"])
       metrics = PrometheusText.parse(get(orchestrator_port, "/metrics").body)
@@ -84,8 +88,22 @@ RSpec.describe "Operations endpoints of real processes" do
       expect(metrics.value("tasker_worker_concurrency")).to eq(2)
     ensure
       TaskerCore.cancel_task(task) if task
-      expect(stop_process(worker)&.exitstatus).to eq(0)
+      # Both stopped before anything is asserted: an orchestrator left
+      # running would send messages for the next examples' tasks.
+      worker_status = stop_process(worker)
       stop_process(orchestrator)
+      expect(worker_status&.exitstatus).to eq(0)
+    end
+  end
+
+  def eventually_get(port, path, timeout: 30)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    loop do
+      response = get(port, path)
+      return response if yield(response)
+      raise "#{path} on port #{port} never became ready" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+      sleep 0.1
     end
   end
 end
