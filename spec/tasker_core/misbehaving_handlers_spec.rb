@@ -65,7 +65,7 @@ RSpec.describe "a handler that misbehaves" do
 
   {
     "exception" => ["Exception", "a plain Exception"],
-    "not_implemented" => ["NotImplementedError", "a ScriptError, outside StandardError"],
+    "missing_library" => ["LoadError", "cannot load such file -- tasker_core_missing_optional_library"],
     "stack" => ["SystemStackError", "stack level too deep"],
     "exit" => %w[SystemExit exit],
     "throw" => ["UncaughtThrowError", "uncaught throw :nowhere"],
