@@ -62,6 +62,10 @@ CREATE TABLE tasker_named_steps (
   backoff_base_ms  integer NOT NULL DEFAULT 1000 CHECK (backoff_base_ms >= 0),
   max_backoff_ms   integer NOT NULL DEFAULT 30000 CHECK (max_backoff_ms >= 0),
   timeout_seconds  integer CHECK (timeout_seconds > 0),
+  -- The names of the steps this one waits for (the template's
+  -- `dependencies`), kept here so creating a task reads its roots and edges
+  -- from these rows instead of parsing the template's definition.
+  dependencies     text[] NOT NULL DEFAULT '{}',
   active           boolean NOT NULL DEFAULT true,
   UNIQUE (template_id, name)
 );

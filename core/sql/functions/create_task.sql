@@ -23,11 +23,11 @@ RETURNS TABLE (task_uuid uuid, created boolean, task_row jsonb) LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 DECLARE
   v_template bigint;
-  v_definition jsonb;
+  v_row jsonb;
   v_task uuid;
   v_ready uuid[];
 BEGIN
-  SELECT t.template_id, t.definition INTO v_template, v_definition
+  SELECT t.template_id INTO v_template
     FROM tasker_task_templates t
    WHERE t.namespace = p_namespace AND t.name = p_name AND t.version = p_version;
   IF v_template IS NULL THEN
@@ -44,50 +44,54 @@ BEGIN
                             status, transitions)
   VALUES (v_task, v_template, p_namespace, p_name, p_version, coalesce(p_context, '{}'), p_identity_key,
           tasker_uuid_v7(), 'in_progress', 2)
-  ON CONFLICT (identity_key) DO NOTHING;
+  ON CONFLICT (identity_key) DO NOTHING
+  RETURNING to_jsonb(tasker_tasks.*) INTO v_row;
   IF NOT FOUND THEN
     RETURN QUERY SELECT t.task_uuid, false, to_jsonb(t.*) FROM tasker_tasks t WHERE t.identity_key = p_identity_key;
     RETURN;
   END IF;
-  INSERT INTO tasker_task_transitions (task_uuid, sort_key, from_state, to_state)
-  VALUES (v_task, 1, '', 'pending'), (v_task, 2, 'pending', 'in_progress');
-
-  WITH steps AS (
-    INSERT INTO tasker_workflow_steps (step_uuid, task_uuid, named_step_id, name, position, max_attempts, status,
-                                       transitions, enqueued_at)
-    SELECT tasker_uuid_v7(), v_task, ns.named_step_id, ns.name, ns.position, ns.max_attempts,
-           CASE WHEN root.is_root THEN 'enqueued' ELSE 'pending' END,
-           CASE WHEN root.is_root THEN 2 ELSE 1 END,
-           CASE WHEN root.is_root THEN clock_timestamp() END
+  -- The task's history, its steps with theirs, and the edges, in one
+  -- statement: each step is made from its named step, whose `dependencies`
+  -- say whether it is a root (enqueued at once) and which steps it waits
+  -- for. (Foreign keys are checked at the end of the statement, when the
+  -- steps are in.)
+  WITH defs AS MATERIALIZED (
+    SELECT tasker_uuid_v7() AS step_uuid, ns.named_step_id, ns.name, ns.position, ns.max_attempts, ns.dependencies,
+           cardinality(ns.dependencies) = 0 AS is_root
       FROM tasker_named_steps ns
-      CROSS JOIN LATERAL (
-        SELECT coalesce(jsonb_array_length(def.step -> 'dependencies'), 0) = 0 AS is_root
-          FROM jsonb_array_elements(v_definition -> 'steps') AS def(step)
-         WHERE def.step ->> 'name' = ns.name) AS root
      WHERE ns.template_id = v_template AND ns.active
      ORDER BY ns.position
-    RETURNING step_uuid, position, status
+  ), steps AS (
+    INSERT INTO tasker_workflow_steps (step_uuid, task_uuid, named_step_id, name, position, max_attempts, status,
+                                       transitions, enqueued_at)
+    SELECT d.step_uuid, v_task, d.named_step_id, d.name, d.position, d.max_attempts,
+           CASE WHEN d.is_root THEN 'enqueued' ELSE 'pending' END,
+           CASE WHEN d.is_root THEN 2 ELSE 1 END,
+           CASE WHEN d.is_root THEN clock_timestamp() END
+      FROM defs d
   ), history AS (
     INSERT INTO tasker_workflow_step_transitions (step_uuid, sort_key, from_state, to_state)
-    SELECT s.step_uuid, h.sort_key, h.from_state, h.to_state
-      FROM steps s
+    SELECT d.step_uuid, h.sort_key, h.from_state, h.to_state
+      FROM defs d
       CROSS JOIN LATERAL (VALUES (1, '', 'pending'), (2, 'pending', 'enqueued')) AS h(sort_key, from_state, to_state)
-     WHERE h.sort_key = 1 OR s.status = 'enqueued'
+     WHERE h.sort_key = 1 OR d.is_root
+  ), task_history AS (
+    INSERT INTO tasker_task_transitions (task_uuid, sort_key, from_state, to_state)
+    VALUES (v_task, 1, '', 'pending'), (v_task, 2, 'pending', 'in_progress')
+  ), edges AS (
+    INSERT INTO tasker_workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
+    SELECT v_task, parent.step_uuid, child.step_uuid
+      FROM defs child
+      CROSS JOIN unnest(child.dependencies) AS dep(name)
+      JOIN defs parent ON parent.name = dep.name
   )
-  SELECT coalesce(array_agg(s.step_uuid ORDER BY s.position) FILTER (WHERE s.status = 'enqueued'), '{}')
-    INTO v_ready FROM steps s;
-
-  INSERT INTO tasker_workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
-  SELECT v_task, parent.step_uuid, child.step_uuid
-    FROM jsonb_array_elements(v_definition -> 'steps') AS def(step)
-    CROSS JOIN LATERAL jsonb_array_elements_text(coalesce(def.step -> 'dependencies', '[]')) AS dep(name)
-    JOIN tasker_workflow_steps child ON child.task_uuid = v_task AND child.name = def.step ->> 'name'
-    JOIN tasker_workflow_steps parent ON parent.task_uuid = v_task AND parent.name = dep.name;
+  SELECT coalesce(array_agg(d.step_uuid ORDER BY d.position) FILTER (WHERE d.is_root), '{}')
+    INTO v_ready FROM defs d;
 
   IF p_send THEN
     PERFORM tasker_dispatch_messages(v_ready, NULL, true);
   ELSIF cardinality(v_ready) > 0 THEN
     PERFORM pg_notify('tasker_task_created', v_task::text);
   END IF;
-  RETURN QUERY SELECT v_task, true, to_jsonb(t.*) FROM tasker_tasks t WHERE t.task_uuid = v_task;
+  RETURN QUERY SELECT v_task, true, v_row;
 END $$;

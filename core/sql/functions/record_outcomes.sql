@@ -69,9 +69,11 @@ DECLARE
   r record;
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
-  IF cardinality(p_steps) <> (SELECT count(DISTINCT u.s) FROM unnest(p_steps) AS u(s)) THEN
-    RAISE EXCEPTION 'tasker_record_outcomes: a step appears more than once in %', p_steps
-      USING ERRCODE = 'invalid_parameter_value';
+  IF cardinality(p_steps) > 1 THEN
+    IF cardinality(p_steps) <> (SELECT count(DISTINCT u.s) FROM unnest(p_steps) AS u(s)) THEN
+      RAISE EXCEPTION 'tasker_record_outcomes: a step appears more than once in %', p_steps
+        USING ERRCODE = 'invalid_parameter_value';
+    END IF;
   END IF;
 
   -- 1. The tasks' rows. Every row here and below is found by primary key
@@ -89,46 +91,45 @@ BEGIN
     INTO v_tasks, v_live, v_flagged
     FROM locked l;
 
-  -- 2. The outcomes, fenced by attempt.
-  WITH input AS (
+  -- 2. The outcomes, fenced by attempt: the update's own condition is the
+  -- fence (a row changed meanwhile is tested again as it is now), so no
+  -- separate lock is taken, and the rows are updated in uuid order.
+  WITH input AS MATERIALIZED (
     SELECT * FROM unnest(p_steps, p_attempts, p_completed, p_payloads, p_retryable, p_delays_ms, p_meta)
       WITH ORDINALITY AS u(step_uuid, attempt, completed, payload, retryable, delay_ms, meta, i)
-  ), locked AS MATERIALIZED (
-    SELECT s.step_uuid, s.task_uuid, s.status, s.attempts, s.max_attempts, s.transitions
-      FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (p_steps)
-     ORDER BY s.step_uuid FOR UPDATE
-  ), applied AS MATERIALIZED (
-    SELECT i.*, l.transitions, l.task_uuid,
-           CASE WHEN i.completed THEN 'complete'
-                WHEN i.retryable AND i.attempt < l.max_attempts THEN 'waiting_for_retry'
-                ELSE 'error' END AS to_state
-      FROM input i JOIN locked l ON l.step_uuid = i.step_uuid
-     WHERE l.status = 'in_progress' AND l.attempts = i.attempt
+     ORDER BY u.step_uuid
   ), moved AS (
     UPDATE tasker_workflow_steps s
-       SET status = a.to_state, transitions = s.transitions + 1, updated_at = clock_timestamp(),
-           results = CASE WHEN a.completed THEN a.payload ELSE s.results END,
-           last_error = CASE WHEN a.completed THEN s.last_error ELSE a.payload END,
-           retry_at = CASE WHEN a.to_state = 'waiting_for_retry'
-                           THEN clock_timestamp() + make_interval(secs => a.delay_ms / 1000.0) END,
-           completed_at = CASE WHEN a.completed THEN clock_timestamp() ELSE s.completed_at END
-      FROM applied a WHERE s.step_uuid = a.step_uuid
+       SET status = CASE WHEN i.completed THEN 'complete'
+                         WHEN i.retryable AND i.attempt < s.max_attempts THEN 'waiting_for_retry'
+                         ELSE 'error' END,
+           transitions = s.transitions + 1, updated_at = clock_timestamp(),
+           results = CASE WHEN i.completed THEN i.payload ELSE s.results END,
+           last_error = CASE WHEN i.completed THEN s.last_error ELSE i.payload END,
+           retry_at = CASE WHEN NOT i.completed AND i.retryable AND i.attempt < s.max_attempts
+                           THEN clock_timestamp() + make_interval(secs => i.delay_ms / 1000.0) END,
+           completed_at = CASE WHEN i.completed THEN clock_timestamp() ELSE s.completed_at END
+      FROM input i
+     WHERE s.step_uuid = i.step_uuid AND s.status = 'in_progress' AND s.attempts = i.attempt
+    RETURNING s.step_uuid, s.task_uuid, s.status AS to_state, s.transitions, i.completed, i.payload, i.meta,
+              i.delay_ms
   ), history AS (
     INSERT INTO tasker_workflow_step_transitions (step_uuid, sort_key, from_state, to_state, metadata)
-    SELECT a.step_uuid, a.transitions + 1, 'in_progress', a.to_state,
-           CASE WHEN a.completed THEN coalesce(a.meta, '{}')
-                ELSE coalesce(a.meta, '{}') || jsonb_build_object('error_class', a.payload ->> 'class',
-                                                                  'error_message', a.payload ->> 'message') END
-      FROM applied a
+    SELECT m.step_uuid, m.transitions, 'in_progress', m.to_state,
+           CASE WHEN m.completed THEN coalesce(m.meta, '{}')
+                ELSE coalesce(m.meta, '{}') || jsonb_build_object('error_class', m.payload ->> 'class',
+                                                                  'error_message', m.payload ->> 'message') END
+      FROM moved m
   )
   SELECT array_agg(a.to_state ORDER BY i.i),
          coalesce(array_agg(a.step_uuid) FILTER (WHERE a.to_state = 'complete'), '{}'),
          coalesce(array_agg(a.step_uuid ORDER BY i.i) FILTER (WHERE a.to_state = 'waiting_for_retry'), '{}'),
          coalesce(array_agg(a.delay_ms ORDER BY i.i) FILTER (WHERE a.to_state = 'waiting_for_retry'), '{}'),
+         coalesce(array_agg(DISTINCT a.task_uuid) FILTER (WHERE a.to_state = 'waiting_for_retry'), '{}'),
          coalesce(array_agg(i.step_uuid ORDER BY i.i) FILTER (WHERE a.step_uuid IS NULL), '{}'),
          coalesce(array_agg(DISTINCT a.task_uuid) FILTER (WHERE a.to_state = 'error'), '{}')
-    INTO v_states, v_done, v_retry, v_retry_delays, v_late, v_errored
-    FROM input i LEFT JOIN applied a ON a.step_uuid = i.step_uuid;
+    INTO v_states, v_done, v_retry, v_retry_delays, v_moving, v_late, v_errored
+    FROM input i LEFT JOIN moved a ON a.step_uuid = i.step_uuid;
 
   RETURN QUERY SELECT 'outcome', u.s, NULL::uuid, u.st, NULL::jsonb FROM unnest(p_steps, v_states) AS u(s, st);
 
@@ -175,43 +176,40 @@ BEGIN
   -- 1,000-wide join quadratic.
   IF cardinality(v_done) > 0 THEN
     WITH dependents AS MATERIALIZED (
-      SELECT c.step_uuid, c.task_uuid, c.position, c.status
+      SELECT c.step_uuid, c.task_uuid, c.position, c.status, c.named_step_id
         FROM tasker_workflow_steps c
        WHERE c.step_uuid IN (SELECT e.to_step_uuid FROM tasker_workflow_step_edges e
                               WHERE e.from_step_uuid = ANY (v_done))
+    ), ready AS MATERIALIZED (
+      SELECT d.* FROM dependents d
+       WHERE d.status = 'pending' AND d.task_uuid = ANY (v_live)
+         AND (SELECT e.from_step_uuid FROM tasker_workflow_step_edges e
+                JOIN tasker_workflow_steps p ON p.step_uuid = e.from_step_uuid
+               WHERE e.to_step_uuid = d.step_uuid AND p.status NOT IN ('complete', 'resolved_manually')
+               ORDER BY e.from_step_uuid DESC LIMIT 1) IS NULL
     )
-    SELECT coalesce(array_agg(d.step_uuid ORDER BY d.task_uuid, d.position), '{}') INTO v_ready
-      FROM dependents d
-     WHERE d.status = 'pending' AND d.task_uuid = ANY (v_live)
-       AND (SELECT e.from_step_uuid FROM tasker_workflow_step_edges e
-              JOIN tasker_workflow_steps p ON p.step_uuid = e.from_step_uuid
-             WHERE e.to_step_uuid = d.step_uuid AND p.status NOT IN ('complete', 'resolved_manually')
-             ORDER BY e.from_step_uuid DESC LIMIT 1) IS NULL;
-
-    SELECT coalesce(array_agg(x.s ORDER BY x.i), '{}') INTO v_eager
-      FROM (SELECT u.s, u.i FROM unnest(v_ready) WITH ORDINALITY AS u(s, i)
-              JOIN tasker_workflow_steps s ON s.step_uuid = u.s
-              JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id
-             WHERE ns.namespace = ANY (p_namespaces)
-             ORDER BY u.i LIMIT greatest(p_eager_slots, 0)) AS x;
+    -- The first of them in this worker's namespaces, as many as it has
+    -- free slots, are claimed for it.
+    SELECT coalesce(array_agg(r.step_uuid ORDER BY r.task_uuid, r.position), '{}'),
+           coalesce((array_agg(r.step_uuid ORDER BY r.task_uuid, r.position)
+                       FILTER (WHERE ns.namespace = ANY (p_namespaces)))[1:greatest(p_eager_slots, 0)], '{}'),
+           v_moving || coalesce(array_agg(DISTINCT r.task_uuid), '{}')
+      INTO v_ready, v_eager, v_moving
+      FROM ready r JOIN tasker_named_steps ns ON ns.named_step_id = r.named_step_id;
 
     IF cardinality(v_eager) > 0 THEN
       RETURN QUERY
-        WITH locked AS MATERIALIZED (
-          SELECT s.step_uuid, s.transitions, s.attempts + 1 AS attempt
-            FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (v_eager)
-           ORDER BY s.step_uuid FOR UPDATE
+        WITH claimed AS (
+          UPDATE tasker_workflow_steps s
+             SET status = 'in_progress', attempts = s.attempts + 1, transitions = s.transitions + 1,
+                 started_at = clock_timestamp(), heartbeat_at = clock_timestamp(), updated_at = clock_timestamp()
+           WHERE s.step_uuid = ANY (v_eager) AND s.status = 'pending'
+          RETURNING s.step_uuid, s.task_uuid, s.named_step_id, s.attempts, s.transitions, to_jsonb(s.*) AS step_row
         ), history AS (
           INSERT INTO tasker_workflow_step_transitions (step_uuid, sort_key, from_state, to_state, metadata)
-          SELECT l.step_uuid, l.transitions + 1, 'pending', 'in_progress',
-                 jsonb_build_object('worker', p_worker, 'attempt', l.attempt, 'eager', true)
-            FROM locked l
-        ), claimed AS (
-          UPDATE tasker_workflow_steps s
-             SET status = 'in_progress', attempts = l.attempt, transitions = s.transitions + 1,
-                 started_at = clock_timestamp(), heartbeat_at = clock_timestamp(), updated_at = clock_timestamp()
-            FROM locked l WHERE s.step_uuid = l.step_uuid
-          RETURNING s.step_uuid, s.task_uuid, s.named_step_id, s.attempts, to_jsonb(s.*) AS step_row
+          SELECT c.step_uuid, c.transitions, 'pending', 'in_progress',
+                 jsonb_build_object('worker', p_worker, 'attempt', c.attempts, 'eager', true)
+            FROM claimed c
         )
         SELECT 'claimed', c.step_uuid, c.task_uuid, NULL::text,
                jsonb_build_object('namespace', ns.namespace, 'step_name', ns.name,
@@ -238,12 +236,8 @@ BEGIN
   -- made ready, a retry scheduled) cannot have ended; nor can one where no
   -- step failed and every completed step left something unfinished below
   -- it (a dependent still waiting for another parent).
-  IF cardinality(v_ready) + cardinality(v_retry) > 0 THEN
-    SELECT coalesce(array_agg(DISTINCT s.task_uuid), '{}') INTO v_moving
-      FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (v_ready || v_retry);
-    IF v_live <@ v_moving THEN
-      RETURN;
-    END IF;
+  IF v_live <@ v_moving THEN
+    RETURN;
   END IF;
   v_ending := v_errored || v_flagged;
   IF cardinality(v_done) > 0 AND NOT v_live <@ v_ending THEN

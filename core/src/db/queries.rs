@@ -111,10 +111,10 @@ pub(crate) async fn upsert_template(
     for (position, step) in template.steps.iter().enumerate() {
         sqlx::query(
             "INSERT INTO tasker_named_steps (template_id, name, position, handler_callable, handler_config, \
-               retryable, max_attempts, backoff_base_ms, max_backoff_ms, timeout_seconds, namespace) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+               retryable, max_attempts, backoff_base_ms, max_backoff_ms, timeout_seconds, namespace, dependencies) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (template_id, name) DO UPDATE SET position = EXCLUDED.position, \
-               namespace = EXCLUDED.namespace, \
+               namespace = EXCLUDED.namespace, dependencies = EXCLUDED.dependencies, \
                handler_callable = EXCLUDED.handler_callable, handler_config = EXCLUDED.handler_config, \
                retryable = EXCLUDED.retryable, max_attempts = EXCLUDED.max_attempts, \
                backoff_base_ms = EXCLUDED.backoff_base_ms, max_backoff_ms = EXCLUDED.max_backoff_ms, \
@@ -135,6 +135,7 @@ pub(crate) async fn upsert_template(
         .bind(i32::try_from(step.retry.max_backoff_ms).unwrap_or(i32::MAX))
         .bind(step.timeout_seconds.map(|t| i32::try_from(t).unwrap_or(i32::MAX)))
         .bind(step.namespace.as_deref().unwrap_or(&template.namespace))
+        .bind(&step.dependencies)
         .execute(&mut *conn)
         .await
         .map_err(Error::db(format!("registering step {:?} of template {key}", step.name)))?;
