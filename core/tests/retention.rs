@@ -27,6 +27,28 @@ async fn rows_of(pool: &sqlx::PgPool, task: Uuid) -> (i64, i64, i64, i64, i64) {
     .unwrap()
 }
 
+/// Rows left without the task or step they belong to, in the whole
+/// database: (steps, edges, task history, step history). A task's rows
+/// name it without foreign keys and go with it through a trigger, so any
+/// deletion that missed one would show here.
+async fn orphans(pool: &sqlx::PgPool) -> (i64, i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM tasker_workflow_steps s \
+                  WHERE NOT EXISTS (SELECT 1 FROM tasker_tasks t WHERE t.task_uuid = s.task_uuid)), \
+                (SELECT count(*) FROM tasker_workflow_step_edges e \
+                  WHERE NOT EXISTS (SELECT 1 FROM tasker_workflow_steps s WHERE s.step_uuid = e.from_step_uuid) \
+                     OR NOT EXISTS (SELECT 1 FROM tasker_workflow_steps s WHERE s.step_uuid = e.to_step_uuid) \
+                     OR NOT EXISTS (SELECT 1 FROM tasker_tasks t WHERE t.task_uuid = e.task_uuid)), \
+                (SELECT count(*) FROM tasker_task_transitions h \
+                  WHERE NOT EXISTS (SELECT 1 FROM tasker_tasks t WHERE t.task_uuid = h.task_uuid)), \
+                (SELECT count(*) FROM tasker_workflow_step_transitions h \
+                  WHERE NOT EXISTS (SELECT 1 FROM tasker_workflow_steps s WHERE s.step_uuid = h.step_uuid))",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 fn request(namespace: &str, n: i64) -> CreateTask {
     CreateTask {
         namespace: namespace.to_owned(),
@@ -83,6 +105,7 @@ async fn prune_removes_old_finished_tasks_in_batches_and_never_touches_running_o
     for old in [old_a, old_b] {
         assert_eq!(rows_of(ctx.pool(), old).await, (0, 0, 0, 0, 0), "task {old} is gone with all it owned");
     }
+    assert_eq!(orphans(ctx.pool()).await, (0, 0, 0, 0), "nothing a pruned task owned is left behind");
     assert_eq!(rows_of(ctx.pool(), recent).await, before_recent, "a recent finished task is kept whole");
     assert_eq!(rows_of(ctx.pool(), in_flight).await, before_in_flight, "a task in flight is kept whole");
     let status: String = sqlx::query_scalar("SELECT status FROM tasker_tasks WHERE task_uuid = $1")
@@ -125,4 +148,42 @@ async fn prune_takes_a_batch_at_a_time_and_removes_old_archive_rows() {
     let left = messaging.dead_letters(&queue, 10).await.unwrap();
     assert_eq!(left.iter().map(|l| l.payload.clone()).collect::<Vec<_>>(), [json!({"n": 4})]);
     messaging.delete_queue(&queue).await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_a_task_by_hand_deletes_everything_it_owned_and_nothing_else() {
+    let ctx = common::context().await;
+    let ns = common::unique_namespace("delete");
+    ctx.register_template(common::template(&ns, "two", "Sum", &[("a", &[]), ("b", &["a"])])).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let (gone, kept) = (
+        client.create_task(&request(&ns, 1)).await.unwrap().task_uuid,
+        client.create_task(&request(&ns, 2)).await.unwrap().task_uuid,
+    );
+    let kept_rows = rows_of(ctx.pool(), kept).await;
+    assert_eq!(kept_rows, (1, 2, 1, 2, 3), "task, steps a and b, edge a -> b, two task and three step transitions");
+    let steps: Vec<Uuid> = sqlx::query_scalar("SELECT step_uuid FROM tasker_workflow_steps WHERE task_uuid = $1")
+        .bind(gone)
+        .fetch_all(ctx.pool())
+        .await
+        .unwrap();
+    assert_eq!(steps.len(), 2);
+
+    // As an operator would, in SQL: no engine function is involved.
+    sqlx::query("DELETE FROM tasker_tasks WHERE task_uuid = $1").bind(gone).execute(ctx.pool()).await.unwrap();
+
+    let left: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM tasker_workflow_steps WHERE step_uuid = ANY ($1)), \
+                (SELECT count(*) FROM tasker_workflow_step_edges \
+                  WHERE from_step_uuid = ANY ($1) OR to_step_uuid = ANY ($1)), \
+                (SELECT count(*) FROM tasker_workflow_step_transitions WHERE step_uuid = ANY ($1))",
+    )
+    .bind(&steps)
+    .fetch_one(ctx.pool())
+    .await
+    .unwrap();
+    assert_eq!(left, (0, 0, 0), "the deleted task's steps, edges and step history are gone");
+    assert_eq!(rows_of(ctx.pool(), gone).await, (0, 0, 0, 0, 0));
+    assert_eq!(rows_of(ctx.pool(), kept).await, kept_rows, "the other task is untouched");
+    client.cancel_task(kept, "test over").await.unwrap();
 }

@@ -16,13 +16,7 @@ BEGIN
   IF cardinality(v_tasks) = 0 THEN
     RETURN 0;
   END IF;
-  -- Children first, each by index, so the cascades below find nothing left.
-  DELETE FROM tasker_workflow_step_edges e
-   USING tasker_workflow_steps s WHERE s.task_uuid = ANY (v_tasks) AND e.to_step_uuid = s.step_uuid;
-  DELETE FROM tasker_workflow_step_transitions h
-   USING tasker_workflow_steps s WHERE s.task_uuid = ANY (v_tasks) AND h.step_uuid = s.step_uuid;
-  DELETE FROM tasker_workflow_steps s WHERE s.task_uuid = ANY (v_tasks);
-  DELETE FROM tasker_task_transitions h WHERE h.task_uuid = ANY (v_tasks);
+  -- Their steps, edges and history go with them (tasker_delete_task_rows).
   DELETE FROM tasker_tasks t WHERE t.task_uuid = ANY (v_tasks);
   RETURN cardinality(v_tasks);
 END $$;

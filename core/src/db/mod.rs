@@ -162,7 +162,9 @@ async fn refuse_prerelease_schema(pool: &PgPool) -> Result<()> {
 /// all of them is kept in `tasker_sql_functions`): in one transaction,
 /// every `tasker_` function is dropped (a changed signature cannot be
 /// replaced in place) and each file is run. The trigger function the queue
-/// tables depend on is replaced in place.
+/// tables depend on is replaced in place; trigger functions and the
+/// `tasker_check_` functions of the baseline's constraints are the
+/// schema's, not these files'.
 async fn install_functions(pool: &PgPool) -> Result<()> {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
@@ -188,7 +190,7 @@ async fn install_functions(pool: &PgPool) -> Result<()> {
         "DO $$ DECLARE f regprocedure; BEGIN \
            FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
                      WHERE n.nspname = current_schema() AND p.proname LIKE 'tasker\\_%' \
-                       AND p.prorettype <> 'trigger'::regtype LOOP \
+                       AND p.prorettype <> 'trigger'::regtype AND p.proname NOT LIKE 'tasker\\_check\\_%' LOOP \
              EXECUTE 'DROP FUNCTION ' || f; \
            END LOOP; END $$",
     )
