@@ -12,18 +12,16 @@
 -- caller bypasses the engine's functions. They are checks rather than
 -- foreign keys to lookup tables: a foreign key check locks the one lookup
 -- row every concurrent transaction shares (FOR KEY SHARE), which costs a
--- WAL record and, under load, a MultiXact per state change. A history
--- check names each allowed pair as 'from>to' in one array: PostgreSQL
--- reads a check's stored expression again for every statement that writes
--- the table, and the same pairs written as (from, to) IN (...) made that
--- read a third of the CPU of an outcome statement.
+-- WAL record and, under load, a MultiXact per state change.
 --
 -- Each check is a call to an immutable PL/pgSQL function below rather than
--- the expression itself: that read and its preparation cost about 20 us
--- for every statement that writes a history table even with the array
--- written as one constant (measured: 20,000 single-row inserts took 104 ms
--- with no check, 404 ms with the array, 124 ms with the function), and
--- nearly every statement of the hot path writes one. These functions are
+-- the expression itself: PostgreSQL reads and prepares a check's stored
+-- expression again for every statement that writes the table, which for
+-- the allowed pairs cost about 20 us a statement even written as one
+-- 'from>to' array (20,000 single-row inserts: 104 ms with no check, 404 ms
+-- with the array, 124 ms with the function; written as (from, to) IN (...)
+-- it had been a third of an outcome statement's CPU), and nearly every
+-- statement of the hot path writes a history table. These functions are
 -- part of the schema (constraints depend on them), not of
 -- core/sql/functions, whose functions are dropped and installed anew.
 --
