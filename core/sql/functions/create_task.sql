@@ -25,7 +25,12 @@ DECLARE
   v_template bigint;
   v_row jsonb;
   v_task uuid;
+  v_correlation uuid := tasker_uuid_v7();
   v_ready uuid[];
+  v_queues text[];
+  v_messages jsonb[];
+  v_batch jsonb[];
+  v_queue text;
 BEGIN
   SELECT t.template_id INTO v_template
     FROM tasker_task_templates t
@@ -43,7 +48,7 @@ BEGIN
   INSERT INTO tasker_tasks (task_uuid, template_id, namespace, name, version, context, identity_key, correlation_id,
                             status, transitions)
   VALUES (v_task, v_template, p_namespace, p_name, p_version, coalesce(p_context, '{}'), p_identity_key,
-          tasker_uuid_v7(), 'in_progress', 2)
+          v_correlation, 'in_progress', 2)
   ON CONFLICT (identity_key) DO NOTHING
   RETURNING to_jsonb(tasker_tasks.*) INTO v_row;
   IF NOT FOUND THEN
@@ -57,8 +62,9 @@ BEGIN
   -- steps are in.)
   WITH defs AS MATERIALIZED (
     SELECT tasker_uuid_v7() AS step_uuid, ns.named_step_id, ns.name, ns.position, ns.max_attempts, ns.dependencies,
-           cardinality(ns.dependencies) = 0 AS is_root
+           cardinality(ns.dependencies) = 0 AS is_root, n.queue_name
       FROM tasker_named_steps ns
+      JOIN tasker_namespaces n ON n.name = ns.namespace
      WHERE ns.template_id = v_template AND ns.active
      ORDER BY ns.position
   ), steps AS (
@@ -85,12 +91,28 @@ BEGIN
       CROSS JOIN unnest(child.dependencies) AS dep(name)
       JOIN defs parent ON parent.name = dep.name
   )
-  SELECT coalesce(array_agg(d.step_uuid ORDER BY d.position) FILTER (WHERE d.is_root), '{}')
-    INTO v_ready FROM defs d;
+  SELECT coalesce(array_agg(d.step_uuid ORDER BY d.position) FILTER (WHERE d.is_root), '{}'),
+         coalesce(array_agg(d.queue_name ORDER BY d.position) FILTER (WHERE d.is_root), '{}'),
+         coalesce(array_agg(jsonb_build_object('task_uuid', v_task, 'step_uuid', d.step_uuid,
+                                               'correlation_id', v_correlation) ORDER BY d.position)
+                    FILTER (WHERE d.is_root), '{}')
+    INTO v_ready, v_queues, v_messages FROM defs d;
 
-  IF p_send THEN
-    PERFORM tasker_dispatch_messages(v_ready, NULL, true);
-  ELSIF cardinality(v_ready) > 0 THEN
+  -- The root steps' messages, as tasker_dispatch_messages would send them,
+  -- from what this function already holds (calling it cost a quarter of a
+  -- creation): usually all to one queue.
+  IF p_send AND cardinality(v_ready) > 0 THEN
+    IF v_queues[1] = ALL (v_queues) THEN
+      EXECUTE format('SELECT pgmq.%I($1, NULL)', 'tasker_send_' || v_queues[1]) USING v_messages;
+    ELSE
+      FOR v_queue, v_batch IN
+        SELECT u.q, array_agg(u.m ORDER BY u.i) FROM unnest(v_queues, v_messages) WITH ORDINALITY AS u(q, m, i)
+         GROUP BY u.q ORDER BY u.q
+      LOOP
+        EXECUTE format('SELECT pgmq.%I($1, NULL)', 'tasker_send_' || v_queue) USING v_batch;
+      END LOOP;
+    END IF;
+  ELSIF NOT p_send AND cardinality(v_ready) > 0 THEN
     PERFORM pg_notify('tasker_task_created', v_task::text);
   END IF;
   RETURN QUERY SELECT v_task, true, v_row;

@@ -26,11 +26,7 @@ BEGIN
      ORDER BY n.queue_name
   LOOP
     IF p_send THEN
-      EXECUTE format('INSERT INTO pgmq.%I (vt, message) '
-                     'SELECT clock_timestamp() + make_interval(secs => d / 1000.0), m '
-                     'FROM unnest($1::jsonb[], $2::bigint[]) WITH ORDINALITY AS u(m, d, i) ORDER BY i',
-                     'q_' || r.queue_name)
-        USING r.messages, r.delays;
+      EXECUTE format('SELECT pgmq.%I($1, $2)', 'tasker_send_' || r.queue_name) USING r.messages, r.delays;
     ELSE
       RETURN QUERY SELECT r.queue_name, m.message, m.delay_ms
                      FROM unnest(r.messages, r.delays) AS m(message, delay_ms);

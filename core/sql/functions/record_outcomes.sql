@@ -163,7 +163,7 @@ BEGIN
                FROM unnest(p_steps, p_ack_queues, p_ack_receipts) AS a(s, q, receipt)
               WHERE a.q IS NOT NULL AND a.s <> ALL (v_late)
               GROUP BY a.q ORDER BY a.q LOOP
-      EXECUTE format('DELETE FROM pgmq.%I WHERE msg_id = ANY ($1)', 'q_' || r.q) USING r.receipts;
+      EXECUTE format('SELECT pgmq.%I($1)', 'tasker_ack_' || r.q) USING r.receipts;
     END LOOP;
   END IF;
 

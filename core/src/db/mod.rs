@@ -164,7 +164,8 @@ async fn refuse_prerelease_schema(pool: &PgPool) -> Result<()> {
 /// replaced in place) and each file is run. The trigger function the queue
 /// tables depend on is replaced in place; trigger functions and the
 /// `tasker_check_` functions of the baseline's constraints are the
-/// schema's, not these files'.
+/// schema's, not these files'. Each PGMQ queue's own functions (see
+/// `tasker_install_queue`) are made again from the new sources.
 async fn install_functions(pool: &PgPool) -> Result<()> {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
@@ -201,6 +202,10 @@ async fn install_functions(pool: &PgPool) -> Result<()> {
     for (name, source) in FUNCTIONS {
         tx.execute(*source).await.map_err(failed(&format!("core/sql/functions/{name}.sql")))?;
     }
+    // The functions generated per queue follow the new sources.
+    tx.execute("SELECT tasker_install_queue(m.queue_name) FROM pgmq.meta m")
+        .await
+        .map_err(failed("installing them on the existing queues"))?;
     tx.execute("DELETE FROM tasker_sql_functions").await.map_err(failed("recording the checksum"))?;
     sqlx::query("INSERT INTO tasker_sql_functions (checksum) VALUES ($1)")
         .bind(&checksum)

@@ -24,12 +24,21 @@ pub(crate) const TASK_FINISHED_CHANNEL: &str = "tasker_task_finished";
 /// its first messages (queues outside PostgreSQL).
 pub(crate) const TASK_CREATED_CHANNEL: &str = "tasker_task_created";
 
-pub(crate) async fn install_queue_notify_trigger(pool: &PgPool, queue: &str) -> Result<()> {
-    sqlx::query("SELECT tasker_install_queue_notify($1)")
+pub(crate) async fn install_queue(pool: &PgPool, queue: &str) -> Result<()> {
+    sqlx::query("SELECT tasker_install_queue($1)")
         .bind(queue)
         .execute(pool)
         .await
-        .map_err(Error::db(format!("installing the notify trigger on queue {queue}")))?;
+        .map_err(Error::db(format!("installing the engine's trigger and functions on queue {queue}")))?;
+    Ok(())
+}
+
+pub(crate) async fn uninstall_queue(pool: &PgPool, queue: &str) -> Result<()> {
+    sqlx::query("SELECT tasker_uninstall_queue($1)")
+        .bind(queue)
+        .execute(pool)
+        .await
+        .map_err(Error::db(format!("dropping the engine's functions of queue {queue}")))?;
     Ok(())
 }
 

@@ -111,11 +111,12 @@ impl MessagingService for PgmqProvider {
         super::check_queue_name(queue)?;
         queue_table(queue)?;
         self.pgmq.create(queue).await.map_err(Error::messaging(format!("creating queue {queue}")))?;
-        queries::install_queue_notify_trigger(&self.pool, queue).await
+        queries::install_queue(&self.pool, queue).await
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<()> {
-        self.pgmq.drop_queue(queue).await.map_err(Error::messaging(format!("deleting queue {queue}")))
+        self.pgmq.drop_queue(queue).await.map_err(Error::messaging(format!("deleting queue {queue}")))?;
+        queries::uninstall_queue(&self.pool, queue).await
     }
 
     async fn purge_queue(&self, queue: &str) -> Result<u64> {
