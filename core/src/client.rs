@@ -96,7 +96,15 @@ impl TaskerClient {
 
     /// Creates the task, its steps and edges, and enqueues its first steps,
     /// all in one transaction (one SQL function: `tasker_create_task`).
+    /// Fails at once with [`ErrorKind::Unavailable`] while the database's
+    /// circuit breaker is open.
     pub async fn create_task(&self, request: &CreateTask) -> Result<Task> {
+        self.ctx.breakers().check_database()?;
+        let created = self.create_task_now(request).await;
+        self.ctx.breakers().watch(created)
+    }
+
+    async fn create_task_now(&self, request: &CreateTask) -> Result<Task> {
         let (context, identity_key) = self.validate_request(request).await?;
         let request = CreateTask { identity_key, ..request.clone() };
         let key = format!("{}/{}@{}", request.namespace, request.name, request.version);

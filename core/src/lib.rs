@@ -16,6 +16,7 @@ mod lifecycle;
 mod messaging;
 mod model;
 mod orchestration;
+mod resilience;
 mod retention;
 mod state;
 mod telemetry;
@@ -33,6 +34,7 @@ pub use messaging::{
 };
 pub use model::{StepTransition, Task, TaskTransition, WorkflowStep};
 pub use orchestration::{backoff_delay, OrchestratorHandle};
+pub use resilience::{BreakerHealth, LoopHealth};
 pub use retention::{prune, PruneReport};
 pub use state::{StepState, TaskState};
 pub use telemetry::{

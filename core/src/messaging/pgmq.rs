@@ -270,12 +270,22 @@ impl MessagingService for PgmqProvider {
         let notify = Arc::new(Notify::new());
         let waker = notify.clone();
         let task = tokio::spawn(async move {
+            let mut retry = crate::resilience::LoopRetry::new("queue_notifications", None);
             loop {
-                if let Err(e) = listener.recv().await {
-                    // PgListener reconnects on the next recv; polling covers
-                    // the gap.
-                    tracing::warn!(error = %e, "queue notification listener lost its connection");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                match listener.recv().await {
+                    Ok(_) => retry.succeeded(),
+                    Err(e) => {
+                        // PgListener reconnects on the next recv (with backoff
+                        // while the database is down); polling covers the gap.
+                        let e = Error::db("listening for queue notifications")(e);
+                        match retry.failed(&e) {
+                            Some(wait) => tokio::time::sleep(wait).await,
+                            None => {
+                                tracing::warn!(error = %e, "queue notification listener lost its connection");
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                        }
+                    }
                 }
                 waker.notify_one();
             }

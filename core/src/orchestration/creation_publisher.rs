@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::context::Context;
 use crate::db::queries;
 use crate::error::{Error, Result};
+use crate::resilience::LoopRetry;
 
 /// For queues outside PostgreSQL: sends the first messages of tasks created
 /// without them, as soon as the creating transaction commits (announced by
@@ -34,24 +35,39 @@ impl CreationPublisher {
     }
 
     pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut retry = LoopRetry::new("creation_publisher", Some(self.ctx.breakers().clone()));
         while !*stop.borrow() {
+            let mut wait = None;
             tokio::select! {
                 notification = self.listener.recv() => match notification {
                     Ok(n) => match n.payload().parse::<Uuid>() {
                         Ok(task_uuid) => {
+                            retry.succeeded();
                             if let Err(e) = publish_enqueued(&self.ctx, task_uuid).await {
-                                tracing::warn!(%task_uuid, error = %e, "reading a new task's enqueued steps failed; \
-                                               the sweep resends them");
+                                if retry.failed(&e).is_none() {
+                                    tracing::warn!(%task_uuid, error = %e, "reading a new task's enqueued steps \
+                                                   failed; the sweep resends them");
+                                }
                             }
                         }
                         Err(_) => tracing::warn!(payload = n.payload(), "ignoring a malformed task announcement"),
                     },
                     Err(e) => {
-                        tracing::warn!(error = %e, "task announcement listener lost its connection");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        // PgListener reconnects on the next recv.
+                        let e = Error::db("listening for created tasks")(e);
+                        wait = Some(retry.failed(&e).unwrap_or_else(|| {
+                            tracing::warn!(error = %e, "task announcement listener lost its connection");
+                            Duration::from_millis(200)
+                        }));
                     }
                 },
                 _ = stop.changed() => {}
+            }
+            if let Some(wait) = wait {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
             }
         }
     }
