@@ -11,7 +11,7 @@ use crate::config::{Config, MessagingProvider};
 use crate::db::{self, queries};
 use crate::error::{Error, Result};
 use crate::messaging::{MessageRouter, MessagingService, Outbox, PgmqProvider, RabbitMqProvider};
-use crate::resilience::{Backoff, Breakers, LoopRetry, Probe};
+use crate::resilience::{listen, Backoff, Breakers, Heard, LoopRetry, Probe};
 use crate::template::{TaskTemplate, TemplateRegistry};
 
 /// What every component works through: configuration, the connection pool,
@@ -245,25 +245,16 @@ impl Context {
                     // database is down, that is tried with backoff.
                     let mut retry = LoopRetry::new("finished_task_listener", None);
                     loop {
-                        match listener.recv().await {
-                            Ok(n) => {
-                                retry.succeeded();
+                        match listen(&mut listener, &mut retry, "listening for finished tasks").await {
+                            Heard::Notification(n) => {
                                 // "<task uuid> <end state>"
                                 let (uuid, status) = n.payload().split_once(' ').unwrap_or((n.payload(), ""));
                                 if let Ok(uuid) = uuid.parse::<Uuid>() {
                                     let _ = feed.send((uuid, status.to_owned()));
                                 }
                             }
-                            Err(e) => {
-                                let e = Error::db("listening for finished tasks")(e);
-                                match retry.failed(&e) {
-                                    Some(wait) => tokio::time::sleep(wait).await,
-                                    None => {
-                                        tracing::warn!(error = %e, "finished-task listener lost its connection");
-                                        tokio::time::sleep(Duration::from_millis(200)).await;
-                                    }
-                                }
-                            }
+                            // Waiters read the task's state again on their own.
+                            Heard::Reconnected => {}
                         }
                     }
                 });

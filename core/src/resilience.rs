@@ -191,8 +191,10 @@ impl Breakers {
     /// Returns that dependency.
     pub(crate) fn observe(&self, error: &Error) -> Option<Dependency> {
         let dependency = outage(error)?;
-        self.breaker(dependency).trip(error);
-        Some(dependency)
+        let breaker = self.breaker(dependency);
+        breaker.trip(error);
+        // With PGMQ the broker is the database.
+        Some(breaker.dependency)
     }
 
     /// Passes a call's result through, opening a breaker on an outage error.
@@ -434,6 +436,47 @@ impl LoopRetry {
 
     pub(crate) fn is_down(&self) -> bool {
         self.down_since.is_some()
+    }
+}
+
+/// What a LISTEN session heard.
+#[derive(Debug)]
+pub(crate) enum Heard {
+    Notification(sqlx::postgres::PgNotification),
+    /// The session was lost and is back (or failed otherwise): notifications
+    /// may have been missed meanwhile.
+    Reconnected,
+}
+
+/// The next notification of a LISTEN session. Once the session is lost, it
+/// is re-established (`PgListener` reconnects and listens again on its next
+/// use) with `retry`'s backoff, and `Reconnected` says when it is back, so
+/// the loop counts as healthy again without waiting for a notification.
+pub(crate) async fn listen(listener: &mut sqlx::postgres::PgListener, retry: &mut LoopRetry, what: &str) -> Heard {
+    loop {
+        let heard = if retry.is_down() {
+            sqlx::query("SELECT 1").execute(&mut *listener).await.map(|_| None)
+        } else {
+            listener.recv().await.map(Some)
+        };
+        match heard {
+            Ok(Some(notification)) => return Heard::Notification(notification),
+            Ok(None) => {
+                retry.succeeded();
+                return Heard::Reconnected;
+            }
+            Err(e) => {
+                let e = Error::db(what.to_owned())(e);
+                match retry.failed(&e) {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => {
+                        tracing::warn!(error = %e, "a LISTEN session failed; listening again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        return Heard::Reconnected;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -272,21 +272,9 @@ impl MessagingService for PgmqProvider {
         let task = tokio::spawn(async move {
             let mut retry = crate::resilience::LoopRetry::new("queue_notifications", None);
             loop {
-                match listener.recv().await {
-                    Ok(_) => retry.succeeded(),
-                    Err(e) => {
-                        // PgListener reconnects on the next recv (with backoff
-                        // while the database is down); polling covers the gap.
-                        let e = Error::db("listening for queue notifications")(e);
-                        match retry.failed(&e) {
-                            Some(wait) => tokio::time::sleep(wait).await,
-                            None => {
-                                tracing::warn!(error = %e, "queue notification listener lost its connection");
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                            }
-                        }
-                    }
-                }
+                // Polling covers the gap while the session is lost; a
+                // reconnection wakes the reader too (a message may have come).
+                crate::resilience::listen(&mut listener, &mut retry, "listening for queue notifications").await;
                 waker.notify_one();
             }
         });
