@@ -105,10 +105,14 @@ module TaskerCore
     # template and context); creating again with it returns the first task.
     # Under TaskerCore::Testing.inline the workflow runs to its end before
     # this returns; under fake!, it waits for Testing.run_all.
-    def create_task(namespace:, name:, version:, context: {}, identity_key: nil)
+    # traceparent: the caller's W3C traceparent (e.g. from the request's
+    # header): stored with the task, and every step's span continues that
+    # trace when traces are exported (OTEL_EXPORTER_OTLP_ENDPOINT).
+    # Raises UnavailableError at once while the database is known to be down.
+    def create_task(namespace:, name:, version:, context: {}, identity_key: nil, traceparent: nil)
       request = { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
                   "context" => context, "identity_key" => (identity_key&.to_s unless identity_key == :derived),
-                  "derive_identity_key" => identity_key == :derived }
+                  "derive_identity_key" => identity_key == :derived, "traceparent" => traceparent&.to_s }
       JsonValue.check!(context, "the context of a #{namespace}/#{name}@#{version} task")
       # While the database is known to be down, UnavailableError at once.
       client.check_database_available
@@ -118,7 +122,8 @@ module TaskerCore
         row = unless_unreachable do
           SqlFunctions.create_task(
             namespace: request["namespace"], name: request["name"], version: request["version"],
-            context: stored_context, identity_key: key, send: test_mode.nil? && client.queues_in_database?
+            context: stored_context, identity_key: key, send: test_mode.nil? && client.queues_in_database?,
+            traceparent: request["traceparent"]
           )
         end
         payload[:task_uuid] = row.fetch("task_uuid")

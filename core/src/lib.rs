@@ -38,8 +38,8 @@ pub use resilience::{BreakerHealth, LoopHealth};
 pub use retention::{prune, PruneReport};
 pub use state::{StepState, TaskState};
 pub use telemetry::{
-    components, deployment_queues, health, metrics_text, status, BrokerCheck, Check, ComponentHealth, Health,
-    NamespaceStatus, OpsServer, QueueStatus, Status, WorkerStatus,
+    components, deployment_queues, flush_traces, health, metrics_text, otlp_layer, status, BrokerCheck, Check,
+    ComponentHealth, Health, NamespaceStatus, OpsServer, QueueStatus, Status, WorkerStatus,
 };
 pub use template::{HandlerSpec, RetryPolicy, StepTemplate, TaskTemplate};
 pub use worker::{StepFailure, StepJob, WorkerHandle};

@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::context::Context;
@@ -105,6 +106,10 @@ struct InFlight {
     /// when this one's outcome is recorded.
     permit: Option<OwnedSemaphorePermit>,
     metrics: StepMetrics,
+    /// The step's span (claim to recorded outcome), a child of its task's
+    /// trace, and its handler's run (hand-over to report).
+    span: tracing::Span,
+    handler: tracing::Span,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -155,6 +160,17 @@ impl Handover {
             &claim.step_row,
             message.is_some(),
         );
+        let span = tracing::trace_span!("step", task_uuid = %claim.task_uuid, step_uuid = %step_uuid,
+                                        correlation_id = %correlation_id, namespace = %claim.namespace,
+                                        step = %claim.step_name, attempt = claim.attempts, eager = message.is_none(),
+                                        state = tracing::field::Empty);
+        crate::telemetry::traces::continue_task_trace(
+            &span,
+            claim.task_row.get("traceparent").and_then(Value::as_str),
+            claim.task_uuid,
+        );
+        let handler = tracing::trace_span!(parent: &span, "run_handler", handler = %claim.handler_callable,
+                                           task_uuid = %claim.task_uuid, step_uuid = %step_uuid);
         // The in-flight record keeps the job without the rows, which only the
         // runner reads: they are moved to it, not copied.
         let kept = job.clone();
@@ -169,6 +185,8 @@ impl Handover {
                 claimed_at: tokio::time::Instant::now(),
                 permit: Some(permit),
                 metrics,
+                span,
+                handler,
             },
         );
         // Never full: every job in the channel holds one of `concurrency`
@@ -290,9 +308,12 @@ impl WorkerHandle {
     }
 
     fn take(&self, step_uuid: Uuid) -> Result<InFlight> {
-        self.in_flight.lock().expect("in-flight lock").remove(&step_uuid).ok_or_else(|| {
+        let mut flight = self.in_flight.lock().expect("in-flight lock").remove(&step_uuid).ok_or_else(|| {
             Error::new(ErrorKind::State, format!("step {step_uuid} is not in flight in worker {}", self.id))
-        })
+        })?;
+        // The handler has reported: its span ends.
+        flight.handler = tracing::Span::none();
+        Ok(flight)
     }
 
     /// Records the handler's result and the transition in one transaction
@@ -530,7 +551,17 @@ impl Recorder {
                 }
                 outcomes.metadata.push(meta);
             }
-            queries::record_outcomes(
+            // One span per outcome, each in its step's trace, around the
+            // statement that records them and advances their tasks.
+            let spans: Vec<tracing::Span> = batch
+                .iter()
+                .map(|r| {
+                    tracing::trace_span!(parent: &r.flight.span, "record_outcome", task_uuid = %r.flight.job.task_uuid,
+                                         step_uuid = %r.flight.job.step_uuid, batch = batch.len(),
+                                         completed = matches!(r.outcome, Outcome::Complete { .. }))
+                })
+                .collect();
+            let recorded = queries::record_outcomes(
                 self.ctx.pool(),
                 &outcomes,
                 &self.worker_id,
@@ -538,7 +569,9 @@ impl Recorder {
                 eager_slots,
                 in_database,
             )
-            .await
+            .await;
+            drop(spans);
+            recorded
         };
         let mut recorded = match recorded {
             Ok(recorded) => recorded,
@@ -555,6 +588,7 @@ impl Recorder {
                                 outcome kept in its history, not applied");
             }
             record.flight.metrics.finished(state.as_deref(), record.flight.claimed_at.elapsed());
+            record.flight.span.record("state", state.as_deref().unwrap_or("not_applied"));
             slots.extend(record.flight.permit.take());
             if let Some(message) = record.flight.message.take() {
                 settle.push((step_uuid, message, state.is_some()));
@@ -829,7 +863,12 @@ impl Dispatcher {
         // it need not wait for the disk when the queues are in the same
         // database (see tasker_claim_steps).
         let async_commit = self.ctx.messaging().queues_in_database();
-        queries::claim_steps(self.ctx.pool(), steps, &self.worker_id, &self.namespaces, stale_after, async_commit).await
+        // A batch's claim, its own trace: each claimed step's span starts
+        // when it returns (in its task's trace).
+        let span = tracing::trace_span!("claim_steps", steps = steps.len(), worker = %self.worker_id);
+        queries::claim_steps(self.ctx.pool(), steps, &self.worker_id, &self.namespaces, stale_after, async_commit)
+            .instrument(span)
+            .await
     }
 
     async fn hand_back(&self, message: &ReceivedMessage, step: &StepMessage, error: &Error) {
