@@ -109,7 +109,8 @@ module TaskerCore
     # header): stored with the task, and every step's span continues that
     # trace when traces are exported (OTEL_EXPORTER_OTLP_ENDPOINT).
     # Raises UnavailableError at once while the database is known to be down.
-    def create_task(namespace:, name:, version:, context: {}, identity_key: nil, traceparent: nil)
+    # Keyword arguments, each optional past the template's: the public API reads best flat.
+    def create_task(namespace:, name:, version:, context: {}, identity_key: nil, traceparent: nil) # rubocop:disable Metrics/ParameterLists
       request = { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
                   "context" => context, "identity_key" => (identity_key&.to_s unless identity_key == :derived),
                   "derive_identity_key" => identity_key == :derived, "traceparent" => traceparent&.to_s }
