@@ -105,18 +105,28 @@ module TaskerCore
     # template and context); creating again with it returns the first task.
     # Under TaskerCore::Testing.inline the workflow runs to its end before
     # this returns; under fake!, it waits for Testing.run_all.
-    def create_task(namespace:, name:, version:, context: {}, identity_key: nil)
+    # traceparent: the caller's W3C traceparent (e.g. from the request's
+    # header): stored with the task, and every step's span continues that
+    # trace when traces are exported (OTEL_EXPORTER_OTLP_ENDPOINT).
+    # Raises UnavailableError at once while the database is known to be down.
+    # Keyword arguments, each optional past the template's: the public API reads best flat.
+    def create_task(namespace:, name:, version:, context: {}, identity_key: nil, traceparent: nil) # rubocop:disable Metrics/ParameterLists
       request = { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
                   "context" => context, "identity_key" => (identity_key&.to_s unless identity_key == :derived),
-                  "derive_identity_key" => identity_key == :derived }
+                  "derive_identity_key" => identity_key == :derived, "traceparent" => traceparent&.to_s }
       JsonValue.check!(context, "the context of a #{namespace}/#{name}@#{version} task")
+      # While the database is known to be down, UnavailableError at once.
+      client.check_database_available
       Instrumentation.instrument("create_task", request.slice("namespace", "name", "version")) do |payload|
         stored_context, key = client.validate_request(request)
         # In test mode no message is sent: the test runs the steps itself.
-        row = SqlFunctions.create_task(
-          namespace: request["namespace"], name: request["name"], version: request["version"],
-          context: stored_context, identity_key: key, send: test_mode.nil? && client.queues_in_database?
-        )
+        row = unless_unreachable do
+          SqlFunctions.create_task(
+            namespace: request["namespace"], name: request["name"], version: request["version"],
+            context: stored_context, identity_key: key, send: test_mode.nil? && client.queues_in_database?,
+            traceparent: request["traceparent"]
+          )
+        end
         payload[:task_uuid] = row.fetch("task_uuid")
         test_mode ? Testing.created(payload[:task_uuid]) : Models::Task.instantiate(row)
       end
@@ -166,6 +176,25 @@ module TaskerCore
 
     def uuid_of(record)
       record.respond_to?(:id) ? record.id.to_s : record.to_s
+    end
+
+    # The errors of a database that cannot be reached (refused, gone away,
+    # shutting down), as ActiveRecord raises them or as their cause.
+    UNREACHABLE = %w[ActiveRecord::ConnectionNotEstablished PG::ConnectionBad PG::UnableToSend PG::AdminShutdown
+                     PG::CrashShutdown PG::CannotConnectNow].freeze
+    private_constant :UNREACHABLE
+
+    # Runs the block on ActiveRecord's connection; an error saying the
+    # database cannot be reached opens the database's circuit breaker (later
+    # calls fail at once until it answers again) and is raised as an
+    # UnavailableError.
+    def unless_unreachable
+      yield
+    rescue StandardError => e
+      raise unless [e, e.cause].compact.any? { |err| err.class.ancestors.any? { |a| UNREACHABLE.include?(a.name) } }
+
+      client.database_unreachable("#{e.class}: #{e.message}")
+      raise UnavailableError, "the database is unreachable: #{e.message.lines.first.to_s.strip}"
     end
   end
 

@@ -140,6 +140,9 @@ CREATE TABLE tasker_tasks (
   transitions    integer NOT NULL DEFAULT 0,
   identity_key   text UNIQUE,
   correlation_id uuid NOT NULL,
+  -- The W3C traceparent the task was created under: every step's span is
+  -- its child, in whichever process runs it (see telemetry/traces.rs).
+  traceparent    text,
   -- Set when one of the task's steps ends in error, never cleared: only
   -- then can an outcome that leaves other steps blocked end the task (see
   -- tasker_record_outcomes).

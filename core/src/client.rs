@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::context::Context;
@@ -29,6 +30,10 @@ pub struct CreateTask {
     /// context, so the same request creates one task.
     #[serde(default)]
     pub derive_identity_key: bool,
+    /// The caller's W3C traceparent: stored with the task, and every
+    /// step's span continues its trace.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 impl CreateTask {
@@ -40,6 +45,7 @@ impl CreateTask {
             context,
             identity_key: None,
             derive_identity_key: false,
+            traceparent: None,
         }
     }
 }
@@ -83,6 +89,9 @@ impl TaskerClient {
             ));
         }
         template.validate_context(&context)?;
+        if let Some(traceparent) = &request.traceparent {
+            crate::telemetry::traces::check_traceparent(traceparent)?;
+        }
         if request.identity_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
             return Err(Error::new(ErrorKind::Validation, "identity_key must not be blank"));
         }
@@ -96,13 +105,34 @@ impl TaskerClient {
 
     /// Creates the task, its steps and edges, and enqueues its first steps,
     /// all in one transaction (one SQL function: `tasker_create_task`).
+    /// Fails at once with [`ErrorKind::Unavailable`] while the database's
+    /// circuit breaker is open.
     pub async fn create_task(&self, request: &CreateTask) -> Result<Task> {
+        self.ctx.breakers().check_database()?;
+        let span = tracing::trace_span!("create_task", namespace = %request.namespace, name = %request.name,
+                                        version = %request.version, task_uuid = tracing::field::Empty,
+                                        correlation_id = tracing::field::Empty);
+        if let Some(traceparent) = request.traceparent.as_deref().filter(|_| !span.is_disabled()) {
+            crate::telemetry::traces::continue_trace(&span, traceparent);
+        }
+        let created = self.create_task_now(request, &span).instrument(span.clone()).await;
+        if let Ok(task) = &created {
+            span.record("task_uuid", tracing::field::display(task.task_uuid));
+            span.record("correlation_id", tracing::field::display(task.correlation_id));
+        }
+        self.ctx.breakers().watch(created)
+    }
+
+    async fn create_task_now(&self, request: &CreateTask, span: &tracing::Span) -> Result<Task> {
         let (context, identity_key) = self.validate_request(request).await?;
         let request = CreateTask { identity_key, ..request.clone() };
         let key = format!("{}/{}@{}", request.namespace, request.name, request.version);
         let send_in_database = self.ctx.messaging().queues_in_database();
+        // The caller's trace, or when it gave none, this creation's.
+        let traceparent = request.traceparent.clone().or_else(|| crate::telemetry::traces::traceparent_of(span));
         let (task_uuid, created) =
-            queries::create_task(self.ctx.pool(), &key, &request, &context, send_in_database).await?;
+            queries::create_task(self.ctx.pool(), &key, &request, &context, send_in_database, traceparent.as_deref())
+                .await?;
         if created {
             tracing::debug!(%task_uuid, template = key, "created task");
         }

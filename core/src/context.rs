@@ -11,6 +11,7 @@ use crate::config::{Config, MessagingProvider};
 use crate::db::{self, queries};
 use crate::error::{Error, Result};
 use crate::messaging::{MessageRouter, MessagingService, Outbox, PgmqProvider, RabbitMqProvider};
+use crate::resilience::{listen, Backoff, Breakers, Heard, LoopRetry, Probe};
 use crate::template::{TaskTemplate, TemplateRegistry};
 
 /// What every component works through: configuration, the connection pool,
@@ -24,6 +25,7 @@ pub struct Context {
     templates: TemplateRegistry,
     finished_tasks: OnceCell<(broadcast::Sender<(Uuid, String)>, AbortOnDrop)>,
     resender: std::sync::OnceLock<Resender>,
+    breakers: Breakers,
 }
 
 impl Context {
@@ -38,8 +40,25 @@ impl Context {
                 Arc::new(RabbitMqProvider::connect(&config.messaging.rabbitmq_url, config.messaging.prefetch).await?)
             }
         };
+        let router = MessageRouter::new(config.messaging.queue_prefix.clone());
+        let probed = pool.clone();
+        let database_probe: Probe = Arc::new(move || {
+            let pool = probed.clone();
+            Box::pin(async move {
+                sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()).map_err(Error::db("probing the database"))
+            })
+        });
+        let broker_probe: Option<Probe> = (!messaging.queues_in_database()).then(|| {
+            let (messaging, queue) = (messaging.clone(), router.task_requests());
+            let probe: Probe = Arc::new(move || {
+                let (messaging, queue) = (messaging.clone(), queue.clone());
+                Box::pin(async move { messaging.stats(&queue).await.map(|_| ()) })
+            });
+            probe
+        });
         Ok(Arc::new(Self {
-            router: MessageRouter::new(config.messaging.queue_prefix.clone()),
+            router,
+            breakers: Breakers::new(database_probe, broker_probe),
             config,
             pool,
             messaging,
@@ -64,6 +83,53 @@ impl Context {
     /// Queue names, with this deployment's prefix.
     pub fn router(&self) -> &MessageRouter {
         &self.router
+    }
+
+    /// The circuit breakers of the database and the broker.
+    pub(crate) fn breakers(&self) -> &Breakers {
+        &self.breakers
+    }
+
+    /// Fails at once with [`ErrorKind::Unavailable`](crate::ErrorKind)
+    /// while the database is known to be down (its circuit breaker is
+    /// open), for callers that reach it on a connection of their own (Ruby's
+    /// `create_task` on ActiveRecord's).
+    pub fn check_database_available(&self) -> Result<()> {
+        self.breakers.check_database()
+    }
+
+    /// As [`Context::check_database_available`], for the broker.
+    pub fn check_broker_available(&self) -> Result<()> {
+        self.breakers.check_broker()
+    }
+
+    /// Tells the breaker that a connection of the caller's own could not
+    /// reach the database (`what` says how it failed): it opens, and calls
+    /// fail fast until its probe reaches the database again.
+    pub fn database_unreachable(&self, what: &str) {
+        let cause = std::io::Error::new(std::io::ErrorKind::NotConnected, what.to_owned());
+        self.breakers.observe(&Error::with_source(crate::ErrorKind::Database, what.to_owned(), cause));
+    }
+
+    /// Sends one message through the provider, failing at once with
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind) while the broker's
+    /// circuit breaker is open (an outage error opens it).
+    pub async fn send_message(&self, queue: &str, payload: &Value) -> Result<i64> {
+        self.breakers.check_broker()?;
+        let sent = self.messaging.send(queue, payload).await;
+        self.breakers.watch(sent)
+    }
+
+    /// As [`Context::send_message`], for a batch.
+    pub async fn send_messages(&self, queue: &str, payloads: &[Value]) -> Result<Vec<i64>> {
+        self.breakers.check_broker()?;
+        let sent = self.messaging.send_batch(queue, payloads).await;
+        self.breakers.watch(sent)
+    }
+
+    /// Whether `error` says the database or the broker is unreachable.
+    pub fn is_outage(error: &Error) -> bool {
+        crate::resilience::outage(error).is_some()
     }
 
     pub(crate) fn templates(&self) -> &TemplateRegistry {
@@ -104,9 +170,19 @@ impl Context {
         if payloads.is_empty() {
             return;
         }
-        if let Err(e) = self.messaging.send_batch(queue, &payloads).await {
-            tracing::warn!(queue, messages = payloads.len(), error = %e, "sending after commit failed; retrying in the background");
-            self.resender.get_or_init(|| Resender::start(self.messaging.clone())).push(queue, payloads);
+        // While the broker's breaker is open, straight to the resender.
+        let sent = match self.breakers.check_broker() {
+            Ok(()) => self.messaging.send_batch(queue, &payloads).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            // An outage is logged once, by the breaker and the resender.
+            if self.breakers.observe(&e).is_none() {
+                tracing::warn!(queue, messages = payloads.len(), error = %e, "sending after commit failed; retrying in the background");
+            }
+            self.resender
+                .get_or_init(|| Resender::start(self.messaging.clone(), self.breakers.clone()))
+                .push(queue, payloads);
         }
     }
 
@@ -134,7 +210,14 @@ impl Context {
                 continue;
             }
             let delay = Duration::from_millis(u64::try_from(delay_ms).unwrap_or(0));
-            if let Err(e) = self.messaging.send_delayed(&queue, &message, delay).await {
+            let sent = match self.breakers.check_broker() {
+                Ok(()) => self.messaging.send_delayed(&queue, &message, delay).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                if self.breakers.observe(&e).is_some() {
+                    continue;
+                }
                 tracing::warn!(queue, error = %e, "sending a retry's delayed message failed; the sweep recovers the step");
             }
         }
@@ -158,19 +241,20 @@ impl Context {
                 let (sender, _) = broadcast::channel(1024);
                 let feed = sender.clone();
                 let task = tokio::spawn(async move {
+                    // PgListener reconnects on the next recv; while the
+                    // database is down, that is tried with backoff.
+                    let mut retry = LoopRetry::new("finished_task_listener", None);
                     loop {
-                        match listener.recv().await {
-                            Ok(n) => {
+                        match listen(&mut listener, &mut retry, "listening for finished tasks").await {
+                            Heard::Notification(n) => {
                                 // "<task uuid> <end state>"
                                 let (uuid, status) = n.payload().split_once(' ').unwrap_or((n.payload(), ""));
                                 if let Ok(uuid) = uuid.parse::<Uuid>() {
                                     let _ = feed.send((uuid, status.to_owned()));
                                 }
                             }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "finished-task listener lost its connection");
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                            }
+                            // Waiters read the task's state again on their own.
+                            Heard::Reconnected => {}
                         }
                     }
                 });
@@ -193,23 +277,32 @@ struct Resender {
 }
 
 impl Resender {
-    fn start(messaging: Arc<dyn MessagingService>) -> Self {
+    fn start(messaging: Arc<dyn MessagingService>, breakers: Breakers) -> Self {
         let (queue, mut pending) = mpsc::channel::<(String, Vec<Value>)>(RESEND_CAPACITY);
         let task = tokio::spawn(async move {
+            let mut retry = LoopRetry::new("resender", Some(breakers));
             while let Some((queue, payloads)) = pending.recv().await {
-                let mut delay = Duration::from_millis(100);
+                let mut backoff = Backoff::default();
                 let mut tries = 1;
                 loop {
-                    tokio::time::sleep(delay).await;
+                    let wait = if retry.is_down() { Duration::ZERO } else { backoff.next_delay() };
+                    tokio::time::sleep(wait).await;
                     match messaging.send_batch(&queue, &payloads).await {
                         Ok(_) => {
+                            retry.succeeded();
                             tracing::info!(queue, messages = payloads.len(), tries, "resent messages after commit");
                             break;
                         }
                         Err(e) => {
                             tries += 1;
-                            delay = (delay * 2).min(Duration::from_secs(5));
-                            tracing::warn!(queue, tries, error = %e, "resending after commit failed; retrying");
+                            // An outage is logged once, when it starts; the
+                            // outage's backoff paces the next try.
+                            match retry.failed(&e) {
+                                Some(wait) => tokio::time::sleep(wait).await,
+                                None => {
+                                    tracing::warn!(queue, tries, error = %e, "resending after commit failed; retrying")
+                                }
+                            }
                         }
                     }
                 }

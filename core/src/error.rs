@@ -23,6 +23,9 @@ pub enum ErrorKind {
     Timeout,
     /// The component is shutting down or stopped.
     Shutdown,
+    /// The database or the broker is down: a circuit breaker is open and
+    /// the call failed at once, without trying (see `resilience.rs`).
+    Unavailable,
 }
 
 impl fmt::Display for ErrorKind {
@@ -37,6 +40,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::State => "state error",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Shutdown => "shut down",
+            ErrorKind::Unavailable => "unavailable",
         };
         f.write_str(name)
     }

@@ -16,6 +16,7 @@ mod lifecycle;
 mod messaging;
 mod model;
 mod orchestration;
+mod resilience;
 mod retention;
 mod state;
 mod telemetry;
@@ -33,11 +34,12 @@ pub use messaging::{
 };
 pub use model::{StepTransition, Task, TaskTransition, WorkflowStep};
 pub use orchestration::{backoff_delay, OrchestratorHandle};
+pub use resilience::{BreakerHealth, LoopHealth};
 pub use retention::{prune, PruneReport};
 pub use state::{StepState, TaskState};
 pub use telemetry::{
-    components, deployment_queues, health, metrics_text, status, BrokerCheck, Check, ComponentHealth, Health,
-    NamespaceStatus, OpsServer, QueueStatus, Status, WorkerStatus,
+    components, deployment_queues, flush_traces, health, metrics_text, otlp_layer, status, BrokerCheck, Check,
+    ComponentHealth, Health, NamespaceStatus, OpsServer, QueueStatus, Status, WorkerStatus,
 };
 pub use template::{HandlerSpec, RetryPolicy, StepTemplate, TaskTemplate};
 pub use worker::{StepFailure, StepJob, WorkerHandle};

@@ -74,16 +74,29 @@ pub async fn prune(ctx: &Context) -> Result<PruneReport> {
 /// `retention.interval_seconds` after.
 pub(crate) async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     let every = Duration::from_secs(ctx.config().retention.interval_seconds);
+    let mut retry = crate::resilience::LoopRetry::new("pruner", Some(ctx.breakers().clone()));
     while !*stop.borrow() {
+        // After an outage the pass is tried again with backoff (at most
+        // the interval), not a whole interval later.
+        let mut wait = every;
         match prune(&ctx).await {
-            Ok(report) if report.tasks + report.archived_messages > 0 => {
-                tracing::info!(tasks = report.tasks, archived_messages = report.archived_messages, "pruned old work");
+            Ok(report) => {
+                retry.succeeded();
+                if report.tasks + report.archived_messages > 0 {
+                    tracing::info!(
+                        tasks = report.tasks,
+                        archived_messages = report.archived_messages,
+                        "pruned old work"
+                    );
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "pruning failed; trying again next interval"),
+            Err(e) => match retry.failed(&e) {
+                Some(backoff) => wait = backoff.min(every),
+                None => tracing::warn!(error = %e, "pruning failed; trying again next interval"),
+            },
         }
         tokio::select! {
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep(wait) => {}
             _ = stop.changed() => {}
         }
     }

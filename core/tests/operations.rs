@@ -169,3 +169,60 @@ async fn the_operations_server_answers_metrics_and_refuses_what_it_does_not_serv
     stream.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 405"), "{response}");
 }
+
+/// While the database is unreachable, callers fail at once with
+/// `Unavailable` (the circuit breaker is open), health shows the open
+/// breaker and is not ready, and the breaker's own probe closes it once the
+/// database answers again.
+#[tokio::test]
+async fn callers_fail_fast_while_the_database_is_unreachable_and_recover_by_themselves() {
+    let url = common::test_config().database_url;
+    let (_, target) = through(&url, "127.0.0.1:1".parse().unwrap());
+    let forwarder = Forwarder::start(target).await;
+    let (proxied, _) = through(&url, forwarder.addr);
+    let ctx = common::context_with(json!({"database_url": proxied, "messaging": {"provider": "pgmq"}})).await;
+    let client = tasker_core::TaskerClient::new(ctx.clone());
+    let namespace = common::unique_namespace("breaker");
+    // A queue of this test's own: nobody else reads it.
+    let queue = format!("{namespace}_probes");
+    ctx.messaging().create_queue(&queue).await.unwrap();
+    ctx.register_template(common::linear_template(&namespace)).await.unwrap();
+    let request = tasker_core::CreateTask::new(&namespace, "linear", "1.0.0", json!({"n": 2}));
+    client.create_task(&request).await.expect("created while the database answers");
+    let health = tasker_core::health(&ctx).await;
+    assert_eq!(health.circuit_breakers.len(), 1, "one breaker with PGMQ: {health:?}");
+    assert!(!health.circuit_breakers[0].open);
+
+    forwarder.cut();
+    // The first call meets the outage and opens the breaker.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match ctx.send_message(&queue, &json!({"probe": true})).await {
+            Err(e) if e.kind() == tasker_core::ErrorKind::Unavailable => break,
+            Err(e) => assert!(tasker_core::Context::is_outage(&e), "an outage error: {e}"),
+            Ok(_) => {}
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the breaker never opened");
+    }
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let sent = ctx.send_message(&queue, &json!({"probe": true})).await.expect_err("refused");
+        let created = client.create_task(&request).await.expect_err("refused");
+        assert!(started.elapsed() < Duration::from_millis(20), "refused at once: {:?}", started.elapsed());
+        assert_eq!(
+            (sent.kind(), created.kind()),
+            (tasker_core::ErrorKind::Unavailable, tasker_core::ErrorKind::Unavailable)
+        );
+        assert!(created.message().starts_with("the database is unavailable"), "{created}");
+    }
+    let health = wait_ready(&ctx, false, Duration::from_secs(5)).await;
+    assert!(health.circuit_breakers[0].open && health.circuit_breakers[0].open_since.is_some(), "{health:?}");
+    assert_eq!(health.circuit_breakers[0].dependency, "database");
+
+    forwarder.heal();
+    let health = wait_ready(&ctx, true, Duration::from_secs(15)).await;
+    assert!(!health.circuit_breakers[0].open, "{health:?}");
+    client.create_task(&request).await.expect("created again once the database answers");
+    ctx.send_message(&queue, &json!({"probe": true})).await.expect("sent again");
+    ctx.messaging().delete_queue(&queue).await.unwrap();
+}

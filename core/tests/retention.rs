@@ -57,6 +57,7 @@ fn request(namespace: &str, n: i64) -> CreateTask {
         context: json!({ "n": n }),
         identity_key: None,
         derive_identity_key: false,
+        traceparent: None,
     }
 }
 

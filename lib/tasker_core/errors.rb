@@ -15,6 +15,10 @@ module TaskerCore
   class StateError < Error; end
   class TimeoutError < Error; end
   class ShutdownError < Error; end
+  # The database or the broker is down and its circuit breaker is open:
+  # the call failed at once instead of waiting for a connection. Try again
+  # later (TaskerCore.health shows when it answers again).
+  class UnavailableError < Error; end
 
   # Raised by a step handler: the step failed but may succeed if tried
   # again, after `retry_after` seconds when given (else the template's

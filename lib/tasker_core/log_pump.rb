@@ -24,6 +24,8 @@ module TaskerCore
         return @thread if @pid == ::Process.pid && @thread&.alive?
 
         Native::Log.install(filter)
+        # Spans still buffered for the OTLP exporter are sent before exit.
+        at_exit { Native::Log.flush_traces } unless @pid
         @pid = ::Process.pid
         @flushes = Thread::Queue.new
         @thread = Thread.new do

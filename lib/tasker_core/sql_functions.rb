@@ -15,9 +15,9 @@ module TaskerCore
     # enqueued (their messages inserted when `send`, PGMQ). Returns the
     # task's row (a Hash with string keys; a row inserted by the call is not
     # visible to a query around it, so it comes back with the call).
-    def create_task(namespace:, name:, version:, context:, identity_key:, send:)
-      parse(select_value("SELECT task_row FROM tasker_create_task(?, ?, ?, ?::jsonb, ?, ?)",
-                         namespace, name, version, JSON.generate(context), identity_key, send))
+    def create_task(namespace:, name:, version:, context:, identity_key:, send:, traceparent: nil)
+      parse(select_value("SELECT task_row FROM tasker_create_task(?, ?, ?, ?::jsonb, ?, ?, ?)",
+                         namespace, name, version, JSON.generate(context), identity_key, send, traceparent))
     end
 
     # tasker_claim_steps: claims the steps (enqueued, a retry that is due,

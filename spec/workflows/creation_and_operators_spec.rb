@@ -49,6 +49,19 @@ RSpec.describe "creating tasks and operating on them" do
     expect(sent).to eq(before + 1)
   end
 
+  it "stores the caller's W3C traceparent with the task, and refuses one that is not" do
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    task = TaskerCore.create_task(namespace: "held", name: "hold", version: "1.0.0", context: { order_id: 3 },
+                                  traceparent: traceparent)
+    expect(task.reload.traceparent).to eq(traceparent)
+    expect(TaskerCore.create_task(namespace: "held", name: "hold", version: "1.0.0", context: { order_id: 4 })
+      .reload.traceparent).to be_nil
+    expect do
+      TaskerCore.create_task(namespace: "held", name: "hold", version: "1.0.0", context: { order_id: 5 },
+                             traceparent: "00-0000-01")
+    end.to raise_error(TaskerCore::ValidationError, /traceparent "00-0000-01" is not a W3C traceparent/)
+  end
+
   it "refuses a context that does not match the template's input_schema, naming the field" do
     expect do
       TaskerCore.create_task(namespace: "held", name: "hold", version: "1.0.0", context: { order_id: "x" })

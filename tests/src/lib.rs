@@ -31,7 +31,7 @@ pub fn env_count(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free local port").port()
 }
 
@@ -145,6 +145,16 @@ impl Postgres {
     /// `-m immediate` (no checkpoint: a crash, recovered from the WAL).
     pub fn restart(&self, mode: &str) {
         self.pg_ctl(&["restart", "-m", mode]);
+    }
+
+    /// `pg_ctl stop -m fast`: clients disconnected, the server down until
+    /// [`Postgres::start_again`].
+    pub fn stop(&self) {
+        self.pg_ctl(&["stop", "-m", "fast"]);
+    }
+
+    pub fn start_again(&self) {
+        self.pg_ctl(&["start"]);
     }
 
     pub fn url(&self, database: &str) -> String {
@@ -343,6 +353,8 @@ pub struct Deployment {
     spawned: usize,
     pub tasks: Vec<Uuid>,
     next_shape: usize,
+    /// Set on the processes spawned from now on.
+    pub env: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -396,6 +408,7 @@ impl Deployment {
             spawned: 0,
             tasks: Vec::new(),
             next_shape: 0,
+            env: Vec::new(),
         }
     }
 
@@ -409,6 +422,28 @@ impl Deployment {
             Provider::Pgmq => command.env("TASKER_MESSAGING_PROVIDER", "pgmq"),
             Provider::RabbitMq(url) => command.env("TASKER_MESSAGING_PROVIDER", "rabbitmq").env("RABBITMQ_URL", url),
         };
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+    }
+
+    /// Lines the processes of this deployment have logged so far.
+    pub fn log_lines(&self) -> usize {
+        std::fs::read_dir(&self.logs)
+            .map(|files| {
+                files.flatten().map(|f| std::fs::read_to_string(f.path()).map_or(0, |text| text.lines().count())).sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The log lines of this deployment's processes, each with its file's name.
+    pub fn log_text(&self) -> Vec<(String, String)> {
+        let mut lines = Vec::new();
+        for file in std::fs::read_dir(&self.logs).into_iter().flatten().flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            for line in std::fs::read_to_string(file.path()).unwrap_or_default().lines() {
+                lines.push((name.clone(), line.to_owned()));
+            }
+        }
+        lines
     }
 
     fn log(&mut self, what: &str) -> (Stdio, Stdio) {

@@ -9,7 +9,8 @@
 -- Idempotent on p_identity_key: a second call returns the first task with
 -- created = false. task_row is the task's row as to_jsonb gives it (a Ruby
 -- caller builds its model from it: a row inserted by this statement is
--- not visible to a query around the call).
+-- not visible to a query around the call). p_traceparent (W3C) is stored
+-- with the task: its steps' spans continue that trace.
 --
 -- SET: a caller's connection (ActiveRecord's) plans with PostgreSQL's
 -- defaults, under which the step insert was planned anew on every call
@@ -18,7 +19,8 @@
 -- (and in the functions it calls) finds its rows by key, so the engine's
 -- own settings are right whatever the statistics say (see db/mod.rs).
 CREATE FUNCTION tasker_create_task(p_namespace text, p_name text, p_version text, p_context jsonb,
-                                   p_identity_key text, p_send boolean DEFAULT true)
+                                   p_identity_key text, p_send boolean DEFAULT true,
+                                   p_traceparent text DEFAULT NULL)
 RETURNS TABLE (task_uuid uuid, created boolean, task_row jsonb) LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 DECLARE
@@ -46,9 +48,9 @@ BEGIN
 
   v_task := tasker_uuid_v7();
   INSERT INTO tasker_tasks (task_uuid, template_id, namespace, name, version, context, identity_key, correlation_id,
-                            status, transitions)
+                            status, transitions, traceparent)
   VALUES (v_task, v_template, p_namespace, p_name, p_version, coalesce(p_context, '{}'), p_identity_key,
-          v_correlation, 'in_progress', 2)
+          v_correlation, 'in_progress', 2, p_traceparent)
   ON CONFLICT (identity_key) DO NOTHING
   RETURNING to_jsonb(tasker_tasks.*) INTO v_row;
   IF NOT FOUND THEN

@@ -11,15 +11,30 @@ use tasker_core::{Config, Context, Error, ErrorKind, OpsServer, OrchestratorHand
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = std::env::var("TASKER_LOG").unwrap_or_else(|_| "info".to_owned());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
-    match run().await {
+    let logs =
+        tracing_subscriber::fmt::layer().with_target(false).with_filter(tracing_subscriber::EnvFilter::new(filter));
+    // Spans go to the OTLP exporter when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    let traces = match tasker_core::otlp_layer() {
+        Ok(layer) => layer,
+        Err(e) => {
+            eprintln!("tasker-orchestrator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing_subscriber::registry().with(logs).with(traces).init();
+    let code = match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tasker-orchestrator: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    tasker_core::flush_traces();
+    code
 }
 
 async fn run() -> tasker_core::Result<()> {

@@ -191,14 +191,16 @@ pub(crate) async fn create_task<'e>(
     request: &crate::CreateTask,
     context: &Value,
     send_messages: bool,
+    traceparent: Option<&str>,
 ) -> Result<(Uuid, bool)> {
-    sqlx::query_as("SELECT task_uuid, created FROM tasker_create_task($1, $2, $3, $4, $5, $6)")
+    sqlx::query_as("SELECT task_uuid, created FROM tasker_create_task($1, $2, $3, $4, $5, $6, $7)")
         .bind(&request.namespace)
         .bind(&request.name)
         .bind(&request.version)
         .bind(context)
         .bind(&request.identity_key)
         .bind(send_messages)
+        .bind(traceparent)
         .fetch_one(executor)
         .await
         .map_err(Error::db(format!("creating a {key} task")))
@@ -435,7 +437,8 @@ pub(crate) async fn stalled_tasks(pool: &PgPool, quiet_for: std::time::Duration,
 // ---- reads -----------------------------------------------------------------
 
 const TASK_COLUMNS: &str =
-    "task_uuid, namespace, name, version, context, status, identity_key, correlation_id, created_at, completed_at";
+    "task_uuid, namespace, name, version, context, status, identity_key, correlation_id, traceparent, created_at, \
+     completed_at";
 
 pub(crate) async fn task_status(pool: &PgPool, task_uuid: Uuid) -> Result<Option<String>> {
     sqlx::query_scalar("SELECT status FROM tasker_tasks WHERE task_uuid = $1")

@@ -271,13 +271,11 @@ impl MessagingService for PgmqProvider {
         let notify = Arc::new(Notify::new());
         let waker = notify.clone();
         let task = tokio::spawn(async move {
+            let mut retry = crate::resilience::LoopRetry::new("queue_notifications", None);
             loop {
-                if let Err(e) = listener.recv().await {
-                    // PgListener reconnects on the next recv; polling covers
-                    // the gap.
-                    tracing::warn!(error = %e, "queue notification listener lost its connection");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+                // Polling covers the gap while the session is lost; a
+                // reconnection wakes the reader too (a message may have come).
+                crate::resilience::listen(&mut listener, &mut retry, "listening for queue notifications").await;
                 waker.notify_one();
             }
         });

@@ -15,6 +15,8 @@ pub struct Task {
     pub status: String,
     pub identity_key: Option<String>,
     pub correlation_id: Uuid,
+    /// The W3C traceparent its steps' spans continue.
+    pub traceparent: Option<String>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
 }

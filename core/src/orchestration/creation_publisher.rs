@@ -1,5 +1,4 @@
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
@@ -8,6 +7,7 @@ use uuid::Uuid;
 use crate::context::Context;
 use crate::db::queries;
 use crate::error::{Error, Result};
+use crate::resilience::{listen, Heard, LoopRetry};
 
 /// For queues outside PostgreSQL: sends the first messages of tasks created
 /// without them, as soon as the creating transaction commits (announced by
@@ -34,22 +34,24 @@ impl CreationPublisher {
     }
 
     pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut retry = LoopRetry::new("creation_publisher", Some(self.ctx.breakers().clone()));
         while !*stop.borrow() {
             tokio::select! {
-                notification = self.listener.recv() => match notification {
-                    Ok(n) => match n.payload().parse::<Uuid>() {
+                // Announcements missed while the session was lost: the sweep
+                // sends their steps' messages.
+                heard = listen(&mut self.listener, &mut retry, "listening for created tasks") => match heard {
+                    Heard::Notification(n) => match n.payload().parse::<Uuid>() {
                         Ok(task_uuid) => {
                             if let Err(e) = publish_enqueued(&self.ctx, task_uuid).await {
-                                tracing::warn!(%task_uuid, error = %e, "reading a new task's enqueued steps failed; \
-                                               the sweep resends them");
+                                if self.ctx.breakers().observe(&e).is_none() {
+                                    tracing::warn!(%task_uuid, error = %e, "reading a new task's enqueued steps \
+                                                   failed; the sweep resends them");
+                                }
                             }
                         }
                         Err(_) => tracing::warn!(payload = n.payload(), "ignoring a malformed task announcement"),
                     },
-                    Err(e) => {
-                        tracing::warn!(error = %e, "task announcement listener lost its connection");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
+                    Heard::Reconnected => {}
                 },
                 _ = stop.changed() => {}
             }

@@ -4,6 +4,7 @@ use uuid::Uuid;
 use crate::context::Context;
 use crate::db::queries::{self, AdvancedTask};
 use crate::error::{Error, Result};
+use tracing::Instrument;
 
 /// Whether the commit of an advance must reach the disk before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +51,17 @@ pub(crate) async fn advance_tasks(
     };
     let in_database = ctx.messaging().queues_in_database();
     let async_commit = commit == Commit::Deferrable && in_database;
-    let mut advanced = queries::advance_tasks(&mut tx, task_uuids, async_commit, in_database).await?;
-    tx.commit().await.map_err(Error::db(what()))?;
+    let span = tracing::trace_span!("advance", tasks = task_uuids.len(), task_uuid = tracing::field::Empty);
+    if let [task_uuid] = task_uuids {
+        span.record("task_uuid", tracing::field::display(task_uuid));
+    }
+    let mut advanced = async {
+        let advanced = queries::advance_tasks(&mut tx, task_uuids, async_commit, in_database).await?;
+        tx.commit().await.map_err(Error::db(what()))?;
+        Ok::<_, Error>(advanced)
+    }
+    .instrument(span)
+    .await?;
     for task in &mut advanced {
         if task.status != task.status_before {
             tracing::info!(task_uuid = %task.task_uuid, status = task.status, "task finished");

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::context::Context;
 use crate::db::queries;
 use crate::error::{Error, Result};
+use crate::resilience::LoopRetry;
 
 use super::step_enqueuer::{advance_task, Commit};
 
@@ -43,15 +44,28 @@ impl Sweeper {
 
     pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
         let interval = Duration::from_millis(self.ctx.config().orchestration.sweep_interval_ms);
+        let mut retry = LoopRetry::new("sweeper", Some(self.ctx.breakers().clone()));
         while !*stop.borrow() {
-            if let Err(e) = self.recover_stuck_steps().await {
-                tracing::warn!(error = %e, "recovery sweep failed; trying again next interval");
+            // While the database is down, the next pass waits for the
+            // backoff (at least the interval), and nothing more is logged.
+            let mut wait = interval;
+            let passes = [
+                (self.recover_stuck_steps().await.map(|_| ()), "recovery sweep failed; trying again next interval"),
+                (self.advance_stalled_tasks().await, "stalled-task sweep failed; trying again next interval"),
+            ];
+            if passes.iter().all(|(pass, _)| pass.is_ok()) {
+                retry.succeeded();
             }
-            if let Err(e) = self.advance_stalled_tasks().await {
-                tracing::warn!(error = %e, "stalled-task sweep failed; trying again next interval");
+            for (pass, failed) in passes {
+                if let Err(e) = pass {
+                    match retry.failed(&e) {
+                        Some(backoff) => wait = wait.max(backoff),
+                        None => tracing::warn!(error = %e, "{failed}"),
+                    }
+                }
             }
             tokio::select! {
-                () = tokio::time::sleep(interval) => {}
+                () = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
         }

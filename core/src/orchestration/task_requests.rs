@@ -5,9 +5,10 @@ use tokio::sync::watch;
 
 use crate::client::{CreateTask, TaskerClient};
 use crate::context::Context;
-use crate::error::{ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::messaging::dead_letters::drop_overdelivered;
 use crate::messaging::{decode_or_dead_letter, ReceivedMessage, Wakeups};
+use crate::resilience::LoopRetry;
 
 /// How long a request that could not be served for a passing reason (the
 /// database is unreachable) waits before it is delivered again.
@@ -37,21 +38,41 @@ impl TaskRequests {
         let config = ctx.config();
         let poll = Duration::from_millis(config.orchestration.poll_interval_ms);
         let visibility = Duration::from_secs(u64::from(config.messaging.visibility_timeout_seconds));
+        let mut retry = LoopRetry::new("task_requests", Some(ctx.breakers().clone()));
         while !*stop.borrow() {
             let asked = config.orchestration.batch_size;
+            let mut outage_wait = None;
             match ctx.messaging().receive(&self.queue, asked, visibility).await {
                 Ok(messages) if !messages.is_empty() => {
+                    retry.succeeded();
                     let full = messages.len() >= usize::try_from(asked).unwrap_or(usize::MAX);
                     let max = config.messaging.max_receive_count;
                     for message in drop_overdelivered(ctx.messaging().as_ref(), max, messages).await {
-                        self.serve(message).await;
+                        if let Some(e) = self.serve(message).await {
+                            outage_wait = retry.failed(&e);
+                            if outage_wait.is_some() {
+                                break;
+                            }
+                        }
                     }
-                    if full || !self.wakeups.pushed() {
+                    if outage_wait.is_none() && (full || !self.wakeups.pushed()) {
                         continue;
                     }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "reading task requests failed; retrying"),
+                Ok(_) => retry.succeeded(),
+                Err(e) => {
+                    outage_wait = retry.failed(&e);
+                    if outage_wait.is_none() {
+                        tracing::warn!(error = %e, "reading task requests failed; retrying");
+                    }
+                }
+            }
+            if let Some(wait) = outage_wait {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
             }
             tokio::select! {
                 () = self.wakeups.wait(poll) => {}
@@ -60,9 +81,11 @@ impl TaskRequests {
         }
     }
 
-    async fn serve(&self, message: ReceivedMessage) {
+    /// Returns the error of a creation that failed for an outage (the
+    /// request is delivered again).
+    async fn serve(&self, message: ReceivedMessage) -> Option<Error> {
         let messaging = self.client.context().messaging().clone();
-        let Some(request) = decode_or_dead_letter::<CreateTask>(messaging.as_ref(), &message).await else { return };
+        let request = decode_or_dead_letter::<CreateTask>(messaging.as_ref(), &message).await?;
         let template = format!("{}/{}@{}", request.namespace, request.name, request.version);
         match self.client.create_task(&request).await {
             Ok(task) => {
@@ -85,9 +108,13 @@ impl TaskRequests {
                 }
             }
             Err(e) => {
-                tracing::warn!(template, error = %e, "creating a requested task failed; it is delivered again");
                 let _ = messaging.nack(&message.queue, message.receipt, RETRY_DELAY).await;
+                if crate::resilience::outage(&e).is_some() {
+                    return Some(e);
+                }
+                tracing::warn!(template, error = %e, "creating a requested task failed; it is delivered again");
             }
         }
+        None
     }
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::context::Context;
 use crate::messaging::QueueStats;
+use crate::resilience::{BreakerHealth, LoopHealth};
 
 use super::registry::{self, ComponentHealth};
 
@@ -33,13 +34,19 @@ pub struct BrokerCheck {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Health {
-    /// The database and the broker both answered.
+    /// The database and the broker both answered, no circuit breaker is
+    /// open and no loop of this process is backing off from an outage.
     pub ready: bool,
     pub database: Check,
     pub broker: BrokerCheck,
     /// This deployment's queues (read only when the broker answered).
     pub queues: Vec<QueueStats>,
     pub components: Vec<ComponentHealth>,
+    /// This process's long-running loops: each is unhealthy while the
+    /// database or the broker it needs is unreachable (it backs off).
+    pub loops: Vec<LoopHealth>,
+    /// The circuit breakers: open while callers fail fast.
+    pub circuit_breakers: Vec<BreakerHealth>,
     /// The latest heartbeat of this process's workers (RFC 3339).
     pub last_heartbeat_at: Option<String>,
     pub checked_at: String,
@@ -79,8 +86,13 @@ pub async fn health(ctx: &Context) -> Health {
     }
     let components = registry::components();
     let last_heartbeat_at = components.iter().filter_map(|c| c.last_heartbeat_at.clone()).max();
+    let loops = crate::resilience::loops();
+    let circuit_breakers = ctx.breakers().states();
+    let recovered = loops.iter().all(|l| l.healthy) && circuit_breakers.iter().all(|b| !b.open);
     Health {
-        ready: database.ok && broker.ok,
+        ready: database.ok && broker.ok && recovered,
+        loops,
+        circuit_breakers,
         database,
         broker: BrokerCheck { provider: messaging.provider_name(), check: broker },
         queues,

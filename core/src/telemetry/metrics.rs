@@ -97,6 +97,15 @@ fn describe() {
     describe_gauge!("tasker_queue_scrape_errors", "1 when the queue's stats could not be read at the last scrape");
     describe_gauge!("tasker_worker_steps_in_flight", "Steps claimed by this process's workers and not yet recorded");
     describe_gauge!("tasker_worker_concurrency", "Slots of this process's workers");
+    describe_counter!(
+        "tasker_outage_retries_total",
+        "Attempts a loop made while the database or broker was unreachable (with backoff), by loop"
+    );
+    describe_gauge!(
+        "tasker_circuit_breaker_open",
+        "1 while the dependency's circuit breaker is open (callers fail fast), by dependency"
+    );
+    describe_counter!("tasker_circuit_breaker_probes_total", "Probes made by an open circuit breaker, by dependency");
     describe_gauge!("tasker_db_pool_connections", "Connections of this process's pool, by state (idle, in_use)");
     describe_gauge!("tasker_db_pool_max_connections", "The pool's limit (max_connections)");
 }
@@ -128,10 +137,17 @@ async fn refresh_gauges(ctx: &Context) {
     let (in_flight, concurrency) = registry::worker_totals();
     gauge!("tasker_worker_steps_in_flight").set(in_flight as f64);
     gauge!("tasker_worker_concurrency").set(concurrency as f64);
+    // While a dependency is known to be down, the queue gauges keep their
+    // last values: a scrape answers at once instead of waiting for it.
+    if ctx.breakers().check_database().is_err() || ctx.breakers().check_broker().is_err() {
+        return;
+    }
     let queues = match super::queues::deployment_queues(ctx).await {
         Ok(queues) => queues,
         Err(e) => {
-            tracing::warn!(error = %e, "listing queues for metrics failed");
+            if ctx.breakers().observe(&e).is_none() {
+                tracing::warn!(error = %e, "listing queues for metrics failed");
+            }
             return;
         }
     };

@@ -8,6 +8,7 @@ pub(crate) mod metrics;
 mod queues;
 pub(crate) mod registry;
 mod status;
+pub(crate) mod traces;
 
 pub use health::{health, BrokerCheck, Check, Health};
 pub use http::OpsServer;
@@ -15,3 +16,4 @@ pub use metrics::metrics_text;
 pub use queues::deployment_queues;
 pub use registry::{components, ComponentHealth};
 pub use status::{status, NamespaceStatus, QueueStatus, Status, WorkerStatus};
+pub use traces::{flush_traces, otlp_layer};

@@ -1,6 +1,5 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
@@ -11,6 +10,7 @@ use crate::context::AbortOnDrop;
 use crate::db::queries;
 use crate::error::{Error, Result};
 use crate::messaging::{MessageRouter, MessagingService};
+use crate::resilience::{listen, Heard, LoopRetry};
 
 type Cache = Arc<RwLock<HashMap<String, Arc<TaskTemplate>>>>;
 
@@ -109,21 +109,18 @@ impl TemplateRegistry {
                     .map_err(Error::db("listening for changed templates"))?;
                 let cache = self.cache.clone();
                 let task = tokio::spawn(async move {
+                    let mut retry = LoopRetry::new("template_listener", None);
                     loop {
-                        match listener.recv().await {
-                            Ok(n) => {
+                        match listen(&mut listener, &mut retry, "listening for changed templates").await {
+                            Heard::Notification(n) => {
                                 cache.write().expect("template cache lock").remove(n.payload());
                                 tracing::info!(
                                     template = n.payload(),
                                     "a template changed: its cached copy is dropped"
                                 );
                             }
-                            Err(e) => {
-                                cache.write().expect("template cache lock").clear();
-                                tracing::warn!(error = %e, "template change listener lost its connection; \
-                                               dropped every cached template");
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                            }
+                            // A change may have been missed meanwhile.
+                            Heard::Reconnected => cache.write().expect("template cache lock").clear(),
                         }
                     }
                 });

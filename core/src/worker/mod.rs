@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::context::Context;
@@ -25,6 +26,7 @@ use crate::lifecycle::Lifecycle;
 use crate::messaging::dead_letters::drop_overdelivered;
 use crate::messaging::{decode_or_dead_letter, ReceivedMessage, StepMessage, Wakeups};
 use crate::orchestration::backoff_delay;
+use crate::resilience::{outage, LoopRetry};
 use crate::telemetry::metrics::{dead_lettered, DeadLetterReason, StepMetrics};
 use crate::telemetry::registry;
 use crate::template::check_identifier;
@@ -104,6 +106,10 @@ struct InFlight {
     /// when this one's outcome is recorded.
     permit: Option<OwnedSemaphorePermit>,
     metrics: StepMetrics,
+    /// The step's span (claim to recorded outcome), a child of its task's
+    /// trace, and its handler's run (hand-over to report).
+    span: tracing::Span,
+    handler: tracing::Span,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -154,6 +160,17 @@ impl Handover {
             &claim.step_row,
             message.is_some(),
         );
+        let span = tracing::trace_span!("step", task_uuid = %claim.task_uuid, step_uuid = %step_uuid,
+                                        correlation_id = %correlation_id, namespace = %claim.namespace,
+                                        step = %claim.step_name, attempt = claim.attempts, eager = message.is_none(),
+                                        state = tracing::field::Empty);
+        crate::telemetry::traces::continue_task_trace(
+            &span,
+            claim.task_row.get("traceparent").and_then(Value::as_str),
+            claim.task_uuid,
+        );
+        let handler = tracing::trace_span!(parent: &span, "run_handler", handler = %claim.handler_callable,
+                                           task_uuid = %claim.task_uuid, step_uuid = %step_uuid);
         // The in-flight record keeps the job without the rows, which only the
         // runner reads: they are moved to it, not copied.
         let kept = job.clone();
@@ -168,6 +185,8 @@ impl Handover {
                 claimed_at: tokio::time::Instant::now(),
                 permit: Some(permit),
                 metrics,
+                span,
+                handler,
             },
         );
         // Never full: every job in the channel holds one of `concurrency`
@@ -289,9 +308,12 @@ impl WorkerHandle {
     }
 
     fn take(&self, step_uuid: Uuid) -> Result<InFlight> {
-        self.in_flight.lock().expect("in-flight lock").remove(&step_uuid).ok_or_else(|| {
+        let mut flight = self.in_flight.lock().expect("in-flight lock").remove(&step_uuid).ok_or_else(|| {
             Error::new(ErrorKind::State, format!("step {step_uuid} is not in flight in worker {}", self.id))
-        })
+        })?;
+        // The handler has reported: its span ends.
+        flight.handler = tracing::Span::none();
+        Ok(flight)
     }
 
     /// Records the handler's result and the transition in one transaction
@@ -432,16 +454,33 @@ struct Recorder {
 
 impl Recorder {
     async fn run(self) {
+        let mut retry = LoopRetry::new("worker_recorder", Some(self.ctx.breakers().clone()));
         while let Some(mut batch) = self.next_batch().await {
-            if batch.len() > 1 {
+            // While the database is down the batch is held and tried again
+            // with backoff (its reporters wait): recorded once it answers,
+            // unless the worker is stopping meanwhile.
+            let failed = loop {
                 match self.record(batch).await {
-                    Ok(()) => continue,
-                    Err((e, records)) => {
-                        tracing::warn!(worker = self.worker_id, outcomes = records.len(), error = %e,
-                                       "recording outcomes together failed; recording each on its own");
-                        batch = records;
+                    Ok(()) => {
+                        retry.succeeded();
+                        break None;
                     }
+                    Err((e, records)) => match retry.failed(&e) {
+                        Some(wait) if !*self.stopping.borrow() => {
+                            tokio::time::sleep(wait).await;
+                            batch = records;
+                        }
+                        _ => break Some((e, records)),
+                    },
                 }
+            };
+            let Some((e, mut batch)) = failed else { continue };
+            if batch.len() > 1 {
+                tracing::warn!(worker = self.worker_id, outcomes = batch.len(), error = %e,
+                               "recording outcomes together failed; recording each on its own");
+            } else if let Some(record) = batch.pop() {
+                let _ = record.reply.send(Err(e));
+                continue;
             }
             // One at a time: what one outcome's failure holds up is its own.
             for record in batch {
@@ -512,7 +551,17 @@ impl Recorder {
                 }
                 outcomes.metadata.push(meta);
             }
-            queries::record_outcomes(
+            // One span per outcome, each in its step's trace, around the
+            // statement that records them and advances their tasks.
+            let spans: Vec<tracing::Span> = batch
+                .iter()
+                .map(|r| {
+                    tracing::trace_span!(parent: &r.flight.span, "record_outcome", task_uuid = %r.flight.job.task_uuid,
+                                         step_uuid = %r.flight.job.step_uuid, batch = batch.len(),
+                                         completed = matches!(r.outcome, Outcome::Complete { .. }))
+                })
+                .collect();
+            let recorded = queries::record_outcomes(
                 self.ctx.pool(),
                 &outcomes,
                 &self.worker_id,
@@ -520,7 +569,9 @@ impl Recorder {
                 eager_slots,
                 in_database,
             )
-            .await
+            .await;
+            drop(spans);
+            recorded
         };
         let mut recorded = match recorded {
             Ok(recorded) => recorded,
@@ -537,6 +588,7 @@ impl Recorder {
                                 outcome kept in its history, not applied");
             }
             record.flight.metrics.finished(state.as_deref(), record.flight.claimed_at.elapsed());
+            record.flight.span.record("state", state.as_deref().unwrap_or("not_applied"));
             slots.extend(record.flight.permit.take());
             if let Some(message) = record.flight.message.take() {
                 settle.push((step_uuid, message, state.is_some()));
@@ -619,6 +671,7 @@ impl Dispatcher {
         let poll = Duration::from_millis(self.ctx.config().worker.poll_interval_ms);
         let visibility = Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds));
         let mut start = 0;
+        let mut retry = LoopRetry::new("worker_dispatcher", Some(self.ctx.breakers().clone()));
         while !*stop.borrow() {
             let first = tokio::select! {
                 permit = self.permits.clone().acquire_owned() => permit.expect("semaphore never closes"),
@@ -637,6 +690,7 @@ impl Dispatcher {
             // and its next arrival wakes the wait below.
             let mut received_any = false;
             let mut maybe_more = false;
+            let mut outage_wait = None;
             for i in 0..self.queues.len() {
                 if permits.is_empty() {
                     maybe_more = true;
@@ -646,6 +700,7 @@ impl Dispatcher {
                 let want = permits.len();
                 match self.ctx.messaging().receive(queue, u32::try_from(want).unwrap_or(1), visibility).await {
                     Ok(messages) if !messages.is_empty() => {
+                        retry.succeeded();
                         received_any = true;
                         maybe_more |= messages.len() >= want;
                         let (got, max) = (messages.len(), self.ctx.config().messaging.max_receive_count);
@@ -655,14 +710,30 @@ impl Dispatcher {
                             continue;
                         }
                         let taken = permits.split_off(permits.len() - messages.len());
-                        self.dispatch(messages, taken).await;
+                        if let Some(e) = self.dispatch(messages, taken).await {
+                            outage_wait = retry.failed(&e);
+                            break;
+                        }
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(queue, error = %e, "polling a step queue failed; retrying"),
+                    Ok(_) => retry.succeeded(),
+                    Err(e) => match retry.failed(&e) {
+                        Some(wait) => {
+                            outage_wait = Some(wait);
+                            break;
+                        }
+                        None => tracing::warn!(queue, error = %e, "polling a step queue failed; retrying"),
+                    },
                 }
             }
             start = start.wrapping_add(1);
             drop(permits);
+            if let Some(wait) = outage_wait {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
             let read_again = if self.wakeups.pushed() { maybe_more } else { received_any };
             if !read_again {
                 tokio::select! {
@@ -675,7 +746,9 @@ impl Dispatcher {
 
     /// Claims the steps of a batch of messages in one statement (each on its
     /// own if that fails), then hands each claimed step to a runner.
-    async fn dispatch(&self, messages: Vec<ReceivedMessage>, permits: Vec<OwnedSemaphorePermit>) {
+    /// Returns the error when the claim failed for an outage (every message
+    /// was handed back).
+    async fn dispatch(&self, messages: Vec<ReceivedMessage>, permits: Vec<OwnedSemaphorePermit>) -> Option<Error> {
         let mut steps = Vec::with_capacity(messages.len());
         for message in messages {
             if let Some(step) = decode_or_dead_letter::<StepMessage>(self.ctx.messaging().as_ref(), &message).await {
@@ -685,6 +758,13 @@ impl Dispatcher {
         let uuids: Vec<Uuid> = steps.iter().map(|(_, step)| step.step_uuid).collect();
         let mut claims = match self.claim(&uuids).await {
             Ok(claims) => claims,
+            // The database is down: claiming each on its own would fail as well.
+            Err(e) if outage(&e).is_some() => {
+                for (message, step) in &steps {
+                    self.hand_back(message, step, &e).await;
+                }
+                return Some(e);
+            }
             Err(e) if uuids.len() > 1 => {
                 tracing::warn!(steps = uuids.len(), error = %e, "claiming a batch of steps failed; claiming each on its own");
                 let mut claims = HashMap::new();
@@ -707,7 +787,7 @@ impl Dispatcher {
                 for (message, step) in &steps {
                     self.hand_back(message, step, &e).await;
                 }
-                return;
+                return None;
             }
         };
         let mut unclaimed = Vec::new();
@@ -727,6 +807,7 @@ impl Dispatcher {
         if !unclaimed.is_empty() {
             self.settle_unclaimed(unclaimed).await;
         }
+        None
     }
 
     /// A message whose step was not claimed is a duplicate delivery (the
@@ -782,11 +863,21 @@ impl Dispatcher {
         // it need not wait for the disk when the queues are in the same
         // database (see tasker_claim_steps).
         let async_commit = self.ctx.messaging().queues_in_database();
-        queries::claim_steps(self.ctx.pool(), steps, &self.worker_id, &self.namespaces, stale_after, async_commit).await
+        // A batch's claim, its own trace: each claimed step's span starts
+        // when it returns (in its task's trace).
+        let span = tracing::trace_span!("claim_steps", steps = steps.len(), worker = %self.worker_id);
+        queries::claim_steps(self.ctx.pool(), steps, &self.worker_id, &self.namespaces, stale_after, async_commit)
+            .instrument(span)
+            .await
     }
 
     async fn hand_back(&self, message: &ReceivedMessage, step: &StepMessage, error: &Error) {
-        tracing::warn!(step_uuid = %step.step_uuid, %error, "claiming a step failed; it is redelivered");
+        // An outage is logged once, by the dispatcher's loop.
+        if outage(error).is_some() {
+            tracing::debug!(step_uuid = %step.step_uuid, %error, "claiming a step failed; it is redelivered");
+        } else {
+            tracing::warn!(step_uuid = %step.step_uuid, %error, "claiming a step failed; it is redelivered");
+        }
         let _ = self.ctx.messaging().nack(&message.queue, message.receipt, Duration::from_secs(1)).await;
     }
 }
@@ -806,6 +897,8 @@ impl Heartbeat {
     async fn run(self, mut stop: watch::Receiver<bool>) {
         let visibility = Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds));
         let every = (visibility / 3).max(Duration::from_millis(200));
+        let mut retry = LoopRetry::new("worker_heartbeat", Some(self.ctx.breakers().clone()));
+        let mut wait = every;
         loop {
             if *stop.borrow() {
                 // Stopping: beat on schedule while steps finish, and leave
@@ -816,7 +909,7 @@ impl Heartbeat {
                 }
             } else {
                 tokio::select! {
-                    () = tokio::time::sleep(every) => {}
+                    () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => {}
                 }
             }
@@ -836,8 +929,18 @@ impl Heartbeat {
             }
             // Beat once more when told to stop: in-flight steps are finishing.
             match self.beat(visibility).await {
-                Ok(()) => registry::beat(&self.clock),
-                Err(e) => tracing::warn!(error = %e, "step heartbeat failed; retrying"),
+                Ok(()) => {
+                    retry.succeeded();
+                    wait = every;
+                    registry::beat(&self.clock);
+                }
+                Err(e) => match retry.failed(&e) {
+                    Some(backoff) => wait = backoff.max(every),
+                    None => {
+                        wait = every;
+                        tracing::warn!(error = %e, "step heartbeat failed; retrying");
+                    }
+                },
             }
         }
     }

@@ -101,6 +101,20 @@ impl Client {
         Ok(key)
     }
 
+    /// Raises UnavailableError at once while the database's circuit
+    /// breaker is open.
+    fn check_database_available(&self) -> Result<(), Error> {
+        self.ctx().check_database_available().map_err(|e| crate::errors::to_ruby(&e))
+    }
+
+    /// Opens the database's circuit breaker: a connection of the caller's
+    /// own (ActiveRecord's) could not reach it.
+    fn database_unreachable(&self, what: String) {
+        // In the runtime's context: the breaker's probe is started on it.
+        let _runtime = gvl::runtime().enter();
+        self.ctx().database_unreachable(&what);
+    }
+
     fn create_task(ruby: &Ruby, rb_self: &Self, request: Value) -> Result<Value, Error> {
         let request: CreateTask = from_ruby(ruby, request)?;
         let task = gvl::run(rb_self.inner.create_task(&request))?;
@@ -208,6 +222,8 @@ pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("register_templates", method!(Client::register_templates, 0))?;
     class.define_method("register_template_yaml", method!(Client::register_template_yaml, 2))?;
     class.define_method("create_task", method!(Client::create_task, 1))?;
+    class.define_method("check_database_available", method!(Client::check_database_available, 0))?;
+    class.define_method("database_unreachable", method!(Client::database_unreachable, 1))?;
     class.define_method("validate_request", method!(Client::validate_request, 1))?;
     class.define_method("handlers", method!(Client::handlers, 1))?;
     class.define_method("handler_config", method!(Client::handler_config, 4))?;

@@ -15,6 +15,7 @@ fn class_name(kind: ErrorKind) -> &'static str {
         ErrorKind::State => "StateError",
         ErrorKind::Timeout => "TimeoutError",
         ErrorKind::Shutdown => "ShutdownError",
+        ErrorKind::Unavailable => "UnavailableError",
         _ => "Error",
     }
 }

@@ -89,7 +89,15 @@ fn install(filter: String) -> Result<bool, Error> {
             format!("invalid log filter {filter:?}: {e}"),
         ))
     })?;
-    Ok(tracing_subscriber::registry().with(filter).with(RubyLogLayer).try_init().is_ok())
+    // The log filter is the log layer's own: the OTLP layer (when
+    // OTEL_EXPORTER_OTLP_ENDPOINT is set) takes tasker_core's spans whatever it says.
+    let traces = tasker_core::otlp_layer().map_err(|e| crate::errors::to_ruby(&e))?;
+    Ok(tracing_subscriber::registry().with(RubyLogLayer.with_filter(filter)).with(traces).try_init().is_ok())
+}
+
+/// Sends the spans finished so far (at exit).
+fn flush_traces() {
+    tasker_core::flush_traces();
 }
 
 /// Up to `max` lines, waiting at most `timeout` seconds for the first one.
@@ -113,5 +121,6 @@ pub(crate) fn init(_ruby: &Ruby, native: RModule) -> Result<(), Error> {
     log.define_module_function("install", function!(install, 1))?;
     log.define_module_function("drain", function!(drain, 2))?;
     log.define_module_function("dropped", function!(dropped, 0))?;
+    log.define_module_function("flush_traces", function!(flush_traces, 0))?;
     Ok(())
 }

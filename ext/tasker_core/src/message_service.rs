@@ -13,6 +13,7 @@ use crate::gvl;
 #[magnus::wrap(class = "TaskerCore::Native::MessageService", free_immediately, size)]
 struct MessageService {
     messaging: Arc<dyn MessagingService>,
+    ctx: Arc<tasker_core::Context>,
 }
 
 fn seconds(s: f64) -> Duration {
@@ -21,7 +22,7 @@ fn seconds(s: f64) -> Duration {
 
 impl MessageService {
     fn new(client: &Client) -> Self {
-        Self { messaging: client.ctx().messaging().clone() }
+        Self { messaging: client.ctx().messaging().clone(), ctx: client.ctx().clone() }
     }
 
     fn provider(&self) -> &'static str {
@@ -42,12 +43,12 @@ impl MessageService {
 
     fn send(ruby: &Ruby, rb_self: &Self, queue: String, payload: Value) -> Result<i64, Error> {
         let payload: serde_json::Value = from_ruby(ruby, payload)?;
-        gvl::run(rb_self.messaging.send(&queue, &payload))
+        gvl::run(async { rb_self.ctx.send_message(&queue, &payload).await })
     }
 
     fn send_batch(ruby: &Ruby, rb_self: &Self, queue: String, payloads: Value) -> Result<Vec<i64>, Error> {
         let payloads: Vec<serde_json::Value> = from_ruby(ruby, payloads)?;
-        gvl::run(rb_self.messaging.send_batch(&queue, &payloads))
+        gvl::run(async { rb_self.ctx.send_messages(&queue, &payloads).await })
     }
 
     /// Array of {"queue", "receipt", "delivery_count", "payload"}.
