@@ -17,8 +17,14 @@
 -- scanned every step to find the root steps' queues; every statement here
 -- (and in the functions it calls) finds its rows by key, so the engine's
 -- own settings are right whatever the statistics say (see db/mod.rs).
+--
+-- p_run_at (a delayed task), when in the future: the task is created
+-- 'pending' with its steps and no message; tasker_release_due_tasks starts
+-- it at run_at. p_timeout_seconds (else the template's timeout_seconds):
+-- the task's deadline, counted from its start (deadline_at).
 CREATE FUNCTION tasker_create_task(p_namespace text, p_name text, p_version text, p_context jsonb,
-                                   p_identity_key text, p_send boolean DEFAULT true)
+                                   p_identity_key text, p_send boolean DEFAULT true,
+                                   p_run_at timestamptz DEFAULT NULL, p_timeout_seconds integer DEFAULT NULL)
 RETURNS TABLE (task_uuid uuid, created boolean, task_row jsonb) LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 DECLARE
@@ -26,6 +32,8 @@ DECLARE
   v_definition jsonb;
   v_task uuid;
   v_ready uuid[];
+  v_delayed boolean := coalesce(p_run_at > clock_timestamp(), false);
+  v_timeout integer;
 BEGIN
   SELECT t.template_id, t.definition INTO v_template, v_definition
     FROM tasker_task_templates t
@@ -39,18 +47,27 @@ BEGIN
       p_context USING ERRCODE = 'invalid_parameter_value';
   END IF;
 
+  v_timeout := coalesce(p_timeout_seconds, (v_definition ->> 'timeout_seconds')::integer);
+  IF v_timeout <= 0 THEN
+    RAISE EXCEPTION 'the timeout_seconds of a %/%@% task must be at least 1, got %', p_namespace, p_name, p_version,
+      v_timeout USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+
   v_task := tasker_uuid_v7();
   INSERT INTO tasker_tasks (task_uuid, template_id, namespace, name, version, context, identity_key, correlation_id,
-                            status, transitions)
+                            status, transitions, run_at, timeout_seconds, deadline_at)
   VALUES (v_task, v_template, p_namespace, p_name, p_version, coalesce(p_context, '{}'), p_identity_key,
-          tasker_uuid_v7(), 'in_progress', 2)
+          tasker_uuid_v7(), CASE WHEN v_delayed THEN 'pending' ELSE 'in_progress' END, CASE WHEN v_delayed THEN 1 ELSE 2 END,
+          p_run_at, v_timeout, CASE WHEN NOT v_delayed THEN clock_timestamp() + make_interval(secs => v_timeout) END)
   ON CONFLICT (identity_key) DO NOTHING;
   IF NOT FOUND THEN
     RETURN QUERY SELECT t.task_uuid, false, to_jsonb(t.*) FROM tasker_tasks t WHERE t.identity_key = p_identity_key;
     RETURN;
   END IF;
   INSERT INTO tasker_task_transitions (task_uuid, sort_key, from_state, to_state)
-  VALUES (v_task, 1, '', 'pending'), (v_task, 2, 'pending', 'in_progress');
+  SELECT v_task, h.sort_key, h.from_state, h.to_state
+    FROM (VALUES (1, '', 'pending'), (2, 'pending', 'in_progress')) AS h(sort_key, from_state, to_state)
+   WHERE h.sort_key = 1 OR NOT v_delayed;
 
   WITH steps AS (
     INSERT INTO tasker_workflow_steps (step_uuid, task_uuid, named_step_id, name, position, max_attempts, status,
@@ -61,7 +78,7 @@ BEGIN
            CASE WHEN root.is_root THEN clock_timestamp() END
       FROM tasker_named_steps ns
       CROSS JOIN LATERAL (
-        SELECT coalesce(jsonb_array_length(def.step -> 'dependencies'), 0) = 0 AS is_root
+        SELECT coalesce(jsonb_array_length(def.step -> 'dependencies'), 0) = 0 AND NOT v_delayed AS is_root
           FROM jsonb_array_elements(v_definition -> 'steps') AS def(step)
          WHERE def.step ->> 'name' = ns.name) AS root
      WHERE ns.template_id = v_template AND ns.active
