@@ -29,6 +29,12 @@ pub struct CreateTask {
     /// context, so the same request creates one task.
     #[serde(default)]
     pub derive_identity_key: bool,
+    /// A delayed task: created now, `pending`, started at this time.
+    #[serde(default)]
+    pub run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The task's deadline in seconds from its start (else the template's).
+    #[serde(default)]
+    pub timeout_seconds: Option<u32>,
 }
 
 impl CreateTask {
@@ -40,6 +46,8 @@ impl CreateTask {
             context,
             identity_key: None,
             derive_identity_key: false,
+            run_at: None,
+            timeout_seconds: None,
         }
     }
 }
@@ -83,6 +91,13 @@ impl TaskerClient {
             ));
         }
         template.validate_context(&context)?;
+        if request.timeout_seconds.is_some_and(|t| t == 0 || t > i32::MAX as u32) {
+            return Err(Error::new(
+                ErrorKind::Validation,
+                format!("timeout_seconds of a {} task must be 1 to {}, got 0", template.key(), i32::MAX)
+                    .replace(", got 0", &format!(", got {}", request.timeout_seconds.unwrap_or_default())),
+            ));
+        }
         if request.identity_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
             return Err(Error::new(ErrorKind::Validation, "identity_key must not be blank"));
         }

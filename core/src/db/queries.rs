@@ -182,13 +182,15 @@ pub(crate) async fn create_task<'e>(
     context: &Value,
     send_messages: bool,
 ) -> Result<(Uuid, bool)> {
-    sqlx::query_as("SELECT task_uuid, created FROM tasker_create_task($1, $2, $3, $4, $5, $6)")
+    sqlx::query_as("SELECT task_uuid, created FROM tasker_create_task($1, $2, $3, $4, $5, $6, $7, $8)")
         .bind(&request.namespace)
         .bind(&request.name)
         .bind(&request.version)
         .bind(context)
         .bind(&request.identity_key)
         .bind(send_messages)
+        .bind(request.run_at)
+        .bind(request.timeout_seconds.map(|t| i32::try_from(t).unwrap_or(i32::MAX)))
         .fetch_one(executor)
         .await
         .map_err(Error::db(format!("creating a {key} task")))
