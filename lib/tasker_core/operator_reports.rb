@@ -32,6 +32,9 @@ module TaskerCore
       lines.concat(status["namespaces"].map { |n| namespace_line(n) })
       lines << "workers alive (running a step): #{status['workers'].size}"
       status["workers"].each { |w| lines << format("  %-50s steps=%d", w["worker"], w["steps_in_progress"]) }
+      lines << "schedules:"
+      lines << "  none" if status["schedules"].empty?
+      lines.concat(status["schedules"].map { |s| schedule_line(s) })
       lines.join("\n")
     end
 
@@ -48,6 +51,12 @@ module TaskerCore
              *counts.values_at("namespace", "tasks_pending", "tasks_in_progress", "steps_enqueued",
                                "steps_in_progress", "steps_waiting_for_retry", "steps_stuck_in_progress",
                                "steps_stuck_enqueued"))
+    end
+
+    def schedule_line(schedule)
+      format("  %-40s %-10s cron=%-18s tz=%-14s last=%-20s next=%s", *schedule.values_at("template", "schedule"),
+             schedule["cron"].inspect, schedule["time_zone"], schedule["last_slot_at"] || "-",
+             schedule["next_fire_at"] || "never")
     end
 
     # rake tasker:prune
