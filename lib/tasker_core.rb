@@ -19,6 +19,7 @@ require "tasker_core/step_handler/resolver"
 require "tasker_core/message_service"
 require "tasker_core/worker_threads"
 require "tasker_core/sql_functions"
+require "tasker_core/task_options"
 require "tasker_core/worker"
 require "tasker_core/runtime"
 require "tasker_core/instrumentation"
@@ -112,13 +113,12 @@ module TaskerCore
     # Under TaskerCore::Testing.inline the workflow runs to its end before
     # this returns (a delay is not waited for); under fake!, it waits for
     # Testing.run_all.
-    def create_task(namespace:, name:, version:, context: {}, identity_key: nil, run_at: nil, delay: nil,
-                    timeout_seconds: nil)
+    # (All keywords: the public API names every option.)
+    def create_task(namespace:, name:, version:, context: {}, identity_key: nil, **timing) # rubocop:disable Metrics/ParameterLists
+      timing = TaskOptions.check!(timing)
       request = { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
                   "context" => context, "identity_key" => (identity_key&.to_s unless identity_key == :derived),
-                  "derive_identity_key" => identity_key == :derived,
-                  "timeout_seconds" => check_timeout_seconds(timeout_seconds) }
-      when_due = check_schedule(run_at, delay)
+                  "derive_identity_key" => identity_key == :derived, "timeout_seconds" => timing[:timeout_seconds] }
       JsonValue.check!(context, "the context of a #{namespace}/#{name}@#{version} task")
       Instrumentation.instrument("create_task", request.slice("namespace", "name", "version")) do |payload|
         stored_context, key = client.validate_request(request)
@@ -126,7 +126,7 @@ module TaskerCore
         row = SqlFunctions.create_task(
           namespace: request["namespace"], name: request["name"], version: request["version"],
           context: stored_context, identity_key: key, send: test_mode.nil? && client.queues_in_database?,
-          timeout_seconds: request["timeout_seconds"], **(test_mode ? {} : when_due)
+          **(test_mode ? timing.slice(:timeout_seconds) : timing)
         )
         payload[:task_uuid] = row.fetch("task_uuid")
         test_mode ? Testing.created(payload[:task_uuid]) : Models::Task.instantiate(row)
@@ -170,33 +170,6 @@ module TaskerCore
 
   class << self
     private
-
-    def check_timeout_seconds(timeout_seconds)
-      return nil if timeout_seconds.nil?
-      return timeout_seconds if timeout_seconds.is_a?(Integer) && timeout_seconds.between?(1, 2**31 - 1)
-
-      raise ValidationError, "timeout_seconds must be a whole number of seconds, at least 1, got #{timeout_seconds.inspect}"
-    end
-
-    # { run_at: Time } or { delay_seconds: Float } (the database's clock
-    # adds a delay, so a skewed app clock does not shift it), or {}.
-    def check_schedule(run_at, delay)
-      raise ValidationError, "give run_at or delay, not both" if run_at && delay
-      return { delay_seconds: check_delay(delay) } if delay
-      return {} if run_at.nil?
-      raise ValidationError, "run_at must be a Time, got #{run_at.inspect}" unless run_at.respond_to?(:to_time)
-
-      { run_at: run_at.to_time }
-    end
-
-    def check_delay(delay)
-      seconds = delay.is_a?(Numeric) || (defined?(ActiveSupport::Duration) && delay.is_a?(ActiveSupport::Duration)) ?
-        delay.to_f : nil
-      return seconds if seconds&.finite? && seconds >= 0
-
-      raise ValidationError,
-            "delay must be a number of seconds (or an ActiveSupport::Duration), at least 0, got #{delay.inspect}"
-    end
 
     def operate(event, payload)
       Instrumentation.instrument(event, payload) { |p| p[:applied] = yield }

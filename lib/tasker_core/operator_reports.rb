@@ -32,10 +32,11 @@ module TaskerCore
       lines.concat(status["namespaces"].map { |n| namespace_line(n) })
       lines << "workers alive (running a step): #{status['workers'].size}"
       status["workers"].each { |w| lines << format("  %-50s steps=%d", w["worker"], w["steps_in_progress"]) }
-      lines << "schedules:"
-      lines << "  none" if status["schedules"].empty?
-      lines.concat(status["schedules"].map { |s| schedule_line(s) })
-      lines.join("\n")
+      (lines + schedule_lines(status["schedules"])).join("\n")
+    end
+
+    def schedule_lines(schedules)
+      ["schedules:"] + (schedules.empty? ? ["  none"] : schedules.map { |s| schedule_line(s) })
     end
 
     def queue_line(queue)

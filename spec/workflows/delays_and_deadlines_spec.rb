@@ -112,7 +112,7 @@ RSpec.describe "delayed tasks and deadlines" do
     expect(history(nap.transitions)).to eq([["", "pending"], %w[pending enqueued], %w[enqueued in_progress],
                                             %w[in_progress cancelled], %w[cancelled cancelled]])
     expect(nap.transitions[3].metadata.slice("reason", "timeout_seconds")).to eq("reason" => "deadline",
-                                                                                  "timeout_seconds" => 1)
+                                                                                 "timeout_seconds" => 1)
     late = nap.transitions[4].metadata
     expect(late.fetch("late_result").keys).to eq(["started_at"])
     expect(late.fetch("attempt")).to eq(1)

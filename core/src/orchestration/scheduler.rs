@@ -112,8 +112,8 @@ impl Scheduler {
         let plan = s.parsed.plan(last, Utc::now(), catch_up);
         let mut skipped = false;
         if let Some(last_skipped) = plan.last_skipped {
-            skipped =
-                queries::skip_schedule_slots(&mut tx, &s.namespace, &s.name, &s.key, last_skipped, plan.skipped).await?;
+            skipped = queries::skip_schedule_slots(&mut tx, &s.namespace, &s.name, &s.key, last_skipped, plan.skipped)
+                .await?;
         }
         let mut fired = Vec::with_capacity(plan.due.len());
         for slot in &plan.due {
@@ -190,8 +190,12 @@ pub(crate) async fn active_schedules(pool: &sqlx::PgPool) -> Result<Vec<ActiveSc
                     parsed,
                     registered_at: row.updated_at,
                 }),
-                Err(e) => tracing::warn!(template = template.key(), schedule = spec.key(i), error = e,
-                                         "a stored schedule cannot be parsed; it does not run"),
+                Err(e) => tracing::warn!(
+                    template = template.key(),
+                    schedule = spec.key(i),
+                    error = e,
+                    "a stored schedule cannot be parsed; it does not run"
+                ),
             }
         }
     }

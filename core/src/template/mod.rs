@@ -342,7 +342,8 @@ impl TaskTemplate {
             }
             if let Some(tz) = &schedule.time_zone {
                 if tz.parse::<chrono_tz::Tz>().is_err() {
-                    problems.push(format!("{at}.time_zone {tz:?} is not a known time zone (like Europe/Berlin or UTC)"));
+                    problems
+                        .push(format!("{at}.time_zone {tz:?} is not a known time zone (like Europe/Berlin or UTC)"));
                 }
             }
             if let Err(e) = CronSchedule::parse(&schedule.cron, None) {
@@ -587,7 +588,9 @@ mod tests {
         assert!(msg.contains("timeout_seconds 0; it must be at least 1"), "{msg}");
         assert!(msg.contains("schedules[0].cron \"0 25 * * *\" is not a valid cron expression: "), "{msg}");
         assert!(
-            msg.contains("schedules[1].time_zone \"Mars/Olympus\" is not a known time zone (like Europe/Berlin or UTC)"),
+            msg.contains(
+                "schedules[1].time_zone \"Mars/Olympus\" is not a known time zone (like Europe/Berlin or UTC)"
+            ),
             "{msg}"
         );
         assert!(msg.contains("schedules[2].context: the context of a demo/flow@1.0.0 task does not match"), "{msg}");
@@ -595,7 +598,8 @@ mod tests {
         assert!(msg.contains("schedules[3]: schedule name \"nightly\" is used twice"), "{msg}");
         assert!(msg.contains("schedules[3].context must be a mapping, got [1]"), "{msg}");
         assert!(msg.contains("schedules[4]: name \"Bad-Name\" must be 1-40 characters"), "{msg}");
-        let msg = err(&template("  - {name: a, handler: {callable: A}}\nschedules: [{cron: '* * * * *', when: now}]\n"));
+        let msg =
+            err(&template("  - {name: a, handler: {callable: A}}\nschedules: [{cron: '* * * * *', when: now}]\n"));
         assert!(msg.contains("unknown field `when`"), "{msg}");
     }
 

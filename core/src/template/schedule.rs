@@ -43,8 +43,12 @@ impl CronSchedule {
             Some(name) => Tz::from_str(name).map_err(|_| format!("unknown time zone {name:?}"))?,
             None => Tz::UTC,
         };
-        if cron.split_whitespace().count() > 6 {
-            return Err("it has more than 6 fields (seconds, minute, hour, day of month, month, day of week)".into());
+        let fields = cron.split_whitespace().count();
+        if !cron.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
+            return Err(format!(
+                "it has {fields} field(s); a cron expression has 5 (minute, hour, day of month, month, day of week) \
+                 or 6 (seconds first)"
+            ));
         }
         let cron = CronParser::builder().seconds(Seconds::Optional).build().parse(cron).map_err(|e| e.to_string())?;
         Ok(Self { cron, tz })
@@ -107,8 +111,15 @@ mod tests {
         assert!(CronSchedule::parse("61 * * * *", None).is_err());
         assert!(CronSchedule::parse("every day", None).is_err());
         assert!(CronSchedule::parse("* * *", None).is_err());
-        assert!(CronSchedule::parse("0 0 0 1 1 * 2030 5", None).is_err());
-        assert_eq!(CronSchedule::parse("0 2 * * *", Some("Mars/Olympus")).unwrap_err(), "unknown time zone \"Mars/Olympus\"");
+        assert_eq!(
+            CronSchedule::parse("0 0 0 1 1 * 2030", None).unwrap_err(),
+            "it has 7 field(s); a cron expression has 5 (minute, hour, day of month, month, day of week) or 6 \
+             (seconds first)"
+        );
+        assert_eq!(
+            CronSchedule::parse("0 2 * * *", Some("Mars/Olympus")).unwrap_err(),
+            "unknown time zone \"Mars/Olympus\""
+        );
     }
 
     #[test]
