@@ -35,6 +35,8 @@ fn request(namespace: &str, n: i64) -> CreateTask {
         context: json!({ "n": n }),
         identity_key: None,
         derive_identity_key: false,
+        run_at: None,
+        timeout_seconds: None,
     }
 }
 
