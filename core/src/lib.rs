@@ -38,8 +38,8 @@ pub use orchestration::{backoff_delay, OrchestratorHandle};
 pub use retention::{prune, PruneReport};
 pub use state::{StepState, TaskState};
 pub use telemetry::{
-    components, deployment_queues, health, metrics_text, status, BrokerCheck, Check, ComponentHealth, Health,
-    NamespaceStatus, OpsServer, QueueStatus, ScheduleStatus, Status, WorkerStatus,
+    components, deployment_queues, health, metrics_text, schedules, status, BrokerCheck, Check, ComponentHealth,
+    Health, NamespaceStatus, OpsServer, QueueStatus, ScheduleStatus, Status, WorkerStatus,
 };
 pub use template::{CronSchedule, HandlerSpec, RetryPolicy, ScheduleSpec, SlotPlan, StepTemplate, TaskTemplate};
 pub use worker::{StepFailure, StepJob, WorkerHandle};

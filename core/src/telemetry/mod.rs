@@ -14,4 +14,4 @@ pub use http::OpsServer;
 pub use metrics::metrics_text;
 pub use queues::deployment_queues;
 pub use registry::{components, ComponentHealth};
-pub use status::{status, NamespaceStatus, QueueStatus, ScheduleStatus, Status, WorkerStatus};
+pub use status::{schedules, status, NamespaceStatus, QueueStatus, ScheduleStatus, Status, WorkerStatus};

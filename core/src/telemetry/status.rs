@@ -83,7 +83,7 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 
 /// Each active schedule's last slot and next fire time: the first slot
 /// after both the last recorded one and now.
-pub(crate) async fn schedules(ctx: &Context) -> Result<Vec<ScheduleStatus>> {
+pub async fn schedules(ctx: &Context) -> Result<Vec<ScheduleStatus>> {
     let now = chrono::Utc::now();
     let mut out = Vec::new();
     for s in crate::orchestration::scheduler::active_schedules(ctx.pool()).await? {
