@@ -19,6 +19,7 @@ require "tasker_core/step_handler/resolver"
 require "tasker_core/message_service"
 require "tasker_core/worker_threads"
 require "tasker_core/sql_functions"
+require "tasker_core/task_options"
 require "tasker_core/worker"
 require "tasker_core/runtime"
 require "tasker_core/instrumentation"
@@ -103,17 +104,26 @@ module TaskerCore
     # its first messages, with PGMQ) exists only if that transaction
     # commits. identity_key: a key of yours, or :derived (a hash of the
     # template and context); creating again with it returns the first task.
+    # run_at: (a Time) or delay: (seconds, or an ActiveSupport::Duration)
+    # makes a delayed task: created at once, `pending` until then (it can be
+    # cancelled meanwhile), started by an orchestrator when due.
+    # timeout_seconds: the task's deadline from its start (else the
+    # template's): a task still running past it ends in error, reason
+    # "deadline".
     # Under TaskerCore::Testing.inline the workflow runs to its end before
-    # this returns; under fake!, it waits for Testing.run_all.
+    # this returns (a delay is not waited for); under fake!, it waits for
+    # Testing.run_all.
     # traceparent: the caller's W3C traceparent (e.g. from the request's
     # header): stored with the task, and every step's span continues that
     # trace when traces are exported (OTEL_EXPORTER_OTLP_ENDPOINT).
     # Raises UnavailableError at once while the database is known to be down.
-    # Keyword arguments, each optional past the template's: the public API reads best flat.
-    def create_task(namespace:, name:, version:, context: {}, identity_key: nil, traceparent: nil) # rubocop:disable Metrics/ParameterLists
+    # (All keywords: the public API names every option.)
+    def create_task(namespace:, name:, version:, context: {}, identity_key: nil, traceparent: nil, **timing) # rubocop:disable Metrics/ParameterLists
+      timing = TaskOptions.check!(timing)
       request = { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
                   "context" => context, "identity_key" => (identity_key&.to_s unless identity_key == :derived),
-                  "derive_identity_key" => identity_key == :derived, "traceparent" => traceparent&.to_s }
+                  "derive_identity_key" => identity_key == :derived, "traceparent" => traceparent&.to_s,
+                  "timeout_seconds" => timing[:timeout_seconds] }
       JsonValue.check!(context, "the context of a #{namespace}/#{name}@#{version} task")
       # While the database is known to be down, UnavailableError at once.
       client.check_database_available
@@ -124,7 +134,7 @@ module TaskerCore
           SqlFunctions.create_task(
             namespace: request["namespace"], name: request["name"], version: request["version"],
             context: stored_context, identity_key: key, send: test_mode.nil? && client.queues_in_database?,
-            traceparent: request["traceparent"]
+            traceparent: request["traceparent"], **(test_mode ? timing.slice(:timeout_seconds) : timing)
           )
         end
         payload[:task_uuid] = row.fetch("task_uuid")

@@ -147,6 +147,14 @@ CREATE TABLE tasker_tasks (
   -- then can an outcome that leaves other steps blocked end the task (see
   -- tasker_record_outcomes).
   has_failed_step boolean NOT NULL DEFAULT false,
+  -- A delayed task (create_task run_at:/delay:) waits `pending`, its steps
+  -- created but none enqueued, until an orchestrator releases it at run_at.
+  run_at          timestamptz,
+  -- The task's deadline (template or create_task timeout_seconds), counted
+  -- from when it starts running (deadline_at, set then): an orchestrator
+  -- ends a task still in progress past it in error, reason 'deadline'.
+  timeout_seconds integer CHECK (timeout_seconds > 0),
+  deadline_at     timestamptz,
   created_at     timestamptz NOT NULL DEFAULT now(),
   updated_at     timestamptz NOT NULL DEFAULT now(),
   completed_at   timestamptz
@@ -158,6 +166,13 @@ CREATE INDEX tasker_tasks_active_idx ON tasker_tasks (status, task_uuid) WHERE s
 -- only by a task's terminal transition, which changes its (indexed) status
 -- anyway, so this index adds no write to any other update.
 CREATE INDEX tasker_tasks_completed_at_idx ON tasker_tasks (completed_at) WHERE completed_at IS NOT NULL;
+-- Delayed tasks by when they are due, and tasks with a deadline by it: an
+-- orchestrator's scheduler reads the due ones a few times a second. Only
+-- tasks that have one are in either index (a task row's other updates
+-- change none of these columns, so they stay heap-only).
+CREATE INDEX tasker_tasks_run_at_idx ON tasker_tasks (run_at) WHERE status = 'pending';
+CREATE INDEX tasker_tasks_deadline_idx ON tasker_tasks (deadline_at)
+  WHERE status = 'in_progress' AND deadline_at IS NOT NULL;
 
 -- heartbeat_at: refreshed by the worker running the step; a claim whose
 -- heartbeat is older than the visibility timeout is stale (its worker is
@@ -201,6 +216,25 @@ CREATE TABLE tasker_workflow_step_edges (
   CHECK (from_step_uuid <> to_step_uuid)
 );
 CREATE INDEX tasker_workflow_step_edges_from_idx ON tasker_workflow_step_edges (from_step_uuid);
+
+-- ---- cron schedules ----------------------------------------------------------------
+-- One row per slot of a template's cron schedule that was fired (task_uuid
+-- set) or skipped for good (task_uuid NULL, `skipped` slots up to and
+-- including slot_at, older than the catch-up window after a downtime). The
+-- primary key makes a slot fire once however many orchestrators run: the
+-- row and the task are inserted in one transaction. Keyed by the template's
+-- namespace and name, not its version: a new version takes the schedule
+-- over without firing its slots again.
+CREATE TABLE tasker_schedule_slots (
+  namespace  text NOT NULL,
+  name       text NOT NULL,
+  schedule   text NOT NULL,
+  slot_at    timestamptz NOT NULL,
+  task_uuid  uuid, -- tasker_tasks; no foreign key: retention deletes tasks, not slots
+  skipped    integer NOT NULL DEFAULT 0 CHECK (skipped >= 0),
+  created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (namespace, name, schedule, slot_at)
+);
 
 -- ---- history: one row per state change, never rewritten --------------------------
 

@@ -34,6 +34,12 @@ pub struct CreateTask {
     /// step's span continues its trace.
     #[serde(default)]
     pub traceparent: Option<String>,
+    /// A delayed task: created now, `pending`, started at this time.
+    #[serde(default)]
+    pub run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The task's deadline in seconds from its start (else the template's).
+    #[serde(default)]
+    pub timeout_seconds: Option<u32>,
 }
 
 impl CreateTask {
@@ -46,6 +52,8 @@ impl CreateTask {
             identity_key: None,
             derive_identity_key: false,
             traceparent: None,
+            run_at: None,
+            timeout_seconds: None,
         }
     }
 }
@@ -91,6 +99,12 @@ impl TaskerClient {
         template.validate_context(&context)?;
         if let Some(traceparent) = &request.traceparent {
             crate::telemetry::traces::check_traceparent(traceparent)?;
+        }
+        if let Some(t) = request.timeout_seconds.filter(|t| *t == 0 || *t > i32::MAX as u32) {
+            return Err(Error::new(
+                ErrorKind::Validation,
+                format!("timeout_seconds of a {} task must be 1 to {}, got {t}", template.key(), i32::MAX),
+            ));
         }
         if request.identity_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
             return Err(Error::new(ErrorKind::Validation, "identity_key must not be blank"));

@@ -24,7 +24,9 @@ mod template;
 mod worker;
 
 pub use client::{CreateTask, TaskerClient};
-pub use config::{Config, MessagingConfig, MessagingProvider, OrchestrationConfig, RetentionConfig, WorkerConfig};
+pub use config::{
+    Config, MessagingConfig, MessagingProvider, OrchestrationConfig, RetentionConfig, SchedulesConfig, WorkerConfig,
+};
 pub use context::Context;
 pub use db::migrate;
 pub use error::{Error, ErrorKind, Result};
@@ -38,8 +40,8 @@ pub use resilience::{BreakerHealth, LoopHealth};
 pub use retention::{prune, PruneReport};
 pub use state::{StepState, TaskState};
 pub use telemetry::{
-    components, deployment_queues, flush_traces, health, metrics_text, otlp_layer, status, BrokerCheck, Check,
-    ComponentHealth, Health, NamespaceStatus, OpsServer, QueueStatus, Status, WorkerStatus,
+    components, deployment_queues, flush_traces, health, metrics_text, otlp_layer, schedules, status, BrokerCheck,
+    Check, ComponentHealth, Health, NamespaceStatus, OpsServer, QueueStatus, ScheduleStatus, Status, WorkerStatus,
 };
-pub use template::{HandlerSpec, RetryPolicy, StepTemplate, TaskTemplate};
+pub use template::{CronSchedule, HandlerSpec, RetryPolicy, ScheduleSpec, SlotPlan, StepTemplate, TaskTemplate};
 pub use worker::{StepFailure, StepJob, WorkerHandle};

@@ -63,6 +63,8 @@ async fn over_delivered_message_is_dead_lettered_and_replay_runs_the_step(overri
         identity_key: None,
         derive_identity_key: false,
         traceparent: None,
+        run_at: None,
+        timeout_seconds: None,
     };
     let task = client.create_task(&request).await.unwrap();
     bounce(messaging.as_ref(), &queue, 2).await;

@@ -332,3 +332,29 @@ async fn pgmq_deployments_with_their_own_queue_prefix_share_no_queue() {
 async fn rabbitmq_deployments_with_their_own_queue_prefix_share_no_queue() {
     deployments_with_their_own_queue_prefix_share_no_queue(common::rabbitmq_overrides()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_request_with_run_at_waits_pending_and_then_runs() {
+    let ns = common::unique_namespace("later");
+    let h = harness(&ns, vec![common::linear_template(&ns)]).await;
+    let run_at = chrono::Utc::now() + chrono::Duration::milliseconds(1200);
+    let request = CreateTask { run_at: Some(run_at), ..request(&ns, "linear") };
+    let task = h.client.create_task(&request).await.expect("create task");
+    assert_eq!(task.status, "pending");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let steps = h.client.steps(task.task_uuid).await.unwrap();
+    assert!(steps.iter().all(|s| s.status == "pending" && s.attempts == 0), "{steps:?}");
+
+    let done = h.client.wait_for_task(task.task_uuid, Duration::from_secs(30)).await.expect("task finishes");
+    assert_eq!(done.status, "complete");
+    let history = h.client.task_transitions(task.task_uuid).await.unwrap();
+    assert_eq!(
+        history.iter().map(|t| (t.from_state.as_str(), t.to_state.as_str())).collect::<Vec<_>>(),
+        vec![("", "pending"), ("pending", "in_progress"), ("in_progress", "complete")]
+    );
+    assert_eq!(history[1].metadata["reason"], "run_at");
+    let recorded: chrono::DateTime<chrono::Utc> =
+        history[1].metadata["run_at"].as_str().expect("run_at in the metadata").parse().expect("a timestamp");
+    assert!((recorded - run_at).num_microseconds().expect("small").abs() <= 1, "{recorded} vs {run_at}");
+    h.stop().await;
+}

@@ -58,6 +58,8 @@ fn request(namespace: &str, n: i64) -> CreateTask {
         identity_key: None,
         derive_identity_key: false,
         traceparent: None,
+        run_at: None,
+        timeout_seconds: None,
     }
 }
 

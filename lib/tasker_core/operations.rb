@@ -58,9 +58,17 @@ module TaskerCore
     # progress, waiting for a retry, stuck in progress (no heartbeat for a
     # visibility timeout), stuck enqueued (longer than
     # stuck_enqueued_seconds)), "workers" (each worker running a step with
-    # a fresh heartbeat, and how many), "checked_at".
+    # a fresh heartbeat, and how many), "schedules" (as TaskerCore.schedules),
+    # "checked_at".
     def status
       Operations.string_keys(Native::Ops.status(client))
+    end
+
+    # Every cron schedule that runs (of the newest version of each
+    # template): an Array of Hashes with "template", "schedule", "cron",
+    # "time_zone", "last_slot_at" and "next_fire_at". Also in status.
+    def schedules
+      Operations.string_keys(Native::Ops.schedules(client))
     end
 
     # Deletes finished tasks older than retention.finished_tasks_days and

@@ -32,7 +32,11 @@ module TaskerCore
       lines.concat(status["namespaces"].map { |n| namespace_line(n) })
       lines << "workers alive (running a step): #{status['workers'].size}"
       status["workers"].each { |w| lines << format("  %-50s steps=%d", w["worker"], w["steps_in_progress"]) }
-      lines.join("\n")
+      (lines + schedule_lines(status["schedules"])).join("\n")
+    end
+
+    def schedule_lines(schedules)
+      ["schedules:"] + (schedules.empty? ? ["  none"] : schedules.map { |s| schedule_line(s) })
     end
 
     def queue_line(queue)
@@ -48,6 +52,12 @@ module TaskerCore
              *counts.values_at("namespace", "tasks_pending", "tasks_in_progress", "steps_enqueued",
                                "steps_in_progress", "steps_waiting_for_retry", "steps_stuck_in_progress",
                                "steps_stuck_enqueued"))
+    end
+
+    def schedule_line(schedule)
+      format("  %-40s %-10s cron=%-18s tz=%-14s last=%-20s next=%s", *schedule.values_at("template", "schedule"),
+             schedule["cron"].inspect, schedule["time_zone"], schedule["last_slot_at"] || "-",
+             schedule["next_fire_at"] || "never")
     end
 
     # rake tasker:prune

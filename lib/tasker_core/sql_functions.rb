@@ -15,9 +15,15 @@ module TaskerCore
     # enqueued (their messages inserted when `send`, PGMQ). Returns the
     # task's row (a Hash with string keys; a row inserted by the call is not
     # visible to a query around it, so it comes back with the call).
-    def create_task(namespace:, name:, version:, context:, identity_key:, send:, traceparent: nil)
-      parse(select_value("SELECT task_row FROM tasker_create_task(?, ?, ?, ?::jsonb, ?, ?, ?)",
-                         namespace, name, version, JSON.generate(context), identity_key, send, traceparent))
+    # traceparent: stored with the task (its steps' spans continue it).
+    # run_at (a Time) or delay_seconds (added to the database's clock)
+    # makes a delayed task; timeout_seconds overrides the template's.
+    def create_task(namespace:, name:, version:, context:, identity_key:, send:, traceparent: nil, run_at: nil, # rubocop:disable Metrics/ParameterLists
+                    delay_seconds: nil, timeout_seconds: nil)
+      sql = "SELECT task_row FROM tasker_create_task(?, ?, ?, ?::jsonb, ?, ?, ?, " \
+            "coalesce(?::timestamptz, clock_timestamp() + make_interval(secs => ?::float8)), ?::integer)"
+      parse(select_value(sql, namespace, name, version, JSON.generate(context), identity_key, send, traceparent,
+                         run_at&.utc&.iso8601(6), delay_seconds, timeout_seconds))
     end
 
     # tasker_claim_steps: claims the steps (enqueued, a retry that is due,

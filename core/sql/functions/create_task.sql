@@ -18,9 +18,15 @@
 -- scanned every step to find the root steps' queues; every statement here
 -- (and in the functions it calls) finds its rows by key, so the engine's
 -- own settings are right whatever the statistics say (see db/mod.rs).
+--
+-- p_run_at (a delayed task), when in the future: the task is created
+-- 'pending' with its steps and no message; tasker_release_due_tasks starts
+-- it at run_at. p_timeout_seconds (else the template's timeout_seconds):
+-- the task's deadline, counted from its start (deadline_at).
 CREATE FUNCTION tasker_create_task(p_namespace text, p_name text, p_version text, p_context jsonb,
                                    p_identity_key text, p_send boolean DEFAULT true,
-                                   p_traceparent text DEFAULT NULL)
+                                   p_traceparent text DEFAULT NULL, p_run_at timestamptz DEFAULT NULL,
+                                   p_timeout_seconds integer DEFAULT NULL)
 RETURNS TABLE (task_uuid uuid, created boolean, task_row jsonb) LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 DECLARE
@@ -33,8 +39,11 @@ DECLARE
   v_messages jsonb[];
   v_batch jsonb[];
   v_queue text;
+  v_delayed boolean := coalesce(p_run_at > clock_timestamp(), false);
+  v_timeout integer;
 BEGIN
-  SELECT t.template_id INTO v_template
+  SELECT t.template_id, coalesce(p_timeout_seconds, (t.definition ->> 'timeout_seconds')::integer)
+    INTO v_template, v_timeout
     FROM tasker_task_templates t
    WHERE t.namespace = p_namespace AND t.name = p_name AND t.version = p_version;
   IF v_template IS NULL THEN
@@ -45,12 +54,18 @@ BEGIN
     RAISE EXCEPTION 'the context of a %/%@% task must be an object, got %', p_namespace, p_name, p_version,
       p_context USING ERRCODE = 'invalid_parameter_value';
   END IF;
+  IF v_timeout <= 0 THEN
+    RAISE EXCEPTION 'the timeout_seconds of a %/%@% task must be at least 1, got %', p_namespace, p_name, p_version,
+      v_timeout USING ERRCODE = 'invalid_parameter_value';
+  END IF;
 
   v_task := tasker_uuid_v7();
   INSERT INTO tasker_tasks (task_uuid, template_id, namespace, name, version, context, identity_key, correlation_id,
-                            status, transitions, traceparent)
+                            status, transitions, traceparent, run_at, timeout_seconds, deadline_at)
   VALUES (v_task, v_template, p_namespace, p_name, p_version, coalesce(p_context, '{}'), p_identity_key,
-          v_correlation, 'in_progress', 2, p_traceparent)
+          v_correlation, CASE WHEN v_delayed THEN 'pending' ELSE 'in_progress' END, CASE WHEN v_delayed THEN 1 ELSE 2 END,
+          p_traceparent, p_run_at, v_timeout,
+          CASE WHEN NOT v_delayed THEN clock_timestamp() + make_interval(secs => v_timeout) END)
   ON CONFLICT (identity_key) DO NOTHING
   RETURNING to_jsonb(tasker_tasks.*) INTO v_row;
   IF NOT FOUND THEN
@@ -59,12 +74,11 @@ BEGIN
   END IF;
   -- The task's history, its steps with theirs, and the edges, in one
   -- statement: each step is made from its named step, whose `dependencies`
-  -- say whether it is a root (enqueued at once) and which steps it waits
-  -- for. (Foreign keys are checked at the end of the statement, when the
-  -- steps are in.)
+  -- say whether it is a root (enqueued at once, unless the task is
+  -- delayed) and which steps it waits for.
   WITH defs AS MATERIALIZED (
     SELECT tasker_uuid_v7() AS step_uuid, ns.named_step_id, ns.name, ns.position, ns.max_attempts, ns.dependencies,
-           cardinality(ns.dependencies) = 0 AS is_root, n.queue_name
+           cardinality(ns.dependencies) = 0 AND NOT v_delayed AS is_root, n.queue_name
       FROM tasker_named_steps ns
       JOIN tasker_namespaces n ON n.name = ns.namespace
      WHERE ns.template_id = v_template AND ns.active
@@ -85,7 +99,9 @@ BEGIN
      WHERE h.sort_key = 1 OR d.is_root
   ), task_history AS (
     INSERT INTO tasker_task_transitions (task_uuid, sort_key, from_state, to_state)
-    VALUES (v_task, 1, '', 'pending'), (v_task, 2, 'pending', 'in_progress')
+    SELECT v_task, h.sort_key, h.from_state, h.to_state
+      FROM (VALUES (1, '', 'pending'), (2, 'pending', 'in_progress')) AS h(sort_key, from_state, to_state)
+     WHERE h.sort_key = 1 OR NOT v_delayed
   ), edges AS (
     INSERT INTO tasker_workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
     SELECT v_task, parent.step_uuid, child.step_uuid

@@ -26,6 +26,26 @@ pub struct Config {
     pub orchestration: OrchestrationConfig,
     pub worker: WorkerConfig,
     pub retention: RetentionConfig,
+    pub schedules: SchedulesConfig,
+}
+
+/// Delayed tasks, cron schedules and deadlines (an orchestrator's
+/// scheduler: `orchestration/scheduler.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulesConfig {
+    /// After a downtime, cron slots at most this old still fire; older ones
+    /// are skipped (recorded and logged once).
+    pub catch_up_seconds: u64,
+    /// How often the scheduler starts due delayed tasks, fires due cron
+    /// slots and ends tasks past their deadline.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for SchedulesConfig {
+    fn default() -> Self {
+        Self { catch_up_seconds: 300, poll_interval_ms: 250 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -124,6 +144,7 @@ impl Default for Config {
             orchestration: OrchestrationConfig::default(),
             worker: WorkerConfig::default(),
             retention: RetentionConfig::default(),
+            schedules: SchedulesConfig::default(),
         }
     }
 }
@@ -167,6 +188,8 @@ const ENV_KEYS: &[(&str, &[&str])] = &[
     ("TASKER_QUEUE_PREFIX", &["messaging", "queue_prefix"]),
     ("TASKER_MAX_RECEIVE_COUNT", &["messaging", "max_receive_count"]),
     ("TASKER_WORKER_CONCURRENCY", &["worker", "concurrency"]),
+    ("TASKER_SCHEDULES_CATCH_UP_SECONDS", &["schedules", "catch_up_seconds"]),
+    ("TASKER_SCHEDULES_POLL_INTERVAL_MS", &["schedules", "poll_interval_ms"]),
 ];
 
 impl Config {
@@ -212,6 +235,7 @@ impl Config {
             ("worker.concurrency", u64::from(self.worker.concurrency)),
             ("worker.poll_interval_ms", self.worker.poll_interval_ms),
             ("retention.batch_size", u64::from(self.retention.batch_size)),
+            ("schedules.poll_interval_ms", self.schedules.poll_interval_ms),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -279,6 +303,7 @@ impl fmt::Debug for Config {
             .field("messaging.queue_prefix", &self.messaging.queue_prefix)
             .field("orchestration", &self.orchestration)
             .field("worker", &self.worker)
+            .field("schedules", &self.schedules)
             .finish()
     }
 }

@@ -3,6 +3,7 @@
 
 pub(crate) mod ops_queries;
 pub(crate) mod queries;
+pub(crate) mod schedule_queries;
 
 use std::time::Duration;
 

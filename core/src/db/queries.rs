@@ -193,7 +193,7 @@ pub(crate) async fn create_task<'e>(
     send_messages: bool,
     traceparent: Option<&str>,
 ) -> Result<(Uuid, bool)> {
-    sqlx::query_as("SELECT task_uuid, created FROM tasker_create_task($1, $2, $3, $4, $5, $6, $7)")
+    sqlx::query_as("SELECT task_uuid, created FROM tasker_create_task($1, $2, $3, $4, $5, $6, $7, $8, $9)")
         .bind(&request.namespace)
         .bind(&request.name)
         .bind(&request.version)
@@ -201,6 +201,8 @@ pub(crate) async fn create_task<'e>(
         .bind(&request.identity_key)
         .bind(send_messages)
         .bind(traceparent)
+        .bind(request.run_at)
+        .bind(request.timeout_seconds.map(|t| i32::try_from(t).unwrap_or(i32::MAX)))
         .fetch_one(executor)
         .await
         .map_err(Error::db(format!("creating a {key} task")))

@@ -10,6 +10,9 @@
 //!   task's first messages once its creating transaction commits.
 //! - `pruner` (`retention.rs`): deletes finished tasks and archived
 //!   messages past their retention, every `retention.interval_seconds`.
+//! - `scheduler`: starts delayed tasks when due, fires cron schedules'
+//!   slots (once each, however many orchestrators run) and ends tasks past
+//!   their deadline.
 //! - `sweeper`: the safety net: recovers steps whose worker died or whose
 //!   message was lost, and advances tasks a crash left unadvanced.
 //!
@@ -17,6 +20,7 @@
 
 mod backoff;
 mod creation_publisher;
+pub(crate) mod scheduler;
 pub(crate) mod step_enqueuer;
 mod sweeper;
 mod task_requests;
@@ -53,6 +57,8 @@ impl OrchestratorHandle {
             let pruning = ctx.clone();
             lifecycle.spawn("pruner", move |stop| crate::retention::run(pruning, stop));
         }
+        let scheduler = scheduler::Scheduler::new(ctx.clone());
+        lifecycle.spawn("scheduler", move |stop| scheduler.run(stop));
         let sweeper = sweeper::Sweeper::new(ctx);
         lifecycle.spawn("sweeper", move |stop| sweeper.run(stop));
         let registration = crate::telemetry::registry::register(

@@ -49,6 +49,21 @@ pub struct WorkerStatus {
     pub steps_in_progress: i64,
 }
 
+/// A cron schedule of the newest version of a template.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ScheduleStatus {
+    /// `namespace/name@version`.
+    pub template: String,
+    /// Its name, or its index in the template's list.
+    pub schedule: String,
+    pub cron: String,
+    pub time_zone: String,
+    /// The newest slot fired or skipped (RFC 3339, UTC).
+    pub last_slot_at: Option<String>,
+    /// When it fires next (RFC 3339, UTC); None when it never does again.
+    pub next_fire_at: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Status {
     pub queues: Vec<QueueStatus>,
@@ -57,7 +72,33 @@ pub struct Status {
     /// Workers running a step with a fresh heartbeat (an idle worker holds
     /// no row and is not seen here; see `health` in its own process).
     pub workers: Vec<WorkerStatus>,
+    /// Every cron schedule that runs, with its next fire time.
+    pub schedules: Vec<ScheduleStatus>,
     pub checked_at: String,
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Each active schedule's last slot and next fire time: the first slot
+/// after both the last recorded one and now.
+pub async fn schedules(ctx: &Context) -> Result<Vec<ScheduleStatus>> {
+    let now = chrono::Utc::now();
+    let mut out = Vec::new();
+    for s in crate::orchestration::scheduler::active_schedules(ctx.pool()).await? {
+        let last = crate::db::schedule_queries::last_slot(ctx.pool(), &s.namespace, &s.name, &s.key).await?;
+        let from = last.map_or(now, |l| l.max(now));
+        out.push(ScheduleStatus {
+            template: format!("{}/{}@{}", s.namespace, s.name, s.version),
+            schedule: s.key.clone(),
+            cron: s.cron.clone(),
+            time_zone: s.time_zone.clone().unwrap_or_else(|| "UTC".to_owned()),
+            last_slot_at: last.map(rfc3339),
+            next_fire_at: s.parsed.next_after(from).map(rfc3339),
+        });
+    }
+    Ok(out)
 }
 
 pub async fn status(ctx: &Context) -> Result<Status> {
@@ -109,6 +150,7 @@ pub async fn status(ctx: &Context) -> Result<Status> {
         queues,
         namespaces,
         workers,
+        schedules: schedules(ctx).await?,
         checked_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     })
 }

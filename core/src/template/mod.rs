@@ -1,6 +1,7 @@
 //! YAML task templates: parse, validate, register in the database, cache.
 
 mod registry;
+mod schedule;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 
 pub(crate) use registry::TemplateRegistry;
+pub use schedule::{CronSchedule, SlotPlan};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +26,54 @@ pub struct TaskTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_schema: Option<Value>,
     pub steps: Vec<StepTemplate>,
+    /// The deadline of each task of this template, counted from its start
+    /// (`create_task(timeout_seconds:)` overrides it): a task still running
+    /// past it ends in error with reason `deadline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+    /// Cron schedules: an orchestrator creates one task per slot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleSpec>,
+}
+
+/// One cron schedule of a template (`schedules:` in the YAML).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    /// Names the schedule in the slots table and in status; the schedule's
+    /// index in the list (`"0"`, `"1"`, ...) when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Five fields (minute precision) or six (seconds first).
+    pub cron: String,
+    /// The context of each task the schedule creates.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub context: Value,
+    /// An IANA time zone (`Europe/Berlin`) the cron fields are read in; UTC
+    /// when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+impl ScheduleSpec {
+    /// The schedule's name, or its index in the template's list.
+    pub fn key(&self, index: usize) -> String {
+        self.name.clone().unwrap_or_else(|| index.to_string())
+    }
+
+    /// The parsed cron expression in its time zone.
+    pub fn parse(&self) -> std::result::Result<CronSchedule, String> {
+        CronSchedule::parse(&self.cron, self.time_zone.as_deref())
+    }
+
+    /// The context of a task of this schedule (an empty object if none).
+    pub fn task_context(&self) -> Value {
+        if self.context.is_null() {
+            Value::Object(Default::default())
+        } else {
+            self.context.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -256,6 +306,13 @@ impl TaskTemplate {
                 problems.push(format!("step {:?} has timeout_seconds 0; it must be at least 1", step.name));
             }
         }
+        if self.timeout_seconds == Some(0) {
+            problems.push("timeout_seconds 0; it must be at least 1".to_owned());
+        }
+        if self.timeout_seconds.is_some_and(|t| t > i32::MAX as u32) {
+            problems.push(format!("timeout_seconds {} is too large", self.timeout_seconds.unwrap_or_default()));
+        }
+        self.validate_schedules(&mut problems);
         if problems.is_empty() {
             if let Some(cycle) = self.find_cycle() {
                 problems.push(format!("steps form a cycle: {}", cycle.join(" -> ")));
@@ -265,6 +322,38 @@ impl TaskTemplate {
             Ok(())
         } else {
             Err(Error::template(format!("template {}: {}", self.key(), problems.join("; "))))
+        }
+    }
+
+    /// Each schedule: a cron expression croner parses, a known time zone, a
+    /// name unique in the template, and a context that is an object and
+    /// fits `input_schema`.
+    fn validate_schedules(&self, problems: &mut Vec<String>) {
+        let mut names = HashSet::new();
+        for (i, schedule) in self.schedules.iter().enumerate() {
+            let at = format!("schedules[{i}]");
+            if let Some(name) = &schedule.name {
+                if let Err(p) = check_identifier("name", name) {
+                    problems.push(format!("{at}: {p}"));
+                }
+            }
+            if !names.insert(schedule.key(i)) {
+                problems.push(format!("{at}: schedule name {:?} is used twice", schedule.key(i)));
+            }
+            if let Some(tz) = &schedule.time_zone {
+                if tz.parse::<chrono_tz::Tz>().is_err() {
+                    problems
+                        .push(format!("{at}.time_zone {tz:?} is not a known time zone (like Europe/Berlin or UTC)"));
+                }
+            }
+            if let Err(e) = CronSchedule::parse(&schedule.cron, None) {
+                problems.push(format!("{at}.cron {:?} is not a valid cron expression: {e}", schedule.cron));
+            }
+            if !(schedule.context.is_null() || schedule.context.is_object()) {
+                problems.push(format!("{at}.context must be a mapping, got {}", schedule.context));
+            } else if let Err(e) = self.validate_context(&schedule.task_context()) {
+                problems.push(format!("{at}.context: {e}"));
+            }
         }
     }
 
@@ -466,6 +555,52 @@ mod tests {
         let bad = "namespace: demo\nname: flow\nversion: 1.0.0\ninput_schema: {type: 12}\n\
                    steps:\n  - {name: a, handler: {callable: A}}\n";
         assert!(err(bad).contains("input_schema is not a valid JSON Schema"));
+    }
+
+    #[test]
+    fn parses_schedules_and_a_task_timeout() {
+        let yaml = "namespace: demo\nname: flow\nversion: 1.0.0\ntimeout_seconds: 60\n\
+                    schedules:\n  - {cron: '0 2 * * *', context: {n: 1}, time_zone: Europe/Berlin}\n\
+                    \x20 - {name: fast, cron: '*/5 * * * * *'}\n\
+                    steps:\n  - {name: a, handler: {callable: A}}\n";
+        let t = TaskTemplate::from_yaml(yaml, "test.yml").unwrap();
+        assert_eq!(t.timeout_seconds, Some(60));
+        assert_eq!(t.schedules.iter().enumerate().map(|(i, s)| s.key(i)).collect::<Vec<_>>(), vec!["0", "fast"]);
+        assert_eq!(t.schedules[0].task_context(), serde_json::json!({"n": 1}));
+        assert_eq!(t.schedules[1].task_context(), serde_json::json!({}));
+        // Stored as JSON and read back unchanged (the scheduler reads it so).
+        let stored: TaskTemplate = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+        assert_eq!(stored, t);
+    }
+
+    #[test]
+    fn refuses_bad_schedules_naming_the_template_and_the_field() {
+        let yaml = "namespace: demo\nname: flow\nversion: 1.0.0\ntimeout_seconds: 0\n\
+                    input_schema: {type: object, required: [n]}\n\
+                    schedules:\n  - {cron: '0 25 * * *', context: {n: 1}}\n\
+                    \x20 - {cron: '0 2 * * *', time_zone: Mars/Olympus, context: {n: 1}}\n\
+                    \x20 - {name: nightly, cron: '@daily', context: {m: 1}}\n\
+                    \x20 - {name: nightly, cron: '@daily', context: [1]}\n\
+                    \x20 - {name: Bad-Name, cron: '@daily', context: {n: 1}}\n\
+                    steps:\n  - {name: a, handler: {callable: A}}\n";
+        let msg = err(yaml);
+        assert!(msg.starts_with("template demo/flow@1.0.0: "), "{msg}");
+        assert!(msg.contains("timeout_seconds 0; it must be at least 1"), "{msg}");
+        assert!(msg.contains("schedules[0].cron \"0 25 * * *\" is not a valid cron expression: "), "{msg}");
+        assert!(
+            msg.contains(
+                "schedules[1].time_zone \"Mars/Olympus\" is not a known time zone (like Europe/Berlin or UTC)"
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("schedules[2].context: the context of a demo/flow@1.0.0 task does not match"), "{msg}");
+        assert!(msg.contains("\"n\" is a required property"), "{msg}");
+        assert!(msg.contains("schedules[3]: schedule name \"nightly\" is used twice"), "{msg}");
+        assert!(msg.contains("schedules[3].context must be a mapping, got [1]"), "{msg}");
+        assert!(msg.contains("schedules[4]: name \"Bad-Name\" must be 1-40 characters"), "{msg}");
+        let msg =
+            err(&template("  - {name: a, handler: {callable: A}}\nschedules: [{cron: '* * * * *', when: now}]\n"));
+        assert!(msg.contains("unknown field `when`"), "{msg}");
     }
 
     #[test]

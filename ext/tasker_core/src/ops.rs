@@ -29,6 +29,13 @@ fn status(ruby: &Ruby, client: &Client) -> Result<Value, Error> {
     to_ruby(ruby, &gvl::run(async move { tasker_core::status(&ctx).await })?)
 }
 
+/// Every cron schedule that runs, with its last slot and next fire time
+/// (an Array of Hashes).
+fn schedules(ruby: &Ruby, client: &Client) -> Result<Value, Error> {
+    let ctx = client.ctx().clone();
+    to_ruby(ruby, &gvl::run(async move { tasker_core::schedules(&ctx).await })?)
+}
+
 /// Prunes what is past its retention; returns what went (a Hash).
 fn prune(ruby: &Ruby, client: &Client) -> Result<Value, Error> {
     let ctx = client.ctx().clone();
@@ -98,6 +105,7 @@ pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     ops.define_singleton_method("health", function!(health, 1))?;
     ops.define_singleton_method("queues", function!(queues, 1))?;
     ops.define_singleton_method("status", function!(status, 1))?;
+    ops.define_singleton_method("schedules", function!(schedules, 1))?;
     ops.define_singleton_method("prune", function!(prune, 1))?;
     ops.define_singleton_method("dead_letters", function!(dead_letters, 3))?;
     ops.define_singleton_method("dead_letter_count", function!(dead_letter_count, 2))?;

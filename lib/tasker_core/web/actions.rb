@@ -30,7 +30,13 @@ module TaskerCore
         namespace = nil if namespace.empty?
         render(:overview, "Overview", overview: Queries::Overview.new(namespace: namespace),
                                       queues: Queries::Queues.new(namespace: namespace).stats,
-                                      namespaces: Queries::Queues.new.names.values.compact)
+                                      namespaces: Queries::Queues.new.names.values.compact,
+                                      schedules: schedules(namespace))
+      end
+
+      # The cron schedules that run (of the namespace, when one is chosen).
+      def schedules(namespace)
+        TaskerCore.schedules.select { |s| namespace.nil? || s["template"].start_with?("#{namespace}/") }
       end
 
       def tasks

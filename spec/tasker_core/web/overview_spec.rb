@@ -86,4 +86,34 @@ RSpec.describe "TaskerCore::Web overview", :web do
       expect(cards).to eq("pending" => "0", "in_progress" => "3", "complete" => "0", "error" => "0", "cancelled" => "0")
     end
   end
+
+  context "with a cron schedule registered" do
+    let(:name) { unique_name("nightly") }
+
+    def register(version, schedules)
+      TaskerCore.client.register_template_yaml(<<~YAML, "#{name}.yaml")
+        namespace: timing
+        name: #{name}
+        version: #{version}
+        #{schedules}
+        steps:
+          - { name: tick, handler: { callable: Probe::Nap } }
+      YAML
+    end
+
+    it "lists each schedule with its next fire time, only under its namespace" do
+      register("1.0.0", "schedules:\n  - { cron: '0 2 * * *', time_zone: Europe/Berlin }")
+      now = Time.now.utc
+      html = page_html("/?namespace=timing")
+      row = html[%r{<tr data-schedule="timing/#{name}@1.0.0:0">.*?</tr>}m].gsub(/\s+/, " ")
+      next_fire = TaskerCore.schedules.find { |s| s["template"] == "timing/#{name}@1.0.0" }["next_fire_at"]
+      expect(Time.iso8601(next_fire)).to be_between(now, now + 86_400)
+      expect(Time.iso8601(next_fire).in_time_zone("Europe/Berlin").strftime("%H:%M:%S")).to eq("02:00:00")
+      expect(row).to eq(%(<tr data-schedule="timing/#{name}@1.0.0:0"> <td>timing/#{name}@1.0.0</td><td>0</td>) +
+                        %(<td><code>0 2 * * *</code></td> <td>Europe/Berlin</td><td>-</td><td>#{next_fire}</td> </tr>))
+      expect(page_html("/?namespace=webui")).not_to include(%(data-schedule="timing/#{name}))
+    ensure
+      register("2.0.0", "") # no schedule runs once this spec is done
+    end
+  end
 end
