@@ -256,11 +256,18 @@ impl TaskerClient {
     }
 
     /// Waits until the task is complete, error or cancelled and returns
-    /// that state. Woken by the notification of the task's end, which
-    /// carries the state, so an end seen that way costs no read; the state
-    /// is read when the wait starts (the task may have ended before this
-    /// process listened) and every 250 ms regardless.
+    /// that state (see `wait_for_end`).
     pub async fn wait_for_status(&self, task_uuid: Uuid, timeout: Duration) -> Result<String> {
+        Ok(self.wait_for_end(task_uuid, timeout).await?.0)
+    }
+
+    /// Waits until the task is complete, error or cancelled; returns that
+    /// state and, when the end was heard as it happened, the task's row as
+    /// JSON (the notification of a task's end carries both, so an end seen
+    /// that way costs no read). The state is read when the wait starts (the
+    /// task may have ended before this process listened) and every 250 ms
+    /// regardless; an end found by reading comes without the row.
+    pub async fn wait_for_end(&self, task_uuid: Uuid, timeout: Duration) -> Result<(String, Option<Arc<str>>)> {
         let deadline = Instant::now() + timeout;
         let mut finished = self.ctx.finished_tasks().await?;
         loop {
@@ -268,7 +275,7 @@ impl TaskerClient {
                 .await?
                 .ok_or_else(|| Error::not_found(format!("task {task_uuid} does not exist")))?;
             if is_finished(&status) {
-                return Ok(status);
+                return Ok((status, None));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -280,16 +287,16 @@ impl TaskerClient {
             let wait = async {
                 loop {
                     match finished.recv().await {
-                        Ok((uuid, status)) if uuid == task_uuid => break Some(status),
+                        Ok(end) if end.task_uuid == task_uuid => break Some(end),
                         Ok(_) => {}
                         Err(RecvError::Lagged(_)) => break None,
                         Err(RecvError::Closed) => std::future::pending::<()>().await,
                     }
                 }
             };
-            if let Ok(Some(status)) = tokio::time::timeout(left.min(Duration::from_millis(250)), wait).await {
-                if is_finished(&status) {
-                    return Ok(status);
+            if let Ok(Some(end)) = tokio::time::timeout(left.min(Duration::from_millis(250)), wait).await {
+                if is_finished(&end.status) {
+                    return Ok((end.status, end.row));
                 }
             }
         }

@@ -23,7 +23,7 @@ pub struct Context {
     messaging: Arc<dyn MessagingService>,
     router: MessageRouter,
     templates: TemplateRegistry,
-    finished_tasks: OnceCell<(broadcast::Sender<(Uuid, String)>, AbortOnDrop)>,
+    finished_tasks: OnceCell<(broadcast::Sender<FinishedTask>, AbortOnDrop)>,
     resender: std::sync::OnceLock<Resender>,
     breakers: Breakers,
 }
@@ -228,7 +228,7 @@ impl Context {
 
     /// A feed of tasks as they finish (uuid, end state), shared by every
     /// waiter in this process (one LISTEN connection).
-    pub(crate) async fn finished_tasks(&self) -> Result<broadcast::Receiver<(Uuid, String)>> {
+    pub(crate) async fn finished_tasks(&self) -> Result<broadcast::Receiver<FinishedTask>> {
         let sender = self
             .finished_tasks
             .get_or_try_init(|| async {
@@ -247,10 +247,8 @@ impl Context {
                     loop {
                         match listen(&mut listener, &mut retry, "listening for finished tasks").await {
                             Heard::Notification(n) => {
-                                // "<task uuid> <end state>"
-                                let (uuid, status) = n.payload().split_once(' ').unwrap_or((n.payload(), ""));
-                                if let Ok(uuid) = uuid.parse::<Uuid>() {
-                                    let _ = feed.send((uuid, status.to_owned()));
+                                if let Some(finished) = FinishedTask::parse(n.payload()) {
+                                    let _ = feed.send(finished);
                                 }
                             }
                             // Waiters read the task's state again on their own.
@@ -325,5 +323,41 @@ pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// A task's end as its notification tells it: "<task uuid> <end state>",
+/// then " <its row as JSON>" when the row fits in a notification.
+#[derive(Debug, Clone)]
+pub(crate) struct FinishedTask {
+    pub(crate) task_uuid: Uuid,
+    pub(crate) status: String,
+    pub(crate) row: Option<std::sync::Arc<str>>,
+}
+
+impl FinishedTask {
+    fn parse(payload: &str) -> Option<Self> {
+        let mut parts = payload.splitn(3, ' ');
+        let task_uuid = parts.next()?.parse::<Uuid>().ok()?;
+        let status = parts.next().unwrap_or_default().to_owned();
+        let row = parts.next().filter(|row| !row.is_empty()).map(std::sync::Arc::from);
+        Some(Self { task_uuid, status, row })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FinishedTask;
+
+    #[test]
+    fn a_finished_task_notification_is_read_with_or_without_its_row() {
+        let uuid = "01a23452-0cc7-7614-8410-00f64cd57116";
+        let bare = FinishedTask::parse(&format!("{uuid} complete")).unwrap();
+        assert_eq!((bare.task_uuid.to_string().as_str(), bare.status.as_str(), bare.row), (uuid, "complete", None));
+        let with_row =
+            FinishedTask::parse(&format!("{uuid} error {{\"status\": \"error\", \"name\": \"a b\"}}")).unwrap();
+        assert_eq!(with_row.status, "error");
+        assert_eq!(with_row.row.as_deref(), Some("{\"status\": \"error\", \"name\": \"a b\"}"));
+        assert!(FinishedTask::parse("not-a-uuid complete").is_none());
     }
 }

@@ -184,11 +184,12 @@ impl Client {
     }
 
     /// Waits (GVL released) until the task is complete, error or cancelled;
-    /// returns its status.
-    fn wait_for_task(&self, task_uuid: String, timeout_seconds: f64) -> Result<String, Error> {
+    /// returns [status, its row as JSON or nil] (see `wait_for_end`).
+    fn wait_for_task(&self, task_uuid: String, timeout_seconds: f64) -> Result<(String, Option<String>), Error> {
         let uuid = parse_uuid(&task_uuid)?;
         let timeout = Duration::from_secs_f64(timeout_seconds.max(0.0));
-        gvl::run(self.inner.wait_for_status(uuid, timeout))
+        let (status, row) = gvl::run(self.inner.wait_for_end(uuid, timeout))?;
+        Ok((status, row.map(|row| row.to_string())))
     }
 
     fn task(ruby: &Ruby, rb_self: &Self, task_uuid: String) -> Result<Value, Error> {

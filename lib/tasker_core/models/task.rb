@@ -22,7 +22,8 @@ module TaskerCore
       end
 
       # Blocks until the task is complete, error or cancelled (the GVL is
-      # released while waiting, so other threads run), then reloads it.
+      # released while waiting, so other threads run), then reloads it
+      # (from the row its end notification carried, when it did).
       # Raises TaskerCore::TimeoutError after `timeout` seconds.
       def wait(timeout: 30)
         # Test mode: the task ran (or waits for the test) in this
@@ -34,13 +35,28 @@ module TaskerCore
           left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
           begin
             # Short slices keep the thread responsive to Thread#raise/kill.
-            TaskerCore.client.wait_for_task(task_uuid, [left, 0.5].min.clamp(0, nil))
-            return reload
+            _status, row = TaskerCore.client.wait_for_task(task_uuid, [left, 0.5].min.clamp(0, nil))
+            return row ? refresh_from(JSON.parse(row)) : reload
           rescue TaskerCore::TimeoutError
             raise if left <= 0.5
           end
         end
       end
+
+      # The end notification carried the task's row: the model takes it as
+      # ActiveRecord's `reload` takes the row it reads (the same steps:
+      # fresh attributes, associations and change tracking forgotten),
+      # without the query, which was a fifth of an idle task's wait.
+      def refresh_from(row)
+        @attributes = self.class.instantiate(row).instance_variable_get(:@attributes)
+        @association_cache = {}
+        @mutations_before_last_save = nil
+        @mutations_from_database = nil
+        @new_record = false
+        @previously_new_record = false
+        self
+      end
+      private :refresh_from
 
       def step(name)
         workflow_steps.find { |s| s.name == name } or
