@@ -120,10 +120,7 @@ module TaskerCore
     # (All keywords: the public API names every option.)
     def create_task(namespace:, name:, version:, context: {}, identity_key: nil, traceparent: nil, **timing) # rubocop:disable Metrics/ParameterLists
       timing = TaskOptions.check!(timing)
-      request = { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
-                  "context" => context, "identity_key" => (identity_key&.to_s unless identity_key == :derived),
-                  "derive_identity_key" => identity_key == :derived, "traceparent" => traceparent&.to_s,
-                  "timeout_seconds" => timing[:timeout_seconds] }
+      request = task_request(namespace, name, version, context, identity_key, traceparent, timing)
       JsonValue.check!(context, "the context of a #{namespace}/#{name}@#{version} task")
       # While the database is known to be down, UnavailableError at once.
       client.check_database_available
@@ -179,6 +176,14 @@ module TaskerCore
 
   class << self
     private
+
+    # The request create_task validates (in Rust) before creating.
+    def task_request(namespace, name, version, context, identity_key, traceparent, timing) # rubocop:disable Metrics/ParameterLists
+      { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s, "context" => context,
+        "identity_key" => (identity_key&.to_s unless identity_key == :derived),
+        "derive_identity_key" => identity_key == :derived, "traceparent" => traceparent&.to_s,
+        "timeout_seconds" => timing[:timeout_seconds] }
+    end
 
     def operate(event, payload)
       Instrumentation.instrument(event, payload) { |p| p[:applied] = yield }

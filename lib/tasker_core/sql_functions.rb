@@ -18,7 +18,7 @@ module TaskerCore
     # traceparent: stored with the task (its steps' spans continue it).
     # run_at (a Time) or delay_seconds (added to the database's clock)
     # makes a delayed task; timeout_seconds overrides the template's.
-    def create_task(namespace:, name:, version:, context:, identity_key:, send:, traceparent: nil, run_at: nil, # rubocop:disable Metrics/ParameterLists
+    def create_task(namespace:, name:, version:, context:, identity_key:, send:, traceparent: nil, run_at: nil,
                     delay_seconds: nil, timeout_seconds: nil)
       sql = "SELECT task_row FROM tasker_create_task(?, ?, ?, ?::jsonb, ?, ?, ?, " \
             "coalesce(?::timestamptz, clock_timestamp() + make_interval(secs => ?::float8)), ?::integer)"
