@@ -326,6 +326,47 @@ async fn a_step_held_by_a_dead_worker_is_taken_over_and_recorded_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_says_when_it_took_a_stale_step_over_and_the_worker_counts_it() {
+    let ns = common::unique_namespace("takeover");
+    let ctx = common::context_with(json!({"messaging": {"visibility_timeout_seconds": 5}})).await;
+    ctx.register_template(common::linear_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let task = client.create_task(&request(&ns, "linear", 6)).await.unwrap();
+    let step_one = client.steps(task.task_uuid).await.unwrap()[0].step_uuid;
+    let claim = |worker: &'static str| {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT taken_over FROM tasker_claim_steps($1, $2, $3, interval '5 seconds', false)",
+        )
+        .bind(vec![step_one])
+        .bind(worker)
+        .bind(vec![ns.clone()])
+        .fetch_all(ctx.pool())
+    };
+    // A claim of an enqueued step takes nothing over; its message stays in
+    // the queue, as if its worker died before acking or heartbeating.
+    assert_eq!(claim("ghost").await.unwrap(), vec![false]);
+    sqlx::query(
+        "UPDATE tasker_workflow_steps SET started_at = clock_timestamp() - interval '10 seconds', \
+                heartbeat_at = clock_timestamp() - interval '10 seconds' WHERE step_uuid = $1",
+    )
+    .bind(step_one)
+    .execute(ctx.pool())
+    .await
+    .unwrap();
+
+    // A worker reads the message and takes the stale claim over.
+    let worker = WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 1).await.unwrap();
+    let job = worker.next_job(Duration::from_secs(10)).await.unwrap().expect("step_one, taken over");
+    assert_eq!((job.step_uuid, job.attempt), (step_one, 2));
+    let metrics = tasker_core::metrics_text(&ctx).await.unwrap();
+    let counted = format!("tasker_steps_taken_over_total{{namespace=\"{ns}\"}} 1");
+    assert!(metrics.lines().any(|l| l == counted), "{counted} not in\n{metrics}");
+    common::run_job(&worker, &client, job).await;
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    client.cancel_task(task.task_uuid, "test over").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_alone_and_polling_alone_each_drive_workflows() {
     for (label, overrides) in [
         (

@@ -224,6 +224,11 @@ pub(crate) struct ClaimedStep {
     /// The task's and the step's rows after the claim (column => value).
     pub(crate) task_row: Value,
     pub(crate) step_row: Value,
+    /// The claim took the step over from one gone stale (its worker died).
+    /// An eager claim never does.
+    #[sqlx(default)]
+    #[serde(default)]
+    pub(crate) taken_over: bool,
 }
 
 /// The namespace of each step that exists, for the messages a claim left

@@ -63,6 +63,10 @@ fn describe() {
         "Steps claimed by a worker of this process and handed to a handler"
     );
     describe_counter!("tasker_steps_completed_total", "Step outcomes recorded as complete");
+    describe_counter!(
+        "tasker_steps_taken_over_total",
+        "Steps claimed from a stale claim (its worker stopped heartbeating), by namespace"
+    );
     describe_counter!("tasker_steps_failed_total", "Step outcomes recorded as a failure for good (error)");
     describe_counter!(
         "tasker_steps_retried_total",
@@ -281,6 +285,11 @@ pub(crate) fn sweep_recovered<'a>(states: impl IntoIterator<Item = &'a str>) {
 }
 
 /// Counts a stalled task the sweep advanced.
+/// A claim took a step over from a worker that stopped heartbeating.
+pub(crate) fn step_taken_over(namespace: &str) {
+    counter!("tasker_steps_taken_over_total", "namespace" => namespace.to_owned()).increment(1);
+}
+
 pub(crate) fn sweep_advanced() {
     counter!("tasker_sweep_advanced_tasks_total").increment(1);
 }

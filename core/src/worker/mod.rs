@@ -27,7 +27,7 @@ use crate::messaging::dead_letters::drop_overdelivered;
 use crate::messaging::{decode_or_dead_letter, ReceivedMessage, StepMessage, Wakeups};
 use crate::orchestration::backoff_delay;
 use crate::resilience::{outage, LoopRetry};
-use crate::telemetry::metrics::{dead_lettered, DeadLetterReason, StepMetrics};
+use crate::telemetry::metrics::{dead_lettered, step_taken_over, DeadLetterReason, StepMetrics};
 use crate::telemetry::registry;
 use crate::template::check_identifier;
 
@@ -153,6 +153,9 @@ impl Handover {
             task: Value::Null,
             step: Value::Null,
         };
+        if claim.taken_over {
+            step_taken_over(&claim.namespace);
+        }
         let metrics = StepMetrics::started(
             &claim.namespace,
             &claim.step_name,
