@@ -63,6 +63,19 @@ module SpecHelpers
     "#{prefix}_#{SecureRandom.hex(5)}"
   end
 
+  # Registers a one-step template in the `timing` namespace (a worker
+  # serving it runs Probe::Nap) with the given `schedules:` YAML.
+  def register_timing_template(name, version, schedules)
+    TaskerCore.client.register_template_yaml(<<~YAML, "#{name}.yaml")
+      namespace: timing
+      name: #{name}
+      version: #{version}
+      #{schedules}
+      steps:
+        - { name: tick, handler: { callable: Probe::Nap } }
+    YAML
+  end
+
   def history(records)
     records.map { |t| [t.from_state, t.to_state] }
   end

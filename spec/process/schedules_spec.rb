@@ -12,14 +12,7 @@ RSpec.describe "cron schedules with three orchestrators" do
   let(:env) { { "TASKER_SCHEDULES_CATCH_UP_SECONDS" => catch_up.to_s, "TASKER_SCHEDULES_POLL_INTERVAL_MS" => "100" } }
 
   def register(version, schedules)
-    TaskerCore.client.register_template_yaml(<<~YAML, "#{name}.yaml")
-      namespace: timing
-      name: #{name}
-      version: #{version}
-      #{schedules}
-      steps:
-        - { name: tick, handler: { callable: Probe::Nap } }
-    YAML
+    register_timing_template(name, version, schedules)
   end
 
   def slots

@@ -91,14 +91,7 @@ RSpec.describe "TaskerCore::Web overview", :web do
     let(:name) { unique_name("nightly") }
 
     def register(version, schedules)
-      TaskerCore.client.register_template_yaml(<<~YAML, "#{name}.yaml")
-        namespace: timing
-        name: #{name}
-        version: #{version}
-        #{schedules}
-        steps:
-          - { name: tick, handler: { callable: Probe::Nap } }
-      YAML
+      register_timing_template(name, version, schedules)
     end
 
     it "lists each schedule with its next fire time, only under its namespace" do
