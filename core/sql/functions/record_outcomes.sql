@@ -51,7 +51,6 @@ RETURNS TABLE (kind text, step_uuid uuid, task_uuid uuid, state text, detail jso
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-  v_tasks uuid[];
   v_live uuid[];
   v_flagged uuid[];
   v_errored uuid[];
@@ -85,10 +84,9 @@ BEGIN
      WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (p_steps))
      ORDER BY t.task_uuid FOR NO KEY UPDATE
   )
-  SELECT coalesce(array_agg(l.task_uuid ORDER BY l.task_uuid), '{}'),
-         coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress'), '{}'),
+  SELECT coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress'), '{}'),
          coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress' AND l.has_failed_step), '{}')
-    INTO v_tasks, v_live, v_flagged
+    INTO v_live, v_flagged
     FROM locked l;
 
   -- 2. The outcomes, fenced by attempt: the update's own condition is the
