@@ -180,7 +180,13 @@ async fn a_diamond_with_one_branch_skipped_runs_its_join_after_the_other() {
     b.run("finish", json!(3)).await;
     assert_eq!(
         b.states().await,
-        pairs(&[("start", "complete"), ("d", "complete"), ("left", "complete"), ("right", "skipped"), ("finish", "complete")])
+        pairs(&[
+            ("start", "complete"),
+            ("d", "complete"),
+            ("left", "complete"),
+            ("right", "skipped"),
+            ("finish", "complete")
+        ])
     );
     let steps = b.client.steps(b.task).await.unwrap();
     assert_eq!(steps[1].results, Some(json!({"run": ["left"]})));
@@ -216,7 +222,10 @@ async fn a_decision_that_chooses_nothing_skips_everything_below_it_and_the_task_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_decision_fails_its_step_for_good_and_nothing_below_runs() {
     for (result, message) in [
-        (json!({"run": ["a", "nope", "c"]}), "decision step d of template NS/flow@1.0.0 chose c, nope, not among its dependents (a, b)"),
+        (
+            json!({"run": ["a", "nope", "c"]}),
+            "decision step d of template NS/flow@1.0.0 chose c, nope, not among its dependents (a, b)",
+        ),
         (
             json!({"run": [1]}),
             "decision step d of template NS/flow@1.0.0 returned run: [1]; run must list step names (strings)",
@@ -236,7 +245,10 @@ async fn a_bad_decision_fails_its_step_for_good_and_nothing_below_runs() {
         assert_eq!(steps[0].status, "error");
         assert_eq!(steps[0].results, None);
         let error = steps[0].last_error.clone().unwrap();
-        assert_eq!((&error["class"], &error["message"], &error["retryable"]), (&json!("TaskerCore::DecisionError"), &json!(message), &json!(false)));
+        assert_eq!(
+            (&error["class"], &error["message"], &error["retryable"]),
+            (&json!("TaskerCore::DecisionError"), &json!(message), &json!(false))
+        );
         assert_eq!(steps.iter().skip(1).map(|s| s.status.as_str()).collect::<Vec<_>>(), ["pending"; 3]);
         b.finished("error").await;
     }
@@ -249,7 +261,10 @@ async fn a_failed_decision_resolved_by_hand_is_applied_and_a_skipped_step_refuse
     assert_eq!(b.client.wait_for_task(b.task, Duration::from_secs(10)).await.unwrap().status, "error");
     let steps = b.client.steps(b.task).await.unwrap();
     let err = b.client.resolve_step_manually(steps[0].step_uuid, &json!({"run": ["z"]}), "by hand").await.unwrap_err();
-    assert!(err.to_string().contains("cannot resolve it by hand with that result: decision step d of template"), "{err}");
+    assert!(
+        err.to_string().contains("cannot resolve it by hand with that result: decision step d of template"),
+        "{err}"
+    );
     assert!(b.client.resolve_step_manually(steps[0].step_uuid, &json!({"run": ["b"]}), "by hand").await.unwrap());
     b.run("b", json!("b")).await;
     let done = b.client.wait_for_task(b.task, Duration::from_secs(10)).await.unwrap();

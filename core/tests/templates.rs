@@ -126,15 +126,19 @@ fn a_decision_must_have_dependents_and_is_stored_with_its_steps() {
     );
     assert_eq!(err.kind(), tasker_core::ErrorKind::Template);
 
-    let ok = TaskTemplate::from_yaml(&yaml.replace(", decision: true, dependencies: [post]", ", dependencies: [post]"), "ship.yml")
-        .expect("a decision with a dependent is valid");
+    let ok = TaskTemplate::from_yaml(
+        &yaml.replace(", decision: true, dependencies: [post]", ", dependencies: [post]"),
+        "ship.yml",
+    )
+    .expect("a decision with a dependent is valid");
     assert_eq!(ok.steps.iter().map(|s| s.decision).collect::<Vec<_>>(), [true, false, false]);
     // Only a decision says so in the stored definition.
     let stored = serde_json::to_value(&ok).unwrap();
     assert_eq!(stored["steps"][0]["decision"], json!(true));
     assert!(stored["steps"][1].get("decision").is_none());
 
-    let err = TaskTemplate::from_yaml(&yaml.replace("decision: true,", "decision: yes please,"), "ship.yml").unwrap_err();
+    let err =
+        TaskTemplate::from_yaml(&yaml.replace("decision: true,", "decision: yes please,"), "ship.yml").unwrap_err();
     let msg = err.message();
     assert!(msg.starts_with("template ship.yml: ") && msg.contains("expected a boolean"), "{msg}");
 }

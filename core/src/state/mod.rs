@@ -90,7 +90,11 @@ impl StepState {
     pub fn is_finished(self) -> bool {
         matches!(
             self,
-            StepState::Complete | StepState::Error | StepState::Cancelled | StepState::ResolvedManually | StepState::Skipped
+            StepState::Complete
+                | StepState::Error
+                | StepState::Cancelled
+                | StepState::ResolvedManually
+                | StepState::Skipped
         )
     }
 
