@@ -76,7 +76,7 @@ impl Bench {
         let mut skips: BTreeMap<String, Vec<(String, String, Value)>> = BTreeMap::new();
         for t in self.client.step_transitions(self.task).await.unwrap() {
             let name = &names[&t.step_uuid];
-            if steps.iter().any(|s| &s.name == name && s.status == "skipped") && t.from_state != "" {
+            if steps.iter().any(|s| &s.name == name && s.status == "skipped") && !t.from_state.is_empty() {
                 let why = json!([t.metadata["decision_step"], t.metadata["reason"]]);
                 skips.entry(name.clone()).or_default().push((t.from_state, t.to_state, why));
             }
