@@ -39,7 +39,7 @@ END $$;
 
 CREATE FUNCTION tasker_check_step_status(p_status text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-  RETURN p_status = ANY ('{pending,enqueued,in_progress,complete,error,waiting_for_retry,cancelled,resolved_manually}'::text[]);
+  RETURN p_status = ANY ('{pending,enqueued,in_progress,complete,error,waiting_for_retry,cancelled,resolved_manually,skipped}'::text[]);
 END $$;
 
 CREATE FUNCTION tasker_check_task_transition(p_from text, p_to text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
@@ -55,7 +55,7 @@ CREATE FUNCTION tasker_check_step_transition(p_from text, p_to text) RETURNS boo
 BEGIN
   RETURN (p_from = p_to AND p_to <> '') OR p_from || '>' || p_to = ANY (ARRAY[
     '>pending',
-    'pending>enqueued', 'pending>in_progress', 'pending>cancelled', 'pending>resolved_manually',
+    'pending>enqueued', 'pending>in_progress', 'pending>cancelled', 'pending>resolved_manually', 'pending>skipped',
     'enqueued>in_progress', 'enqueued>cancelled', 'enqueued>resolved_manually',
     'in_progress>complete', 'in_progress>error', 'in_progress>waiting_for_retry',
     'in_progress>enqueued', 'in_progress>cancelled', 'in_progress>resolved_manually',
@@ -106,6 +106,9 @@ CREATE TABLE tasker_named_steps (
   -- from these rows instead of parsing the template's definition.
   dependencies     text[] NOT NULL DEFAULT '{}',
   active           boolean NOT NULL DEFAULT true,
+  -- The template's `decision: true`: the step's result names which of its
+  -- dependents run (see tasker_apply_decisions).
+  decision         boolean NOT NULL DEFAULT false,
   UNIQUE (template_id, name)
 );
 
@@ -205,6 +208,10 @@ CREATE TABLE tasker_workflow_steps (
   completed_at  timestamptz,
   created_at    timestamptz NOT NULL DEFAULT now(),
   updated_at    timestamptz NOT NULL DEFAULT now(),
+  -- Copied from the named step: a decision's outcome skips the dependents
+  -- it does not name (tasker_apply_decisions), and its worker refuses a
+  -- result that is not a decision.
+  decision      boolean NOT NULL DEFAULT false,
   UNIQUE (task_uuid, name)
 ) WITH (fillfactor = 70);
 

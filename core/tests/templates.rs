@@ -111,3 +111,34 @@ fn checking_template_files_reports_each_file_and_touches_no_database() {
     assert_eq!(summary.len(), 3);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_decision_must_have_dependents_and_is_stored_with_its_steps() {
+    let yaml = "namespace: shop\nname: ship\nversion: 1.0.0\nsteps:\n\
+                \x20 - {name: choose, decision: true, handler: {callable: Choose}}\n\
+                \x20 - {name: post, dependencies: [choose], handler: {callable: Post}}\n\
+                \x20 - {name: last, decision: true, dependencies: [post], handler: {callable: Last}}\n";
+    let err = TaskTemplate::from_yaml(yaml, "ship.yml").unwrap_err();
+    assert_eq!(
+        err.message(),
+        "template shop/ship@1.0.0: step \"last\" is a decision (decision: true) but no step depends on it; \
+         a decision chooses which of its dependents run"
+    );
+    assert_eq!(err.kind(), tasker_core::ErrorKind::Template);
+
+    let ok = TaskTemplate::from_yaml(
+        &yaml.replace(", decision: true, dependencies: [post]", ", dependencies: [post]"),
+        "ship.yml",
+    )
+    .expect("a decision with a dependent is valid");
+    assert_eq!(ok.steps.iter().map(|s| s.decision).collect::<Vec<_>>(), [true, false, false]);
+    // Only a decision says so in the stored definition.
+    let stored = serde_json::to_value(&ok).unwrap();
+    assert_eq!(stored["steps"][0]["decision"], json!(true));
+    assert!(stored["steps"][1].get("decision").is_none());
+
+    let err =
+        TaskTemplate::from_yaml(&yaml.replace("decision: true,", "decision: yes please,"), "ship.yml").unwrap_err();
+    let msg = err.message();
+    assert!(msg.starts_with("template ship.yml: ") && msg.contains("expected a boolean"), "{msg}");
+}

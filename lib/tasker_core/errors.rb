@@ -39,6 +39,10 @@ module TaskerCore
   # Raised by a step handler: the step failed for good; no more attempts.
   class PermanentError < Error; end
 
+  # A decision step's outcome that is not a valid decision (see
+  # TaskerCore::Decision): the step fails for good.
+  class DecisionError < PermanentError; end
+
   # Recorded (never raised) when a handler's thread was killed or threw
   # past the worker before the handler returned.
   class HandlerAbortedError < Error; end

@@ -165,7 +165,7 @@ module TaskerCore
       def waiting_on(task, step)
         return "" unless step.status == "pending"
 
-        unmet = step.dependencies.reject { |d| %w[complete resolved_manually].include?(d.status) }.map(&:name)
+        unmet = step.dependencies.reject { |d| %w[complete resolved_manually skipped].include?(d.status) }.map(&:name)
         unmet.empty? ? "" : " (waiting on #{unmet.join(', ')}; task is #{task.status})"
       end
     end

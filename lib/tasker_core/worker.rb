@@ -129,8 +129,9 @@ module TaskerCore
       step_uuid = job.fetch(:step_uuid)
       if kind == :complete
         begin
+          value = Decision.result_of_job(value, job)
           JsonValue.check!(value, "the result of step #{job[:step_name]}")
-        rescue ValidationError => e
+        rescue ValidationError, DecisionError => e
           return report_failure(step_uuid, e, payload, retryable: false)
         end
         return @native.complete(step_uuid, value)

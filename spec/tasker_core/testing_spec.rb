@@ -3,6 +3,7 @@
 require "spec_helper"
 require "tasker_core/testing"
 require_relative "../fixtures/handlers/settings_handlers"
+require_relative "../fixtures/handlers/decision_handlers"
 
 # The test mode, in the spec suite of the gem itself. Each example runs in
 # a transaction rolled back after it, opened as Rails' transactional
@@ -38,6 +39,20 @@ RSpec.describe TaskerCore::Testing do
     expect { TaskerCore.client.task(task.task_uuid) }.to raise_error(TaskerCore::NotFoundError)
     # No message was sent for it.
     expect(TaskerCore.message_service.stats(TaskerCore.queue_name("examples"))[:visible]).to eq(0)
+  end
+
+  it "applies a decision as a worker does: the branch not chosen is skipped, the join runs" do
+    task = TaskerCore.create_task(namespace: "decide", name: "shipping", version: "1.0.0",
+                                  context: { "choose" => ["ship_by_post"] })
+
+    expect(task).to be_complete
+    expect(task.workflow_steps.map { |s| [s.name, s.status, s.attempts] }).to eq(
+      [["validate", "complete", 1], ["choose_carrier", "complete", 1], ["ship_by_courier", "skipped", 0],
+       ["ship_by_post", "complete", 1], ["post_label", "complete", 1], ["notify", "complete", 1]]
+    )
+    expect(task.step("choose_carrier").results).to eq("run" => ["ship_by_post"])
+    expect(task.step("notify").results.fetch("courier")).to be_nil
+    expect(history(task.step("ship_by_courier").transitions)).to eq([["", "pending"], %w[pending skipped]])
   end
 
   it "retries a retryable failure at once, counting the attempt, and records the error as a worker does" do

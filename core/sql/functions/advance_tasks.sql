@@ -1,7 +1,7 @@
 -- Moves tasks forward outside a worker's outcome: after an operator's retry
 -- or resolution, and in the orchestrator's sweep. Each task's row is locked
--- (uuid order); its ready steps - every dependency complete or resolved
--- manually, or a retry whose time has come - are enqueued and sent (see
+-- (uuid order); its ready steps - every dependency complete, resolved
+-- manually or skipped, or a retry whose time has come - are enqueued and sent (see
 -- tasker_dispatch_messages for p_send); a task with nothing left ends.
 -- Returns one row per existing task: its status before and after, and the
 -- messages left for the caller to send after commit.
@@ -40,7 +40,7 @@ BEGIN
                FROM tasker_workflow_step_edges e
                JOIN tasker_workflow_steps p ON p.step_uuid = e.from_step_uuid
               WHERE e.to_step_uuid = s.step_uuid
-                AND p.status NOT IN ('complete', 'resolved_manually')))
+                AND p.status NOT IN ('complete', 'resolved_manually', 'skipped')))
        OR (s.status = 'waiting_for_retry' AND s.retry_at <= clock_timestamp()));
 
   SELECT coalesce(jsonb_agg(jsonb_build_object('queue', m.queue, 'message', m.message, 'delay_ms', m.delay_ms)), '[]')

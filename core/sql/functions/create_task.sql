@@ -78,18 +78,18 @@ BEGIN
   -- delayed) and which steps it waits for.
   WITH defs AS MATERIALIZED (
     SELECT tasker_uuid_v7() AS step_uuid, ns.named_step_id, ns.name, ns.position, ns.max_attempts, ns.dependencies,
-           cardinality(ns.dependencies) = 0 AND NOT v_delayed AS is_root, n.queue_name
+           ns.decision, cardinality(ns.dependencies) = 0 AND NOT v_delayed AS is_root, n.queue_name
       FROM tasker_named_steps ns
       JOIN tasker_namespaces n ON n.name = ns.namespace
      WHERE ns.template_id = v_template AND ns.active
      ORDER BY ns.position
   ), steps AS (
     INSERT INTO tasker_workflow_steps (step_uuid, task_uuid, named_step_id, name, position, max_attempts, status,
-                                       transitions, enqueued_at)
+                                       transitions, enqueued_at, decision)
     SELECT d.step_uuid, v_task, d.named_step_id, d.name, d.position, d.max_attempts,
            CASE WHEN d.is_root THEN 'enqueued' ELSE 'pending' END,
            CASE WHEN d.is_root THEN 2 ELSE 1 END,
-           CASE WHEN d.is_root THEN clock_timestamp() END
+           CASE WHEN d.is_root THEN clock_timestamp() END, d.decision
       FROM defs d
   ), history AS (
     INSERT INTO tasker_workflow_step_transitions (step_uuid, sort_key, from_state, to_state)

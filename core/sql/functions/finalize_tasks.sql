@@ -1,6 +1,6 @@
 -- Ends each task of p_tasks (the caller holds their rows) that is in
--- progress and can no longer move: complete when every step is complete or
--- resolved manually; error when nothing is in flight (enqueued, in
+-- progress and can no longer move: complete when every step is complete,
+-- resolved manually or skipped (a decision did not choose it); error when nothing is in flight (enqueued, in
 -- progress, waiting for a retry) and a step failed for good, naming the
 -- failed steps (their descendants stay pending, blocked). Returns the tasks
 -- that ended, with their end state, namespace and correlation id; their
@@ -30,7 +30,7 @@ BEGIN
     CONTINUE WHEN EXISTS (SELECT 1 FROM tasker_workflow_steps s
                            WHERE s.task_uuid = v_task AND s.status IN ('enqueued', 'in_progress', 'waiting_for_retry'));
     IF NOT EXISTS (SELECT 1 FROM tasker_workflow_steps s
-                    WHERE s.task_uuid = v_task AND s.status NOT IN ('complete', 'resolved_manually')) THEN
+                    WHERE s.task_uuid = v_task AND s.status NOT IN ('complete', 'resolved_manually', 'skipped')) THEN
       PERFORM tasker_transition_task(v_task, ARRAY['in_progress'], 'complete', '{}');
       task_uuid := v_task;
       status := 'complete';

@@ -63,6 +63,9 @@ DECLARE
   v_ready uuid[] := '{}';
   v_eager uuid[] := '{}';
   v_moving uuid[] := '{}';
+  v_deciding uuid[];
+  v_skipped uuid[] := '{}';
+  v_problem text;
   v_synchronous_commit text := current_setting('synchronous_commit');
   v_finished boolean := false;
   r record;
@@ -79,15 +82,35 @@ BEGIN
   -- in a MATERIALIZED step before any status is tested: a status condition
   -- that reaches a scan lets the planner walk a status index over every
   -- task or step in flight.
-  WITH locked AS MATERIALIZED (
+  -- The same read of the steps says which are decision points.
+  WITH steps AS MATERIALIZED (
+    SELECT s.step_uuid, s.task_uuid, s.decision FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (p_steps)
+  ), locked AS MATERIALIZED (
     SELECT t.task_uuid, t.status, t.has_failed_step FROM tasker_tasks t
-     WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (p_steps))
+     WHERE t.task_uuid IN (SELECT s.task_uuid FROM steps s)
      ORDER BY t.task_uuid FOR NO KEY UPDATE
   )
   SELECT coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress'), '{}'),
-         coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress' AND l.has_failed_step), '{}')
-    INTO v_live, v_flagged
+         coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress' AND l.has_failed_step), '{}'),
+         (SELECT coalesce(array_agg(s.step_uuid), '{}') FROM steps s WHERE s.decision)
+    INTO v_live, v_flagged, v_deciding
     FROM locked l;
+
+  -- A decision's result is checked before it is recorded: one that is not
+  -- a decision, or names a step that is not a dependent, fails the step
+  -- for good with the problem as its error (see tasker_decision_problem).
+  IF cardinality(v_deciding) > 0 THEN
+    FOR i IN 1 .. cardinality(p_steps) LOOP
+      CONTINUE WHEN NOT (p_steps[i] = ANY (v_deciding) AND p_completed[i]);
+      v_problem := tasker_decision_problem(p_steps[i], p_payloads[i]);
+      IF v_problem IS NOT NULL THEN
+        p_completed[i] := false;
+        p_retryable[i] := false;
+        p_payloads[i] := jsonb_build_object('class', 'TaskerCore::DecisionError', 'message', v_problem,
+                                            'backtrace', '[]'::jsonb, 'attempt', p_attempts[i], 'retryable', false);
+      END IF;
+    END LOOP;
+  END IF;
 
   -- 2. The outcomes, fenced by attempt: the update's own condition is the
   -- fence (a row changed meanwhile is tested again as it is now), so no
@@ -131,6 +154,12 @@ BEGIN
 
   RETURN QUERY SELECT 'outcome', u.s, NULL::uuid, u.st, NULL::jsonb FROM unnest(p_steps, v_states) AS u(s, st);
 
+  -- Decisions recorded: the dependents they did not choose, and what can
+  -- no longer run below them, end skipped (see tasker_apply_decisions).
+  IF cardinality(v_deciding) > 0 AND cardinality(v_done) > 0 THEN
+    v_skipped := tasker_apply_decisions(ARRAY(SELECT u.s FROM unnest(v_done) AS u(s) WHERE u.s = ANY (v_deciding)));
+  END IF;
+
   IF cardinality(v_errored) > 0 THEN
     UPDATE tasker_tasks t SET has_failed_step = true
      WHERE t.task_uuid = ANY (v_errored) AND NOT t.has_failed_step;
@@ -165,8 +194,9 @@ BEGIN
     END LOOP;
   END IF;
 
-  -- 4. Dependents that became ready: every dependency complete or resolved
-  -- manually, and the task still in progress. A dependent's parents are
+  -- 4. Dependents that became ready: every dependency complete, resolved
+  -- manually or skipped, and the task still in progress (the dependents of
+  -- steps a decision skipped too: a join runs after the branch that ran). A dependent's parents are
   -- searched newest first for one not finished: the branches of a fan-out
   -- finish roughly in the order they were created (their messages are read
   -- in that order), so the unfinished one is found among the last, where a
@@ -177,13 +207,13 @@ BEGIN
       SELECT c.step_uuid, c.task_uuid, c.position, c.status, c.named_step_id
         FROM tasker_workflow_steps c
        WHERE c.step_uuid IN (SELECT e.to_step_uuid FROM tasker_workflow_step_edges e
-                              WHERE e.from_step_uuid = ANY (v_done))
+                              WHERE e.from_step_uuid = ANY (v_done || v_skipped))
     ), ready AS MATERIALIZED (
       SELECT d.* FROM dependents d
        WHERE d.status = 'pending' AND d.task_uuid = ANY (v_live)
          AND (SELECT e.from_step_uuid FROM tasker_workflow_step_edges e
                 JOIN tasker_workflow_steps p ON p.step_uuid = e.from_step_uuid
-               WHERE e.to_step_uuid = d.step_uuid AND p.status NOT IN ('complete', 'resolved_manually')
+               WHERE e.to_step_uuid = d.step_uuid AND p.status NOT IN ('complete', 'resolved_manually', 'skipped')
                ORDER BY e.from_step_uuid DESC LIMIT 1) IS NULL
     )
     -- The first of them in this worker's namespaces, as many as it has
@@ -244,7 +274,8 @@ BEGIN
        WHERE s.step_uuid = ANY (v_done)
          AND NOT EXISTS (SELECT 1 FROM tasker_workflow_step_edges e
                            JOIN tasker_workflow_steps c ON c.step_uuid = e.to_step_uuid
-                          WHERE e.from_step_uuid = s.step_uuid AND c.status NOT IN ('complete', 'resolved_manually')));
+                          WHERE e.from_step_uuid = s.step_uuid
+                            AND c.status NOT IN ('complete', 'resolved_manually', 'skipped')));
   END IF;
   v_ending := ARRAY(SELECT u.t FROM unnest(v_live) AS u(t) WHERE u.t <> ALL (v_moving) AND u.t = ANY (v_ending));
   IF cardinality(v_ending) = 0 THEN

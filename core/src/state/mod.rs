@@ -63,6 +63,7 @@ states!(
         WaitingForRetry => "waiting_for_retry",
         Cancelled => "cancelled",
         ResolvedManually => "resolved_manually",
+        Skipped => "skipped",
     }
 );
 
@@ -87,12 +88,22 @@ impl TaskState {
 impl StepState {
     /// States a step leaves only by an operator's action, if at all.
     pub fn is_finished(self) -> bool {
-        matches!(self, StepState::Complete | StepState::Error | StepState::Cancelled | StepState::ResolvedManually)
+        matches!(
+            self,
+            StepState::Complete
+                | StepState::Error
+                | StepState::Cancelled
+                | StepState::ResolvedManually
+                | StepState::Skipped
+        )
     }
 
-    /// Whether a step in this state satisfies its dependents.
+    /// Whether a step in this state satisfies its dependents. A skipped
+    /// dependency (a decision did not choose it) does too, as long as at
+    /// least one other ran: a step whose dependencies were all skipped is
+    /// skipped itself (see `tasker_apply_decisions`).
     pub fn satisfies_dependents(self) -> bool {
-        matches!(self, StepState::Complete | StepState::ResolvedManually)
+        matches!(self, StepState::Complete | StepState::ResolvedManually | StepState::Skipped)
     }
 
     /// Whether `self -> to` is allowed. A self-transition records a late
@@ -105,7 +116,7 @@ impl StepState {
         self == to
             || matches!(
                 (self, to),
-                (Pending, Enqueued | InProgress | Cancelled | ResolvedManually)
+                (Pending, Enqueued | InProgress | Cancelled | ResolvedManually | Skipped)
                     | (Enqueued, InProgress | Cancelled | ResolvedManually)
                     | (InProgress, Complete | Error | WaitingForRetry | Enqueued | Cancelled | ResolvedManually)
                     | (WaitingForRetry, InProgress | Enqueued | Cancelled | ResolvedManually)
@@ -131,10 +142,13 @@ mod tests {
 
     #[test]
     fn finished_steps_do_not_run_again() {
-        for s in [StepState::Complete, StepState::Cancelled, StepState::ResolvedManually] {
+        for s in [StepState::Complete, StepState::Cancelled, StepState::ResolvedManually, StepState::Skipped] {
             assert!(!s.can_transition_to(StepState::Enqueued));
             assert!(!s.can_transition_to(StepState::InProgress));
+            assert!(!s.can_transition_to(StepState::Cancelled));
         }
+        assert!(StepState::Pending.can_transition_to(StepState::Skipped));
+        assert!(!StepState::Enqueued.can_transition_to(StepState::Skipped));
         assert!(TaskState::Complete.is_terminal());
         assert!(!TaskState::Complete.can_transition_to(TaskState::InProgress));
     }

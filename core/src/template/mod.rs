@@ -93,6 +93,11 @@ pub struct StepTemplate {
     pub retry: RetryPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u32>,
+    /// A decision point: the handler returns which of this step's
+    /// dependents run (`TaskerCore::Decision.new(run: [...])`); the others,
+    /// and what can then no longer run, end `skipped`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decision: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,6 +309,13 @@ impl TaskTemplate {
             }
             if step.timeout_seconds == Some(0) {
                 problems.push(format!("step {:?} has timeout_seconds 0; it must be at least 1", step.name));
+            }
+            if step.decision && !self.steps.iter().any(|s| s.dependencies.contains(&step.name)) {
+                problems.push(format!(
+                    "step {:?} is a decision (decision: true) but no step depends on it; a decision chooses which \
+                     of its dependents run",
+                    step.name
+                ));
             }
         }
         if self.timeout_seconds == Some(0) {

@@ -16,6 +16,17 @@ module TaskerCore
       def complete?
         status == "complete"
       end
+
+      # A decision step did not choose it (or every step it depends on was
+      # skipped): it never runs. Terminal, like complete.
+      def skipped?
+        status == "skipped"
+      end
+
+      # Whether its template declares it a decision point (decision: true).
+      def decision?
+        decision == true
+      end
     end
 
     class WorkflowStepEdge < Base

@@ -67,9 +67,11 @@ module TaskerCore
         step = Models::WorkflowStep.instantiate(claim["step_row"])
         config = TaskerCore.client.handler_config(task.namespace, task.name, task.version, step.name)
         handler = StepHandler::Resolver.build(claim["handler_callable"], config)
-        with_timeout(claim["timeout_seconds"]) do
+        result = with_timeout(claim["timeout_seconds"]) do
           in_savepoint { handler.call(task, StepSequence.new(task, step), step) }
         end
+        Decision.result_of(result, decision: step.decision?,
+                                   step: "#{step.name} of template #{task.namespace}/#{task.name}@#{task.version}")
       end
 
       # Not joinable: a `transaction` in the handler makes a savepoint of its
