@@ -106,6 +106,12 @@ CREATE TABLE tasker_named_steps (
   -- from these rows instead of parsing the template's definition.
   dependencies     text[] NOT NULL DEFAULT '{}',
   active           boolean NOT NULL DEFAULT true,
+  -- Dynamic fan-out (the template's `fan_out:`). On the fan-out step:
+  -- {"from": result key, "join": join step name, "child": child named step
+  -- name}; its outcome creates the children (tasker_fan_out). On the
+  -- children's named step (named `<fan-out step>[]`): {"child_of": the
+  -- fan-out step's name}; tasker_create_task makes no step of it.
+  fan_out          jsonb,
   UNIQUE (template_id, name)
 );
 
@@ -205,6 +211,10 @@ CREATE TABLE tasker_workflow_steps (
   completed_at  timestamptz,
   created_at    timestamptz NOT NULL DEFAULT now(),
   updated_at    timestamptz NOT NULL DEFAULT now(),
+  -- A fan-out child's element of its fan-out step's result array (NULL for
+  -- a template's own steps) and its index in that array.
+  input         jsonb,
+  fan_out_index integer,
   UNIQUE (task_uuid, name)
 ) WITH (fillfactor = 70);
 
