@@ -2,6 +2,7 @@
 
 require "spec_helper"
 require_relative "../fixtures/handlers/fan_out_handlers"
+require_relative "../support/web"
 
 # Dynamic fan-out (spec/fixtures/templates/fan_out.yaml): `split` returns
 # the context's items; its outcome makes one child `split[i]` per item,
@@ -24,8 +25,9 @@ RSpec.describe "dynamic fan-out" do
                                               .group_by(&:step_uuid)
   end
 
-  QUEUED = [["", "pending"], %w[pending enqueued], %w[enqueued in_progress], %w[in_progress complete]].freeze
-  EAGER = [["", "pending"], %w[pending in_progress], %w[in_progress complete]].freeze
+  queued = [["", "pending"], %w[pending enqueued], %w[enqueued in_progress], %w[in_progress complete]].freeze
+  eager = [["", "pending"], %w[pending in_progress], %w[in_progress complete]].freeze
+  let(:child_histories) { [eager, queued] }
 
   it "makes one child per item of 1,000, each getting its element, and the join sums them exactly" do
     items = (1..1000).to_a
@@ -48,7 +50,7 @@ RSpec.describe "dynamic fan-out" do
     by_step = histories(children)
     children.each do |child|
       history = by_step.fetch(child.step_uuid)
-      expect([EAGER, QUEUED]).to include(history(history))
+      expect(child_histories).to include(history(history))
       expect(history.first.metadata).to eq("fan_out_of" => "split", "index" => child.fan_out_index)
     end
     expect(history(task.step("split").transitions).last).to eq(%w[in_progress complete])
@@ -112,6 +114,22 @@ RSpec.describe "dynamic fan-out" do
     end
   end
 
+  it "shows the first 50 children on the dashboard's task page, every one not complete, and how many more", :web do
+    task = run("items" => (1..80).to_a, "fail_at" => 70)
+    expect(task.status).to eq("error")
+
+    html = page_html("/tasks/#{task.task_uuid}")
+
+    shown = ["split", *(0...50).map { |i| "split[#{i}]" }, "split[70]", "summarize"]
+    expect(dag_nodes(html).map(&:first)).to match_array(shown)
+    expect(dag_nodes(html).assoc("split[70]")).to eq(%w[split[70] error])
+    expect(html.scan(/<tr data-step="([^"]+)">/).flatten).to eq(shown)
+    expect(html).to include('<p class="muted" id="hidden-steps">29 more steps (fan-out children) are not shown.</p>')
+    join = html[%r{<section class="step state-pending" id="step-summarize".*?</section>}m]
+    expect(join).to include("<dt>Depends on</dt><dd>split, split[0], split[1], ")
+    expect(join).to include("split[49], split[70], 29 more not shown</dd>")
+  end
+
   it "refuses a template whose fan_out is incomplete or whose join does not wait for it, naming the step" do
     yaml = lambda do |fan_out, join_deps|
       <<~YAML
@@ -127,7 +145,9 @@ RSpec.describe "dynamic fan-out" do
     register = ->(text) { TaskerCore.client.register_template_yaml(text, "bad.yaml") }
     expect { register.call(yaml.call("{ handler: { callable: Fanning::Double }, join: summarize }", "[split]")) }
       .to raise_error(TaskerCore::TemplateError, /step "split" has fan_out without from/)
-    expect { register.call(yaml.call("{ from: items, handler: { callable: Fanning::Double }, join: summarize }", "[other]")) }
-      .to raise_error(TaskerCore::TemplateError, /step "split" has fan_out with join "summarize", which does not depend on "split"/)
+    complete = "{ from: items, handler: { callable: Fanning::Double }, join: summarize }"
+    expect { register.call(yaml.call(complete, "[other]")) }
+      .to raise_error(TaskerCore::TemplateError,
+                      /step "split" has fan_out with join "summarize", which does not depend on "split"/)
   end
 end

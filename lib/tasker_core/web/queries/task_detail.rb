@@ -10,7 +10,7 @@ module TaskerCore
       # STEPS_SHOWN steps in all; `hidden_steps` counts the rest.
       class TaskDetail
         CHILDREN_SHOWN = 50
-        STEPS_SHOWN = 500
+        STEPS_SHOWN = 2000
 
         attr_reader :task, :steps, :edges, :task_transitions, :hidden_steps
 
@@ -37,12 +37,20 @@ module TaskerCore
 
         # The names of the step's dependencies shown, and how many others.
         def dependencies_of(step)
-          @names ||= @steps.to_h { |s| [s.step_uuid, s.name] }
-          @parents ||= @edges.group_by(&:last).transform_values { |pairs| pairs.map(&:first) }
-          parents = @parents.fetch(step.step_uuid, [])
-          names = parents.filter_map { |from| @names[from] }
+          parents = parents_by_step.fetch(step.step_uuid, [])
+          names = parents.filter_map { |from| rows_by_uuid[from] }.sort.map { |row| @steps[row].name }
           names.size < parents.size ? names + ["#{parents.size - names.size} more not shown"] : names
         end
+
+        # Each shown step's row in @steps (the page's order).
+        def rows_by_uuid
+          @rows_by_uuid ||= @steps.each_with_index.to_h { |s, i| [s.step_uuid, i] }
+        end
+
+        def parents_by_step
+          @parents_by_step ||= @edges.group_by(&:last).transform_values { |pairs| pairs.map(&:first) }
+        end
+        private :rows_by_uuid, :parents_by_step
 
         def dag
           Dag.new(@steps.map { |s| { id: s.step_uuid, label: s.name, state: s.status, anchor: "step-#{s.name}" } },
