@@ -14,7 +14,7 @@ $$;
 -- its `from` key becomes a permanent failure (TaskerCore::FanOutError,
 -- naming the step and the key), so the step ends in error and no child is
 -- made. Returns the outcome arrays, changed where so.
-CREATE FUNCTION tasker_check_fan_outs(p_fan_outs uuid[], p_steps uuid[], p_completed boolean[], p_payloads jsonb[],
+CREATE FUNCTION tasker_validate_fan_outs(p_fan_outs uuid[], p_steps uuid[], p_completed boolean[], p_payloads jsonb[],
                                       p_retryable boolean[])
 RETURNS TABLE (completed boolean[], payloads jsonb[], retryable boolean[]) LANGUAGE sql AS $$
   WITH bad AS MATERIALIZED (

@@ -100,7 +100,7 @@ BEGIN
   -- recorded as a permanent failure (see fan_out.sql).
   IF cardinality(v_fan_outs) > 0 THEN
     SELECT f.completed, f.payloads, f.retryable INTO p_completed, p_payloads, p_retryable
-      FROM tasker_check_fan_outs(v_fan_outs, p_steps, p_completed, p_payloads, p_retryable) AS f;
+      FROM tasker_validate_fan_outs(v_fan_outs, p_steps, p_completed, p_payloads, p_retryable) AS f;
   END IF;
 
   -- 2. The outcomes, fenced by attempt: the update's own condition is the
