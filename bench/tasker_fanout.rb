@@ -11,7 +11,8 @@ require_relative "tasker_support"
 repetitions = Bench.env_int("BENCH_FANOUT_REPS", 3)
 name = "fanout_#{Bench::FANOUT_WIDTH}"
 steps_per_task = Bench::FANOUT_WIDTH + 2
-# BENCH_DATABASE: run alone on a database of its own (dropped and made anew).
+# BENCH_DATABASE (a name starting tasker_bench): run alone on a database of its
+# own, dropped and made anew.
 deployment = Bench::TaskerDeployment.new(provider: :pgmq, database: ENV.fetch("BENCH_DATABASE", nil))
 
 begin
