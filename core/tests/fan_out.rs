@@ -109,8 +109,7 @@ async fn one_outcome_makes_ten_thousand_children_and_the_join_sums_them_all() {
     assert_eq!(made[1..].iter().map(|m| (m.0, m.1.as_str())).collect::<Vec<_>>(), vec![(2, "pending"), (2, "pending")]);
     assert_eq!((made[1].2.as_str(), made[2].2.as_str()), ("enqueued", "in_progress"));
     assert_eq!(made[1].3 + made[2].3, CHILDREN);
-    let in_flight: i64 =
-        by_status.iter().filter(|(s, _)| s == "enqueued" || s == "in_progress").map(|(_, n)| n).sum();
+    let in_flight: i64 = by_status.iter().filter(|(s, _)| s == "enqueued" || s == "in_progress").map(|(_, n)| n).sum();
     assert_eq!(in_flight, CHILDREN, "{by_status:?}");
     assert!(by_status.contains(&("pending".to_owned(), 1)), "only the join waits: {by_status:?}");
 
@@ -144,9 +143,13 @@ async fn one_outcome_makes_ten_thousand_children_and_the_join_sums_them_all() {
     .fetch_one(ctx.pool())
     .await
     .unwrap();
-    let join_history = if client.step_transitions(task.task_uuid).await.unwrap().iter().any(|t| {
-        t.step_uuid == join.step_uuid && t.from_state == "pending" && t.to_state == "in_progress"
-    }) {
+    let join_history = if client
+        .step_transitions(task.task_uuid)
+        .await
+        .unwrap()
+        .iter()
+        .any(|t| t.step_uuid == join.step_uuid && t.from_state == "pending" && t.to_state == "in_progress")
+    {
         3
     } else {
         4

@@ -196,8 +196,12 @@ fn a_fan_out_join_that_is_not_a_step_or_does_not_wait_for_it_is_refused() {
     );
     assert!(msg.starts_with("template fan/doubles@1.0.0: "), "{msg}");
     assert!(msg.contains("step \"split\" has fan_out with retry.max_attempts 0; it must be at least 1"), "{msg}");
-    assert!(msg.contains("step \"split\" has fan_out with retry.backoff_base_ms 9 above retry.max_backoff_ms 1"), "{msg}");
+    assert!(
+        msg.contains("step \"split\" has fan_out with retry.backoff_base_ms 9 above retry.max_backoff_ms 1"),
+        "{msg}"
+    );
     assert!(msg.contains("step \"split\" has fan_out with timeout_seconds 0; it must be at least 1"), "{msg}");
-    let msg = fan_out_error(", fan_out: {from: items, handler: {callable: F::Double}, join: summarize, each: 1}", "split");
+    let msg =
+        fan_out_error(", fan_out: {from: items, handler: {callable: F::Double}, join: summarize, each: 1}", "split");
     assert!(msg.contains("unknown field `each`"), "{msg}");
 }
