@@ -8,4 +8,12 @@ module Bench
       nil
     end
   end
+
+  # The fan-out step of dynamic_fanout: the context's `width` items (its
+  # children are Noop).
+  class Items < TaskerCore::StepHandler::Base
+    def call(task, _sequence, _step)
+      { "items" => Array.new(task.context.fetch("width")) { |i| i } }
+    end
+  end
 end

@@ -109,6 +109,12 @@ CREATE TABLE tasker_named_steps (
   -- The template's `decision: true`: the step's result names which of its
   -- dependents run (see tasker_apply_decisions).
   decision         boolean NOT NULL DEFAULT false,
+  -- Dynamic fan-out (the template's `fan_out:`). On the fan-out step:
+  -- {"from": result key, "join": join step name, "child": child named step
+  -- name}; its outcome creates the children (tasker_fan_out). On the
+  -- children's named step (named `<fan-out step>[]`): {"child_of": the
+  -- fan-out step's name}; tasker_create_task makes no step of it.
+  fan_out          jsonb,
   UNIQUE (template_id, name)
 );
 
@@ -212,6 +218,10 @@ CREATE TABLE tasker_workflow_steps (
   -- it does not name (tasker_apply_decisions), and its worker refuses a
   -- result that is not a decision.
   decision      boolean NOT NULL DEFAULT false,
+  -- A fan-out child's element of its fan-out step's result array (NULL for
+  -- a template's own steps) and its index in that array.
+  input         jsonb,
+  fan_out_index integer,
   UNIQUE (task_uuid, name)
 ) WITH (fillfactor = 70);
 

@@ -234,13 +234,22 @@ impl TaskerClient {
     /// object when it has none), from the template cache.
     pub async fn handler_config(&self, namespace: &str, name: &str, version: &str, step: &str) -> Result<Value> {
         let template = self.ctx.templates().get(self.ctx.pool(), namespace, name, version).await?;
-        let Some(found) = template.steps.iter().find(|s| s.name == step) else {
+        // A fan-out's children run as `<step>[]` (see FanOutSpec).
+        let handler = template.steps.iter().find_map(|s| {
+            if s.name == step {
+                Some(&s.handler)
+            } else {
+                let fan_out = s.fan_out.as_ref().filter(|_| crate::FanOutSpec::child_step_name(&s.name) == step)?;
+                fan_out.handler.as_ref()
+            }
+        });
+        let Some(handler) = handler else {
             return Err(Error::not_found(format!("template {} has no step {step:?}", template.key())));
         };
-        Ok(if found.handler.initialization.is_null() {
+        Ok(if handler.initialization.is_null() {
             Value::Object(serde_json::Map::new())
         } else {
-            found.handler.initialization.clone()
+            handler.initialization.clone()
         })
     }
 

@@ -142,3 +142,97 @@ fn a_decision_must_have_dependents_and_is_stored_with_its_steps() {
     let msg = err.message();
     assert!(msg.starts_with("template ship.yml: ") && msg.contains("expected a boolean"), "{msg}");
 }
+
+fn fan_out_template(split: &str, summarize_deps: &str) -> String {
+    format!(
+        "namespace: fan\nname: doubles\nversion: 1.0.0\nsteps:\n\
+         \x20 - {{name: split, handler: {{callable: F::Split}}{split}}}\n\
+         \x20 - {{name: other, handler: {{callable: F::Other}}}}\n\
+         \x20 - {{name: summarize, dependencies: [{summarize_deps}], handler: {{callable: F::Sum}}}}\n"
+    )
+}
+
+fn fan_out_error(split: &str, summarize_deps: &str) -> String {
+    TaskTemplate::from_yaml(&fan_out_template(split, summarize_deps), "doubles.yml").unwrap_err().to_string()
+}
+
+#[test]
+fn a_fan_out_parses_with_its_childrens_handler_retry_and_timeout() {
+    let t = TaskTemplate::from_yaml(
+        &fan_out_template(
+            ", fan_out: {from: items, handler: {callable: F::Double, initialization: {factor: 2}}, join: summarize, \
+             retry: {max_attempts: 5, backoff_base_ms: 10, max_backoff_ms: 20}, timeout_seconds: 7}",
+            "split",
+        ),
+        "doubles.yml",
+    )
+    .unwrap();
+    let fan_out = t.steps[0].fan_out.as_ref().unwrap();
+    assert_eq!(fan_out.from.as_deref(), Some("items"));
+    assert_eq!(fan_out.join.as_deref(), Some("summarize"));
+    let handler = fan_out.handler.as_ref().unwrap();
+    assert_eq!((handler.callable.as_str(), &handler.initialization), ("F::Double", &json!({"factor": 2})));
+    assert_eq!(
+        (fan_out.retry.retryable, fan_out.retry.max_attempts, fan_out.retry.backoff_base_ms, fan_out.timeout_seconds),
+        (true, 5, 10, Some(7))
+    );
+    assert_eq!(tasker_core::FanOutSpec::child_step_name("split"), "split[]");
+    assert!(t.steps[1].fan_out.is_none());
+    // Stored as JSON and read back unchanged.
+    let stored: TaskTemplate = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+    assert_eq!(stored, t);
+}
+
+#[test]
+fn a_fan_out_without_from_handler_or_join_is_refused_naming_the_template_and_step() {
+    assert_eq!(
+        fan_out_error(", fan_out: {handler: {callable: F::Double}, join: summarize}", "split"),
+        "template fan/doubles@1.0.0: step \"split\" has fan_out without from (the key of its result's array)"
+    );
+    assert_eq!(
+        fan_out_error(", fan_out: {from: '', handler: {callable: F::Double}, join: summarize}", "split"),
+        "template fan/doubles@1.0.0: step \"split\" has fan_out with an empty from"
+    );
+    assert_eq!(
+        fan_out_error(", fan_out: {from: items, join: summarize}", "split"),
+        "template fan/doubles@1.0.0: step \"split\" has fan_out without handler (the children's handler)"
+    );
+    assert_eq!(
+        fan_out_error(", fan_out: {from: items, handler: {callable: F::Double}}", "split"),
+        "template fan/doubles@1.0.0: step \"split\" has fan_out without join (the step that waits for every child)"
+    );
+    assert_eq!(
+        fan_out_error(", fan_out: {from: items, handler: {callable: 'not a class'}, join: summarize}", "split"),
+        "template fan/doubles@1.0.0: step \"split\" has fan_out with handler.callable \"not a class\", which is not \
+         a class name like Module::Handler"
+    );
+}
+
+#[test]
+fn a_fan_out_join_that_is_not_a_step_or_does_not_wait_for_it_is_refused() {
+    assert_eq!(
+        fan_out_error(", fan_out: {from: items, handler: {callable: F::Double}, join: summary}", "split"),
+        "template fan/doubles@1.0.0: step \"split\" has fan_out with join \"summary\", which is not a step of the \
+         template"
+    );
+    assert_eq!(
+        fan_out_error(", fan_out: {from: items, handler: {callable: F::Double}, join: summarize}", "other"),
+        "template fan/doubles@1.0.0: step \"split\" has fan_out with join \"summarize\", which does not depend on \
+         \"split\" (add it to \"summarize\"'s dependencies)"
+    );
+    let msg = fan_out_error(
+        ", fan_out: {from: items, handler: {callable: F::Double}, join: summarize, timeout_seconds: 0, \
+         retry: {max_attempts: 0, backoff_base_ms: 9, max_backoff_ms: 1}}",
+        "split",
+    );
+    assert!(msg.starts_with("template fan/doubles@1.0.0: "), "{msg}");
+    assert!(msg.contains("step \"split\" has fan_out with retry.max_attempts 0; it must be at least 1"), "{msg}");
+    assert!(
+        msg.contains("step \"split\" has fan_out with retry.backoff_base_ms 9 above retry.max_backoff_ms 1"),
+        "{msg}"
+    );
+    assert!(msg.contains("step \"split\" has fan_out with timeout_seconds 0; it must be at least 1"), "{msg}");
+    let msg =
+        fan_out_error(", fan_out: {from: items, handler: {callable: F::Double}, join: summarize, each: 1}", "split");
+    assert!(msg.contains("unknown field `each`"), "{msg}");
+}

@@ -75,13 +75,14 @@ BEGIN
   -- The task's history, its steps with theirs, and the edges, in one
   -- statement: each step is made from its named step, whose `dependencies`
   -- say whether it is a root (enqueued at once, unless the task is
-  -- delayed) and which steps it waits for.
+  -- delayed) and which steps it waits for. A fan-out's children are not
+  -- made here: their fan-out step's outcome makes them (tasker_fan_out).
   WITH defs AS MATERIALIZED (
     SELECT tasker_uuid_v7() AS step_uuid, ns.named_step_id, ns.name, ns.position, ns.max_attempts, ns.dependencies,
            ns.decision, cardinality(ns.dependencies) = 0 AND NOT v_delayed AS is_root, n.queue_name
       FROM tasker_named_steps ns
       JOIN tasker_namespaces n ON n.name = ns.namespace
-     WHERE ns.template_id = v_template AND ns.active
+     WHERE ns.template_id = v_template AND ns.active AND NOT coalesce(ns.fan_out ? 'child_of', false)
      ORDER BY ns.position
   ), steps AS (
     INSERT INTO tasker_workflow_steps (step_uuid, task_uuid, named_step_id, name, position, max_attempts, status,

@@ -12,7 +12,8 @@
 --      (p_ack_queues/p_ack_receipts, one entry per step, NULL for a step
 --      claimed eagerly or a provider outside PostgreSQL; the caller hands
 --      back the message of an outcome that did not apply);
---   4. the dependents of completed steps that became ready are claimed for
+--   4. a fan-out step that completed makes its children (tasker_fan_out);
+--      the dependents of completed steps that became ready are claimed for
 --      this worker (eager dispatch: pending -> in_progress, at most
 --      p_eager_slots, only in p_namespaces) or enqueued and sent;
 --   5. tasks with nothing left end (complete, or error naming the failed
@@ -68,6 +69,7 @@ DECLARE
   v_problem text;
   v_synchronous_commit text := current_setting('synchronous_commit');
   v_finished boolean := false;
+  v_fan_outs uuid[];
   r record;
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
@@ -81,10 +83,11 @@ BEGIN
   -- 1. The tasks' rows. Every row here and below is found by primary key
   -- in a MATERIALIZED step before any status is tested: a status condition
   -- that reaches a scan lets the planner walk a status index over every
-  -- task or step in flight.
-  -- The same read of the steps says which are decision points.
+  -- task or step in flight. The same read of the steps says which are
+  -- decision points and which fan out (their named step's `fan_out`).
   WITH steps AS MATERIALIZED (
-    SELECT s.step_uuid, s.task_uuid, s.decision FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (p_steps)
+    SELECT s.task_uuid, s.step_uuid, s.named_step_id, s.decision
+      FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (p_steps)
   ), locked AS MATERIALIZED (
     SELECT t.task_uuid, t.status, t.has_failed_step FROM tasker_tasks t
      WHERE t.task_uuid IN (SELECT s.task_uuid FROM steps s)
@@ -92,8 +95,10 @@ BEGIN
   )
   SELECT coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress'), '{}'),
          coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress' AND l.has_failed_step), '{}'),
-         (SELECT coalesce(array_agg(s.step_uuid), '{}') FROM steps s WHERE s.decision)
-    INTO v_live, v_flagged, v_deciding
+         (SELECT coalesce(array_agg(s.step_uuid), '{}') FROM steps s WHERE s.decision),
+         ARRAY(SELECT s.step_uuid FROM steps s JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id
+                WHERE ns.fan_out ? 'from')
+    INTO v_live, v_flagged, v_deciding, v_fan_outs
     FROM locked l;
 
   -- A decision's result is checked before it is recorded: one that is not
@@ -110,6 +115,13 @@ BEGIN
                                             'backtrace', '[]'::jsonb, 'attempt', p_attempts[i], 'retryable', false);
       END IF;
     END LOOP;
+  END IF;
+
+  -- A fan-out step's result without an array at its `from` key is
+  -- recorded as a permanent failure (see fan_out.sql).
+  IF cardinality(v_fan_outs) > 0 THEN
+    SELECT f.completed, f.payloads, f.retryable INTO p_completed, p_payloads, p_retryable
+      FROM tasker_validate_fan_outs(v_fan_outs, p_steps, p_completed, p_payloads, p_retryable) AS f;
   END IF;
 
   -- 2. The outcomes, fenced by attempt: the update's own condition is the
@@ -158,6 +170,12 @@ BEGIN
   -- no longer run below them, end skipped (see tasker_apply_decisions).
   IF cardinality(v_deciding) > 0 AND cardinality(v_done) > 0 THEN
     v_skipped := tasker_apply_decisions(ARRAY(SELECT u.s FROM unnest(v_done) AS u(s) WHERE u.s = ANY (v_deciding)));
+  END IF;
+
+  -- Fan-out steps that completed make their children, which step 4 then
+  -- finds ready like any dependent (see fan_out.sql).
+  IF cardinality(v_fan_outs) > 0 AND v_fan_outs && v_done THEN
+    PERFORM tasker_fan_out(ARRAY(SELECT u.s FROM unnest(v_fan_outs) AS u(s) WHERE u.s = ANY (v_done)));
   END IF;
 
   IF cardinality(v_errored) > 0 THEN

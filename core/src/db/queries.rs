@@ -117,41 +117,84 @@ pub(crate) async fn upsert_template(
     .await
     .map_err(Error::db(format!("registering template {key}")))?;
 
+    // Each step, and for a fan-out step the named step its children run as
+    // (`<step>[]`, after it in position; see FanOutSpec).
+    struct NamedStepRow<'a> {
+        position: usize,
+        name: String,
+        handler: &'a crate::template::HandlerSpec,
+        retry: &'a crate::template::RetryPolicy,
+        timeout_seconds: Option<u32>,
+        namespace: &'a str,
+        dependencies: Vec<String>,
+        fan_out: Option<Value>,
+        decision: bool,
+    }
+    let mut rows: Vec<NamedStepRow<'_>> = Vec::new();
     for (position, step) in template.steps.iter().enumerate() {
+        let namespace = step.namespace.as_deref().unwrap_or(&template.namespace);
+        let fan_out = step.fan_out.as_ref().and_then(|f| Some((f, f.handler.as_ref()?)));
+        let child = crate::template::FanOutSpec::child_step_name(&step.name);
+        rows.push(NamedStepRow {
+            position,
+            name: step.name.clone(),
+            handler: &step.handler,
+            retry: &step.retry,
+            timeout_seconds: step.timeout_seconds,
+            namespace,
+            dependencies: step.dependencies.clone(),
+            fan_out: fan_out.map(|(f, _)| serde_json::json!({"from": f.from, "join": f.join, "child": child})),
+            decision: step.decision,
+        });
+        if let Some((f, handler)) = fan_out {
+            rows.push(NamedStepRow {
+                position,
+                name: child,
+                handler,
+                retry: &f.retry,
+                timeout_seconds: f.timeout_seconds,
+                namespace,
+                dependencies: vec![step.name.clone()],
+                fan_out: Some(serde_json::json!({"child_of": step.name})),
+                decision: false,
+            });
+        }
+    }
+    for row in &rows {
+        let NamedStepRow { position, name, handler, retry, timeout_seconds, namespace, dependencies, fan_out, decision } =
+            row;
         sqlx::query(
             "INSERT INTO tasker_named_steps (template_id, name, position, handler_callable, handler_config, \
                retryable, max_attempts, backoff_base_ms, max_backoff_ms, timeout_seconds, namespace, dependencies, \
-               decision) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+               fan_out, decision) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (template_id, name) DO UPDATE SET position = EXCLUDED.position, \
                namespace = EXCLUDED.namespace, dependencies = EXCLUDED.dependencies, \
                handler_callable = EXCLUDED.handler_callable, handler_config = EXCLUDED.handler_config, \
                retryable = EXCLUDED.retryable, max_attempts = EXCLUDED.max_attempts, \
                backoff_base_ms = EXCLUDED.backoff_base_ms, max_backoff_ms = EXCLUDED.max_backoff_ms, \
-               timeout_seconds = EXCLUDED.timeout_seconds, active = true, decision = EXCLUDED.decision",
+               timeout_seconds = EXCLUDED.timeout_seconds, fan_out = EXCLUDED.fan_out, active = true, \
+               decision = EXCLUDED.decision",
         )
         .bind(template_id)
-        .bind(&step.name)
-        .bind(i32::try_from(position).unwrap_or(i32::MAX))
-        .bind(&step.handler.callable)
-        .bind(if step.handler.initialization.is_null() {
-            serde_json::json!({})
-        } else {
-            step.handler.initialization.clone()
-        })
-        .bind(step.retry.retryable)
-        .bind(i32::try_from(step.retry.max_attempts).unwrap_or(i32::MAX))
-        .bind(i32::try_from(step.retry.backoff_base_ms).unwrap_or(i32::MAX))
-        .bind(i32::try_from(step.retry.max_backoff_ms).unwrap_or(i32::MAX))
-        .bind(step.timeout_seconds.map(|t| i32::try_from(t).unwrap_or(i32::MAX)))
-        .bind(step.namespace.as_deref().unwrap_or(&template.namespace))
-        .bind(&step.dependencies)
-        .bind(step.decision)
+        .bind(name)
+        .bind(i32::try_from(*position).unwrap_or(i32::MAX))
+        .bind(&handler.callable)
+        .bind(if handler.initialization.is_null() { serde_json::json!({}) } else { handler.initialization.clone() })
+        .bind(retry.retryable)
+        .bind(i32::try_from(retry.max_attempts).unwrap_or(i32::MAX))
+        .bind(i32::try_from(retry.backoff_base_ms).unwrap_or(i32::MAX))
+        .bind(i32::try_from(retry.max_backoff_ms).unwrap_or(i32::MAX))
+        .bind(timeout_seconds.map(|t| i32::try_from(t).unwrap_or(i32::MAX)))
+        .bind(*namespace)
+        .bind(dependencies)
+        .bind(fan_out)
+        .bind(decision)
         .execute(&mut *conn)
         .await
-        .map_err(Error::db(format!("registering step {:?} of template {key}", step.name)))?;
+        .map_err(Error::db(format!("registering step {name:?} of template {key}")))?;
     }
-    let names: Vec<&str> = template.steps.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
     sqlx::query("UPDATE tasker_named_steps SET active = false WHERE template_id = $1 AND name <> ALL($2)")
         .bind(template_id)
         .bind(&names)
@@ -467,8 +510,9 @@ pub(crate) async fn get_task<'e>(executor: impl PgExecutor<'e>, task_uuid: Uuid)
 
 pub(crate) async fn task_steps(pool: &PgPool, task_uuid: Uuid) -> Result<Vec<WorkflowStep>> {
     sqlx::query_as(
-        "SELECT step_uuid, task_uuid, name, position, status, attempts, max_attempts, results, last_error, retry_at \
-         FROM tasker_workflow_steps WHERE task_uuid = $1 ORDER BY position",
+        "SELECT step_uuid, task_uuid, name, position, status, attempts, max_attempts, results, last_error, retry_at, \
+           input, fan_out_index \
+         FROM tasker_workflow_steps WHERE task_uuid = $1 ORDER BY position, fan_out_index NULLS FIRST",
     )
     .bind(task_uuid)
     .fetch_all(pool)
@@ -492,7 +536,7 @@ pub(crate) async fn step_transitions(pool: &PgPool, task_uuid: Uuid) -> Result<V
     sqlx::query_as(
         "SELECT t.step_uuid, t.from_state, t.to_state, t.metadata, t.sort_key \
          FROM tasker_workflow_step_transitions t JOIN tasker_workflow_steps s USING (step_uuid) \
-         WHERE s.task_uuid = $1 ORDER BY s.position, t.sort_key",
+         WHERE s.task_uuid = $1 ORDER BY s.position, s.fan_out_index NULLS FIRST, t.sort_key",
     )
     .bind(task_uuid)
     .fetch_all(pool)

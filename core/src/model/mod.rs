@@ -33,6 +33,10 @@ pub struct WorkflowStep {
     pub results: Option<Value>,
     pub last_error: Option<Value>,
     pub retry_at: Option<DateTime<Utc>>,
+    /// A fan-out child's element of its fan-out step's result array.
+    pub input: Option<Value>,
+    /// A fan-out child's index in that array.
+    pub fan_out_index: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]

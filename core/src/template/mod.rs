@@ -98,6 +98,39 @@ pub struct StepTemplate {
     /// and what can then no longer run, end `skipped`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub decision: bool,
+    /// Dynamic fan-out: when this step completes, one child step per
+    /// element of its result's `from` array (see [`FanOutSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOutSpec>,
+}
+
+/// `fan_out:` on a step. Its result's array at key `from` makes one child
+/// step per element, named `<step>[<index>]`, run by `handler` with the
+/// children's own `retry` and `timeout_seconds`; `join` (a step that
+/// depends on this one) runs once every child is complete. `from`,
+/// `handler` and `join` are required: they are options here only so that
+/// a missing one is reported naming the template and the step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FanOutSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<HandlerSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+}
+
+impl FanOutSpec {
+    /// The name of the named step the children of fan-out step `step` run
+    /// as (`step[]`: no template step can have it).
+    pub fn child_step_name(step: &str) -> String {
+        format!("{step}[]")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -318,6 +351,7 @@ impl TaskTemplate {
                 ));
             }
         }
+        self.validate_fan_outs(&mut problems);
         if self.timeout_seconds == Some(0) {
             problems.push("timeout_seconds 0; it must be at least 1".to_owned());
         }
@@ -334,6 +368,52 @@ impl TaskTemplate {
             Ok(())
         } else {
             Err(Error::template(format!("template {}: {}", self.key(), problems.join("; "))))
+        }
+    }
+
+    /// Each `fan_out:`: `from`, `handler` and `join` given, the join a step
+    /// of the template that depends on the fan-out step, and the children's
+    /// handler and retry settings as valid as a step's.
+    fn validate_fan_outs(&self, problems: &mut Vec<String>) {
+        for step in &self.steps {
+            let Some(fan_out) = &step.fan_out else { continue };
+            let at = format!("step {:?} has fan_out", step.name);
+            match fan_out.from.as_deref() {
+                None => problems.push(format!("{at} without from (the key of its result's array)")),
+                Some("") => problems.push(format!("{at} with an empty from")),
+                Some(_) => {}
+            }
+            match &fan_out.handler {
+                None => problems.push(format!("{at} without handler (the children's handler)")),
+                Some(handler) if !is_constant_path(&handler.callable) => problems.push(format!(
+                    "{at} with handler.callable {:?}, which is not a class name like Module::Handler",
+                    handler.callable
+                )),
+                Some(_) => {}
+            }
+            match fan_out.join.as_deref() {
+                None => problems.push(format!("{at} without join (the step that waits for every child)")),
+                Some(join) => match self.steps.iter().find(|s| s.name == join) {
+                    None => problems.push(format!("{at} with join {join:?}, which is not a step of the template")),
+                    Some(j) if !j.dependencies.contains(&step.name) => problems.push(format!(
+                        "{at} with join {join:?}, which does not depend on {:?} (add it to {join:?}'s dependencies)",
+                        step.name
+                    )),
+                    Some(_) => {}
+                },
+            }
+            if fan_out.retry.max_attempts == 0 {
+                problems.push(format!("{at} with retry.max_attempts 0; it must be at least 1"));
+            }
+            if fan_out.retry.backoff_base_ms > fan_out.retry.max_backoff_ms {
+                problems.push(format!(
+                    "{at} with retry.backoff_base_ms {} above retry.max_backoff_ms {}",
+                    fan_out.retry.backoff_base_ms, fan_out.retry.max_backoff_ms
+                ));
+            }
+            if fan_out.timeout_seconds == Some(0) {
+                problems.push(format!("{at} with timeout_seconds 0; it must be at least 1"));
+            }
         }
     }
 

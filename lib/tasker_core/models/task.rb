@@ -8,7 +8,10 @@ module TaskerCore
 
       FINISHED = %w[complete error cancelled].freeze
 
-      has_many :workflow_steps, -> { order(:position) },
+      # In the template's order; a fan-out step's children (at its
+      # position) right after it, by index. (Written so that ActiveRecord
+      # can reverse it, for `last`.)
+      has_many :workflow_steps, -> { order(:position, Arel.sql("fan_out_index IS NOT NULL"), :fan_out_index) },
                class_name: "TaskerCore::Models::WorkflowStep", foreign_key: :task_uuid, inverse_of: :task
       has_many :transitions, -> { order(:sort_key) },
                class_name: "TaskerCore::Models::TaskTransition", foreign_key: :task_uuid, inverse_of: :task

@@ -27,6 +27,13 @@ module TaskerCore
       def decision?
         decision == true
       end
+
+      # A child of a fan-out step (`<step>[<index>]`): `input` is its
+      # element of the fan-out step's result array, `fan_out_index` its
+      # index there.
+      def fan_out_child?
+        !fan_out_index.nil?
+      end
     end
 
     class WorkflowStepEdge < Base

@@ -65,7 +65,8 @@ module TaskerCore
       def run_handler(claim)
         task = Models::Task.instantiate(claim["task_row"])
         step = Models::WorkflowStep.instantiate(claim["step_row"])
-        config = TaskerCore.client.handler_config(task.namespace, task.name, task.version, step.name)
+        # The named step's name: a fan-out child's is `<fan-out step>[]`.
+        config = TaskerCore.client.handler_config(task.namespace, task.name, task.version, claim["step_name"])
         handler = StepHandler::Resolver.build(claim["handler_callable"], config)
         result = with_timeout(claim["timeout_seconds"]) do
           in_savepoint { handler.call(task, StepSequence.new(task, step), step) }
