@@ -161,8 +161,17 @@ pub(crate) async fn upsert_template(
         }
     }
     for row in &rows {
-        let NamedStepRow { position, name, handler, retry, timeout_seconds, namespace, dependencies, fan_out, decision } =
-            row;
+        let NamedStepRow {
+            position,
+            name,
+            handler,
+            retry,
+            timeout_seconds,
+            namespace,
+            dependencies,
+            fan_out,
+            decision,
+        } = row;
         sqlx::query(
             "INSERT INTO tasker_named_steps (template_id, name, position, handler_callable, handler_config, \
                retryable, max_attempts, backoff_base_ms, max_backoff_ms, timeout_seconds, namespace, dependencies, \
