@@ -75,7 +75,7 @@ async fn one_outcome_makes_ten_thousand_children_and_the_join_sums_them_all() {
     ctx.register_template(template(&ns)).await.unwrap();
     let client = TaskerClient::new(ctx.clone());
     let orchestrator = OrchestratorHandle::start(ctx.clone()).await.expect("orchestrator starts");
-    let worker = Arc::new(WorkerHandle::start(ctx.clone(), &[ns.clone()], 8).await.expect("worker starts"));
+    let worker = Arc::new(WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 8).await.expect("worker starts"));
 
     let task = client.create_task(&CreateTask::new(&ns, "wide", "1.0.0", json!({}))).await.unwrap();
     // The fan-out step's registration made no child at creation.
