@@ -106,6 +106,9 @@ CREATE TABLE tasker_named_steps (
   -- from these rows instead of parsing the template's definition.
   dependencies     text[] NOT NULL DEFAULT '{}',
   active           boolean NOT NULL DEFAULT true,
+  -- The step's concurrency limit (`concurrency:`), NULL when it has none:
+  -- {scope, path (into the task context), max}; see tasker_limit_steps.
+  concurrency      jsonb,
   UNIQUE (template_id, name)
 );
 
@@ -157,7 +160,10 @@ CREATE TABLE tasker_tasks (
   deadline_at     timestamptz,
   created_at     timestamptz NOT NULL DEFAULT now(),
   updated_at     timestamptz NOT NULL DEFAULT now(),
-  completed_at   timestamptz
+  completed_at   timestamptz,
+  -- The concurrency slot the task holds (its template's `concurrency:`),
+  -- given back when it ends; see tasker_concurrency_slots.
+  concurrency_slot text
 );
 -- Tasks not finished, in creation order within each state: the sweep walks
 -- the tasks in progress through it a slice at a time.
@@ -205,6 +211,9 @@ CREATE TABLE tasker_workflow_steps (
   completed_at  timestamptz,
   created_at    timestamptz NOT NULL DEFAULT now(),
   updated_at    timestamptz NOT NULL DEFAULT now(),
+  -- The concurrency slot the step holds (its named step's `concurrency:`),
+  -- from when it is enqueued until it ends; see tasker_concurrency_slots.
+  concurrency_slot text,
   UNIQUE (task_uuid, name)
 ) WITH (fillfactor = 70);
 
@@ -235,6 +244,48 @@ CREATE TABLE tasker_schedule_slots (
   created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
   PRIMARY KEY (namespace, name, schedule, slot_at)
 );
+
+-- ---- concurrency limits ----------------------------------------------------------------
+-- One row per limit and key value: `slot` is '<scope>=<value>' (scope
+-- 'task:<namespace>/<name>' for a template's limit, 'step:<namespace>/<name>/
+-- <step>' for a step's; every version of a template shares them), in_use
+-- counts its holders (tasks or steps whose concurrency_slot names it).
+-- Taking a slot, giving one back and handing it to a waiter all happen with
+-- this row locked, so the count is exact however many processes run.
+CREATE TABLE tasker_concurrency_slots (
+  slot       text PRIMARY KEY,
+  max_slots  integer NOT NULL CHECK (max_slots >= 1),
+  in_use     integer NOT NULL DEFAULT 0 CHECK (in_use >= 0),
+  updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+-- The tasks (pending, not started) and steps (pending, ready) waiting for a
+-- slot, oldest first: a holder giving its slot back hands it to the oldest
+-- in the same transaction. A waiter that moved on meanwhile (cancelled,
+-- resolved) is dropped when its turn comes.
+CREATE TABLE tasker_concurrency_waiters (
+  slot      text NOT NULL,
+  holder    uuid NOT NULL UNIQUE, -- the waiting task's or step's uuid
+  task_uuid uuid NOT NULL,
+  since     timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (slot, since, holder)
+);
+
+-- A task or step holding a slot gives it back when it ends (whichever
+-- function ends it: an outcome, a cancel, a resolution, a deadline). The
+-- WHEN clause keeps every other update free of it.
+CREATE FUNCTION tasker_give_back_slot() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM tasker_release_slot(OLD.concurrency_slot);
+  NEW.concurrency_slot := NULL;
+  RETURN NEW;
+END $$;
+
+CREATE TRIGGER tasker_tasks_give_back_slot BEFORE UPDATE OF status ON tasker_tasks FOR EACH ROW
+  WHEN (OLD.concurrency_slot IS NOT NULL AND NEW.status IN ('complete', 'error', 'cancelled'))
+  EXECUTE FUNCTION tasker_give_back_slot();
+CREATE TRIGGER tasker_workflow_steps_give_back_slot BEFORE UPDATE OF status ON tasker_workflow_steps FOR EACH ROW
+  WHEN (OLD.concurrency_slot IS NOT NULL AND NEW.status IN ('complete', 'error', 'cancelled', 'resolved_manually'))
+  EXECUTE FUNCTION tasker_give_back_slot();
 
 -- ---- history: one row per state change, never rewritten --------------------------
 

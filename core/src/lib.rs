@@ -43,5 +43,8 @@ pub use telemetry::{
     components, deployment_queues, flush_traces, health, metrics_text, otlp_layer, schedules, status, BrokerCheck,
     Check, ComponentHealth, Health, NamespaceStatus, OpsServer, QueueStatus, ScheduleStatus, Status, WorkerStatus,
 };
-pub use template::{CronSchedule, HandlerSpec, RetryPolicy, ScheduleSpec, SlotPlan, StepTemplate, TaskTemplate};
+pub use telemetry::{concurrency_limits, LimitStatus};
+pub use template::{
+    ConcurrencySpec, CronSchedule, HandlerSpec, RetryPolicy, ScheduleSpec, SlotPlan, StepTemplate, TaskTemplate,
+};
 pub use worker::{StepFailure, StepJob, WorkerHandle};

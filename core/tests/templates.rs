@@ -111,3 +111,43 @@ fn checking_template_files_reports_each_file_and_touches_no_database() {
     assert_eq!(summary.len(), 3);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bad_concurrency_limits_are_refused_naming_the_template_the_step_and_the_problem() {
+    let err = |extra_template: &str, step_limit: &str| {
+        let yaml = format!(
+            "namespace: lim\nname: billing\nversion: 1.0.0\n{extra_template}steps:\n\
+             \x20 - {{name: charge, handler: {{callable: Billing::Charge}}{step_limit}}}\n"
+        );
+        TaskTemplate::from_yaml(&yaml, "billing.yml").unwrap_err().to_string()
+    };
+    assert_eq!(
+        err("", ", concurrency: {key: customer_id, max: 2}"),
+        "template lim/billing@1.0.0: step \"charge\" has concurrency.key \"customer_id\", which is not a path \
+         into the task context like context.customer_id"
+    );
+    assert_eq!(
+        err("", ", concurrency: {key: context.customer_id, max: 0}"),
+        "template lim/billing@1.0.0: step \"charge\" has concurrency.max 0; it must be at least 1"
+    );
+    assert_eq!(
+        err("concurrency: {key: context., max: 1}\n", ""),
+        "template lim/billing@1.0.0: the template has concurrency.key \"context.\", which is not a path into the \
+         task context like context.customer_id"
+    );
+    assert_eq!(
+        err("concurrency: {key: context.a..b, max: 3000000000}\n", ""),
+        "template lim/billing@1.0.0: the template has concurrency.key \"context.a..b\", which is not a path into \
+         the task context like context.customer_id; the template has concurrency.max 3000000000, which is too large"
+    );
+    let unknown = err("", ", concurrency: {key: context.customer_id, limit: 2}");
+    assert!(unknown.starts_with("template billing.yml: ") && unknown.contains("unknown field `limit`"), "{unknown}");
+    let good = TaskTemplate::from_yaml(
+        "namespace: lim\nname: billing\nversion: 1.0.0\nconcurrency: {key: context.account.id, max: 1}\nsteps:\n\
+         \x20 - {name: charge, handler: {callable: Billing::Charge}, concurrency: {key: context.customer_id, max: 2}}\n",
+        "billing.yml",
+    )
+    .unwrap();
+    assert_eq!(good.concurrency.as_ref().unwrap().path(), Some(vec!["account", "id"]));
+    assert_eq!(good.steps[0].concurrency.as_ref().map(|c| c.max), Some(2));
+}

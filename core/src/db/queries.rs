@@ -120,14 +120,15 @@ pub(crate) async fn upsert_template(
     for (position, step) in template.steps.iter().enumerate() {
         sqlx::query(
             "INSERT INTO tasker_named_steps (template_id, name, position, handler_callable, handler_config, \
-               retryable, max_attempts, backoff_base_ms, max_backoff_ms, timeout_seconds, namespace, dependencies) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+               retryable, max_attempts, backoff_base_ms, max_backoff_ms, timeout_seconds, namespace, dependencies, \
+               concurrency) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (template_id, name) DO UPDATE SET position = EXCLUDED.position, \
                namespace = EXCLUDED.namespace, dependencies = EXCLUDED.dependencies, \
                handler_callable = EXCLUDED.handler_callable, handler_config = EXCLUDED.handler_config, \
                retryable = EXCLUDED.retryable, max_attempts = EXCLUDED.max_attempts, \
                backoff_base_ms = EXCLUDED.backoff_base_ms, max_backoff_ms = EXCLUDED.max_backoff_ms, \
-               timeout_seconds = EXCLUDED.timeout_seconds, active = true",
+               timeout_seconds = EXCLUDED.timeout_seconds, concurrency = EXCLUDED.concurrency, active = true",
         )
         .bind(template_id)
         .bind(&step.name)
@@ -145,6 +146,11 @@ pub(crate) async fn upsert_template(
         .bind(step.timeout_seconds.map(|t| i32::try_from(t).unwrap_or(i32::MAX)))
         .bind(step.namespace.as_deref().unwrap_or(&template.namespace))
         .bind(&step.dependencies)
+        .bind(
+            step.concurrency
+                .as_ref()
+                .map(|limit| limit.to_row(format!("step:{}/{}/{}", template.namespace, template.name, step.name))),
+        )
         .execute(&mut *conn)
         .await
         .map_err(Error::db(format!("registering step {:?} of template {key}", step.name)))?;

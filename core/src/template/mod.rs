@@ -1,5 +1,6 @@
 //! YAML task templates: parse, validate, register in the database, cache.
 
+mod limits;
 mod registry;
 mod schedule;
 
@@ -11,6 +12,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+pub use limits::ConcurrencySpec;
 pub(crate) use registry::TemplateRegistry;
 pub use schedule::{CronSchedule, SlotPlan};
 
@@ -34,6 +36,10 @@ pub struct TaskTemplate {
     /// Cron schedules: an orchestrator creates one task per slot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<ScheduleSpec>,
+    /// At most `max` tasks of this template in progress at once per value
+    /// of `key`; the others wait pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencySpec>,
 }
 
 /// One cron schedule of a template (`schedules:` in the YAML).
@@ -93,6 +99,10 @@ pub struct StepTemplate {
     pub retry: RetryPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u32>,
+    /// At most `max` of this step's runs (across tasks) at once per value
+    /// of `key`; the others wait pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencySpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -305,6 +315,12 @@ impl TaskTemplate {
             if step.timeout_seconds == Some(0) {
                 problems.push(format!("step {:?} has timeout_seconds 0; it must be at least 1", step.name));
             }
+            if let Some(limit) = &step.concurrency {
+                problems.extend(limit.problems(&format!("step {:?}", step.name)));
+            }
+        }
+        if let Some(limit) = &self.concurrency {
+            problems.extend(limit.problems("the template"));
         }
         if self.timeout_seconds == Some(0) {
             problems.push("timeout_seconds 0; it must be at least 1".to_owned());
