@@ -109,6 +109,9 @@ CREATE TABLE tasker_named_steps (
   -- The step's concurrency limit (`concurrency:`), NULL when it has none:
   -- {scope, path (into the task context), max}; see tasker_limit_steps.
   concurrency      jsonb,
+  -- The step's rate limit (`rate_limit:`), NULL when it has none: {scope,
+  -- path, per_second, burst}; see tasker_take_token.
+  rate_limit       jsonb,
   UNIQUE (template_id, name)
 );
 
@@ -268,6 +271,15 @@ CREATE TABLE tasker_concurrency_waiters (
   task_uuid uuid NOT NULL,
   since     timestamptz NOT NULL DEFAULT clock_timestamp(),
   PRIMARY KEY (slot, since, holder)
+);
+
+-- Rate limits: one bucket per step's limit and key value ('rate:<ns>/
+-- <name>/<step>=<value>'): `tokens` holds, for each of its burst tokens,
+-- when it is next free. See tasker_take_token.
+CREATE TABLE tasker_rate_buckets (
+  bucket     text PRIMARY KEY,
+  tokens     timestamptz[] NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
 -- A task or step holding a slot gives it back when it ends (whichever

@@ -45,6 +45,7 @@ pub use telemetry::{
 };
 pub use telemetry::{concurrency_limits, LimitStatus};
 pub use template::{
-    ConcurrencySpec, CronSchedule, HandlerSpec, RetryPolicy, ScheduleSpec, SlotPlan, StepTemplate, TaskTemplate,
+    ConcurrencySpec, CronSchedule, HandlerSpec, RateLimitSpec, RetryPolicy, ScheduleSpec, SlotPlan, StepTemplate,
+    TaskTemplate,
 };
 pub use worker::{StepFailure, StepJob, WorkerHandle};

@@ -236,3 +236,54 @@ async fn a_template_limit_keeps_tasks_pending_until_a_task_of_their_key_ends() {
     assert!(started_after);
     run.stop().await;
 }
+
+/// Seconds from the first of `times` to each.
+fn offsets(times: &[chrono::DateTime<chrono::Utc>]) -> Vec<i64> {
+    times.iter().map(|t| (*t - times[0]).num_milliseconds()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_bucket_gives_burst_tokens_at_once_and_each_back_burst_over_rate_later() {
+    let ctx = common::context().await;
+    let take = |bucket: String, per_second: f64, burst: i32| {
+        let pool = ctx.pool().clone();
+        async move {
+            let mut times = Vec::new();
+            for _ in 0..7 {
+                let at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT tasker_take_token($1, $2, $3)")
+                    .bind(&bucket)
+                    .bind(per_second)
+                    .bind(burst)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                times.push(at);
+            }
+            times
+        }
+    };
+    // 3 a second, burst 3: three at once (now, as each is taken); a token
+    // comes back 1 s after it was used, and those that wait are spaced 1/3 s
+    // apart.
+    let times = take(format!("rate:test/{}", Uuid::now_v7()), 3.0, 3).await;
+    let now = chrono::Utc::now();
+    assert!(times[..3].iter().all(|t| (now - *t).num_milliseconds() < 5_000));
+    let micros: Vec<i64> = times.iter().map(|t| (*t - times[0]).num_microseconds().unwrap()).collect();
+    for (got, want) in micros[3..].iter().zip([1_000_000, 1_333_333, 1_666_667, 2_000_000]) {
+        assert!((got - want).abs() <= 1, "{micros:?}");
+    }
+    // 2 a second, burst 1: one every 500 ms.
+    let times = take(format!("rate:test/{}", Uuid::now_v7()), 2.0, 1).await;
+    assert_eq!(offsets(&times), vec![0, 500, 1_000, 1_500, 2_000, 2_500, 3_000]);
+    // Half a token a second: one every 2 s.
+    let times = take(format!("rate:test/{}", Uuid::now_v7()), 0.5, 1).await;
+    assert_eq!(offsets(&times), vec![0, 2_000, 4_000, 6_000, 8_000, 10_000, 12_000]);
+    // A burst lowered by a new registration keeps the latest tokens.
+    let bucket = format!("rate:test/{}", Uuid::now_v7());
+    let before = take(bucket.clone(), 1.0, 3).await;
+    let after: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT tasker_take_token($1, 1, 1)").bind(&bucket).fetch_one(ctx.pool()).await.unwrap();
+    // Seven taken with 3 tokens of 3 s: at 0, 0, 0, 3, 4, 5, 6; the tokens
+    // are back at 9, 7 and 8; the one kept is 9, next free at that time.
+    assert_eq!((after - before[0]).num_milliseconds(), 9_000);
+}

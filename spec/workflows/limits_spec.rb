@@ -82,14 +82,14 @@ RSpec.describe "concurrency limits" do
   end
 
   it "shows the steps and tasks waiting for each slot in status, rake tasker:status and the dashboard's data" do
-    slow = { customer: "slow_#{suffix}", nap: 4 }
+    slow = { customer: "slow_#{suffix}", hold: true }
     steps = Array.new(5) do
       TaskerCore.create_task(namespace: "limits", name: "per_customer_step", version: "1.0.0", context: slow)
     end
     tasks = Array.new(3) do
       TaskerCore.create_task(namespace: "limits", name: "per_customer_task", version: "1.0.0", context: slow)
     end
-    # The first two of each nap for 4 s: the others wait that long.
+    # The first two of each are held in their handlers: the others wait.
     report = TaskerCore::OperatorReports.status
     expect(report).to include("concurrency limits (in use / max, waiting):")
     expect(report).to match(%r{^  step:limits/per_customer_step/charge=slow_#{suffix} +2/2 waiting=3$})
@@ -100,9 +100,12 @@ RSpec.describe "concurrency limits" do
       [{ "slot" => "step:limits/per_customer_step/charge=slow_#{suffix}", "max" => 2, "in_use" => 2, "waiting" => 3 },
        { "slot" => "task:limits/per_customer_task=slow_#{suffix}", "max" => 2, "in_use" => 2, "waiting" => 1 }]
     )
+    Limits::Tally.open!(slow[:customer])
     (steps + tasks).each { |t| t.wait(timeout: 60) }
     expect((steps + tasks).map(&:status).uniq).to eq(["complete"])
     expect(limit_waits).to eq({})
+  ensure
+    Limits::Tally.open!("slow_#{suffix}")
   end
 
   it "hands a cancelled task's slot to the next waiting task" do

@@ -98,8 +98,10 @@ BEGIN
   -- delayed) and which steps it waits for.
   WITH defs AS MATERIALIZED (
     SELECT tasker_uuid_v7() AS step_uuid, ns.named_step_id, ns.name, ns.position, ns.max_attempts, ns.dependencies,
-           cardinality(ns.dependencies) = 0 AND NOT v_delayed AND ns.concurrency IS NULL AS is_root, n.queue_name,
-           cardinality(ns.dependencies) = 0 AND NOT v_delayed AND ns.concurrency IS NOT NULL AS is_limited_root
+           cardinality(ns.dependencies) = 0 AND NOT v_delayed AND ns.concurrency IS NULL AND ns.rate_limit IS NULL
+             AS is_root, n.queue_name,
+           cardinality(ns.dependencies) = 0 AND NOT v_delayed
+             AND (ns.concurrency IS NOT NULL OR ns.rate_limit IS NOT NULL) AS is_limited_root
       FROM tasker_named_steps ns
       JOIN tasker_namespaces n ON n.name = ns.namespace
      WHERE ns.template_id = v_template AND ns.active
@@ -155,7 +157,8 @@ BEGIN
   ELSIF NOT p_send AND cardinality(v_ready) > 0 THEN
     PERFORM pg_notify('tasker_task_created', v_task::text);
   END IF;
-  -- Root steps with a concurrency limit: enqueued when they get a slot.
+  -- Root steps with a concurrency or rate limit: enqueued when they get a
+  -- slot, visible when their token is due.
   IF cardinality(v_limited) > 0 THEN
     v_limited := tasker_limit_steps(v_limited);
     PERFORM tasker_enqueue_steps(v_limited, p_send);

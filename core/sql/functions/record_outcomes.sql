@@ -188,14 +188,16 @@ BEGIN
                ORDER BY e.from_step_uuid DESC LIMIT 1) IS NULL
     )
     -- The first of them in this worker's namespaces, as many as it has
-    -- free slots, are claimed for it (not those with a concurrency limit:
-    -- they are enqueued when tasker_limit_steps lets them go).
+    -- free slots, are claimed for it (not those with a concurrency or rate
+    -- limit: they are enqueued when tasker_limit_steps lets them go).
     SELECT coalesce(array_agg(r.step_uuid ORDER BY r.task_uuid, r.position), '{}'),
            coalesce((array_agg(r.step_uuid ORDER BY r.task_uuid, r.position)
-                       FILTER (WHERE ns.namespace = ANY (p_namespaces) AND ns.concurrency IS NULL))
+                       FILTER (WHERE ns.namespace = ANY (p_namespaces) AND ns.concurrency IS NULL
+                                 AND ns.rate_limit IS NULL))
                       [1:greatest(p_eager_slots, 0)], '{}'),
            v_moving || coalesce(array_agg(DISTINCT r.task_uuid), '{}'),
-           coalesce(array_agg(r.step_uuid) FILTER (WHERE ns.concurrency IS NOT NULL), '{}')
+           coalesce(array_agg(r.step_uuid)
+                      FILTER (WHERE ns.concurrency IS NOT NULL OR ns.rate_limit IS NOT NULL), '{}')
       INTO v_ready, v_eager, v_moving, v_limited
       FROM ready r JOIN tasker_named_steps ns ON ns.named_step_id = r.named_step_id;
     IF cardinality(v_limited) > 0 THEN

@@ -121,14 +121,15 @@ pub(crate) async fn upsert_template(
         sqlx::query(
             "INSERT INTO tasker_named_steps (template_id, name, position, handler_callable, handler_config, \
                retryable, max_attempts, backoff_base_ms, max_backoff_ms, timeout_seconds, namespace, dependencies, \
-               concurrency) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+               concurrency, rate_limit) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (template_id, name) DO UPDATE SET position = EXCLUDED.position, \
                namespace = EXCLUDED.namespace, dependencies = EXCLUDED.dependencies, \
                handler_callable = EXCLUDED.handler_callable, handler_config = EXCLUDED.handler_config, \
                retryable = EXCLUDED.retryable, max_attempts = EXCLUDED.max_attempts, \
                backoff_base_ms = EXCLUDED.backoff_base_ms, max_backoff_ms = EXCLUDED.max_backoff_ms, \
-               timeout_seconds = EXCLUDED.timeout_seconds, concurrency = EXCLUDED.concurrency, active = true",
+               timeout_seconds = EXCLUDED.timeout_seconds, concurrency = EXCLUDED.concurrency, \
+               rate_limit = EXCLUDED.rate_limit, active = true",
         )
         .bind(template_id)
         .bind(&step.name)
@@ -150,6 +151,11 @@ pub(crate) async fn upsert_template(
             step.concurrency
                 .as_ref()
                 .map(|limit| limit.to_row(format!("step:{}/{}/{}", template.namespace, template.name, step.name))),
+        )
+        .bind(
+            step.rate_limit
+                .as_ref()
+                .map(|limit| limit.to_row(format!("rate:{}/{}/{}", template.namespace, template.name, step.name))),
         )
         .execute(&mut *conn)
         .await

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-pub use limits::ConcurrencySpec;
+pub use limits::{ConcurrencySpec, RateLimitSpec};
 pub(crate) use registry::TemplateRegistry;
 pub use schedule::{CronSchedule, SlotPlan};
 
@@ -103,6 +103,10 @@ pub struct StepTemplate {
     /// of `key`; the others wait pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<ConcurrencySpec>,
+    /// At most `burst` of this step's runs start in any `burst /
+    /// per_second` seconds per value of `key`; the others wait enqueued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -316,6 +320,9 @@ impl TaskTemplate {
                 problems.push(format!("step {:?} has timeout_seconds 0; it must be at least 1", step.name));
             }
             if let Some(limit) = &step.concurrency {
+                problems.extend(limit.problems(&format!("step {:?}", step.name)));
+            }
+            if let Some(limit) = &step.rate_limit {
                 problems.extend(limit.problems(&format!("step {:?}", step.name)));
             }
         }
