@@ -115,6 +115,12 @@ CREATE TABLE tasker_named_steps (
   -- children's named step (named `<fan-out step>[]`): {"child_of": the
   -- fan-out step's name}; tasker_create_task makes no step of it.
   fan_out          jsonb,
+  -- The step's concurrency limit (`concurrency:`), NULL when it has none:
+  -- {scope, path (into the task context), max}; see tasker_limit_steps.
+  concurrency      jsonb,
+  -- The step's rate limit (`rate_limit:`), NULL when it has none: {scope,
+  -- path, per_second, burst}; see tasker_take_token.
+  rate_limit       jsonb,
   UNIQUE (template_id, name)
 );
 
@@ -166,7 +172,10 @@ CREATE TABLE tasker_tasks (
   deadline_at     timestamptz,
   created_at     timestamptz NOT NULL DEFAULT now(),
   updated_at     timestamptz NOT NULL DEFAULT now(),
-  completed_at   timestamptz
+  completed_at   timestamptz,
+  -- The concurrency slot the task holds (its template's `concurrency:`),
+  -- given back when it ends; see tasker_concurrency_slots.
+  concurrency_slot text
 );
 -- Tasks not finished, in creation order within each state: the sweep walks
 -- the tasks in progress through it a slice at a time.
@@ -222,6 +231,9 @@ CREATE TABLE tasker_workflow_steps (
   -- a template's own steps) and its index in that array.
   input         jsonb,
   fan_out_index integer,
+  -- The concurrency slot the step holds (its named step's `concurrency:`),
+  -- from when it is enqueued until it ends; see tasker_concurrency_slots.
+  concurrency_slot text,
   UNIQUE (task_uuid, name)
 ) WITH (fillfactor = 70);
 
@@ -252,6 +264,57 @@ CREATE TABLE tasker_schedule_slots (
   created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
   PRIMARY KEY (namespace, name, schedule, slot_at)
 );
+
+-- ---- concurrency limits ----------------------------------------------------------------
+-- One row per limit and key value: `slot` is '<scope>=<value>' (scope
+-- 'task:<namespace>/<name>' for a template's limit, 'step:<namespace>/<name>/
+-- <step>' for a step's; every version of a template shares them), in_use
+-- counts its holders (tasks or steps whose concurrency_slot names it).
+-- Taking a slot, giving one back and handing it to a waiter all happen with
+-- this row locked, so the count is exact however many processes run.
+CREATE TABLE tasker_concurrency_slots (
+  slot       text PRIMARY KEY,
+  max_slots  integer NOT NULL CHECK (max_slots >= 1),
+  in_use     integer NOT NULL DEFAULT 0 CHECK (in_use >= 0),
+  updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+-- The tasks (pending, not started) and steps (pending, ready) waiting for a
+-- slot, oldest first: a holder giving its slot back hands it to the oldest
+-- in the same transaction. A waiter that moved on meanwhile (cancelled,
+-- resolved) is dropped when its turn comes.
+CREATE TABLE tasker_concurrency_waiters (
+  slot      text NOT NULL,
+  holder    uuid NOT NULL UNIQUE, -- the waiting task's or step's uuid
+  task_uuid uuid NOT NULL,
+  since     timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (slot, since, holder)
+);
+
+-- Rate limits: one bucket per step's limit and key value ('rate:<ns>/
+-- <name>/<step>=<value>'): `tokens` holds, for each of its burst tokens,
+-- when it is next free. See tasker_take_token.
+CREATE TABLE tasker_rate_buckets (
+  bucket     text PRIMARY KEY,
+  tokens     timestamptz[] NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- A task or step holding a slot gives it back when it ends (whichever
+-- function ends it: an outcome, a cancel, a resolution, a deadline). The
+-- WHEN clause keeps every other update free of it.
+CREATE FUNCTION tasker_give_back_slot() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM tasker_release_slot(OLD.concurrency_slot);
+  NEW.concurrency_slot := NULL;
+  RETURN NEW;
+END $$;
+
+CREATE TRIGGER tasker_tasks_give_back_slot BEFORE UPDATE OF status ON tasker_tasks FOR EACH ROW
+  WHEN (OLD.concurrency_slot IS NOT NULL AND NEW.status IN ('complete', 'error', 'cancelled'))
+  EXECUTE FUNCTION tasker_give_back_slot();
+CREATE TRIGGER tasker_workflow_steps_give_back_slot BEFORE UPDATE OF status ON tasker_workflow_steps FOR EACH ROW
+  WHEN (OLD.concurrency_slot IS NOT NULL AND NEW.status IN ('complete', 'error', 'cancelled', 'resolved_manually'))
+  EXECUTE FUNCTION tasker_give_back_slot();
 
 -- ---- history: one row per state change, never rewritten --------------------------
 

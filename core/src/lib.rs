@@ -43,7 +43,9 @@ pub use telemetry::{
     components, deployment_queues, flush_traces, health, metrics_text, otlp_layer, schedules, status, BrokerCheck,
     Check, ComponentHealth, Health, NamespaceStatus, OpsServer, QueueStatus, ScheduleStatus, Status, WorkerStatus,
 };
+pub use telemetry::{concurrency_limits, LimitStatus};
 pub use template::{
-    CronSchedule, FanOutSpec, HandlerSpec, RetryPolicy, ScheduleSpec, SlotPlan, StepTemplate, TaskTemplate,
+    ConcurrencySpec, CronSchedule, FanOutSpec, HandlerSpec, RateLimitSpec, RetryPolicy, ScheduleSpec, SlotPlan,
+    StepTemplate, TaskTemplate,
 };
 pub use worker::{StepFailure, StepJob, WorkerHandle};

@@ -236,3 +236,82 @@ fn a_fan_out_join_that_is_not_a_step_or_does_not_wait_for_it_is_refused() {
         fan_out_error(", fan_out: {from: items, handler: {callable: F::Double}, join: summarize, each: 1}", "split");
     assert!(msg.contains("unknown field `each`"), "{msg}");
 }
+
+#[test]
+fn bad_concurrency_limits_are_refused_naming_the_template_the_step_and_the_problem() {
+    let err = |extra_template: &str, step_limit: &str| {
+        let yaml = format!(
+            "namespace: lim\nname: billing\nversion: 1.0.0\n{extra_template}steps:\n\
+             \x20 - {{name: charge, handler: {{callable: Billing::Charge}}{step_limit}}}\n"
+        );
+        TaskTemplate::from_yaml(&yaml, "billing.yml").unwrap_err().to_string()
+    };
+    assert_eq!(
+        err("", ", concurrency: {key: customer_id, max: 2}"),
+        "template lim/billing@1.0.0: step \"charge\" has concurrency.key \"customer_id\", which is not a path \
+         into the task context like context.customer_id"
+    );
+    assert_eq!(
+        err("", ", concurrency: {key: context.customer_id, max: 0}"),
+        "template lim/billing@1.0.0: step \"charge\" has concurrency.max 0; it must be at least 1"
+    );
+    assert_eq!(
+        err("concurrency: {key: context., max: 1}\n", ""),
+        "template lim/billing@1.0.0: the template has concurrency.key \"context.\", which is not a path into the \
+         task context like context.customer_id"
+    );
+    assert_eq!(
+        err("concurrency: {key: context.a..b, max: 3000000000}\n", ""),
+        "template lim/billing@1.0.0: the template has concurrency.key \"context.a..b\", which is not a path into \
+         the task context like context.customer_id; the template has concurrency.max 3000000000, which is too large"
+    );
+    let unknown = err("", ", concurrency: {key: context.customer_id, limit: 2}");
+    assert!(unknown.starts_with("template billing.yml: ") && unknown.contains("unknown field `limit`"), "{unknown}");
+    let good = TaskTemplate::from_yaml(
+        "namespace: lim\nname: billing\nversion: 1.0.0\nconcurrency: {key: context.account.id, max: 1}\nsteps:\n\
+         \x20 - {name: charge, handler: {callable: Billing::Charge}, concurrency: {key: context.customer_id, max: 2}}\n",
+        "billing.yml",
+    )
+    .unwrap();
+    assert_eq!(good.concurrency.as_ref().unwrap().path(), Some(vec!["account", "id"]));
+    assert_eq!(good.steps[0].concurrency.as_ref().map(|c| c.max), Some(2));
+}
+
+#[test]
+fn bad_rate_limits_are_refused_naming_the_template_the_step_and_the_problem() {
+    let err = |limit: &str| {
+        let yaml = format!(
+            "namespace: lim\nname: payouts\nversion: 1.0.0\nsteps:\n\
+             \x20 - {{name: pay, handler: {{callable: Payouts::Pay}}, rate_limit: {limit}}}\n"
+        );
+        TaskTemplate::from_yaml(&yaml, "payouts.yml").unwrap_err().to_string()
+    };
+    assert_eq!(
+        err("{key: merchant_id, per_second: 3}"),
+        "template lim/payouts@1.0.0: step \"pay\" has rate_limit.key \"merchant_id\", which is not a path into the \
+         task context like context.merchant_id"
+    );
+    assert_eq!(
+        err("{key: context.merchant_id, per_second: 0, burst: 0}"),
+        "template lim/payouts@1.0.0: step \"pay\" has rate_limit.per_second 0; it must be above 0; step \"pay\" has \
+         rate_limit.burst 0; it must be from 1 to 1000"
+    );
+    assert_eq!(
+        err("{key: context.merchant_id, per_second: -1.5, burst: 1001}"),
+        "template lim/payouts@1.0.0: step \"pay\" has rate_limit.per_second -1.5; it must be above 0; step \"pay\" \
+         has rate_limit.burst 1001; it must be from 1 to 1000"
+    );
+    let unknown = err("{key: context.merchant_id, per_minute: 3}");
+    assert!(
+        unknown.starts_with("template payouts.yml: ") && unknown.contains("unknown field `per_minute`"),
+        "{unknown}"
+    );
+    let good = TaskTemplate::from_yaml(
+        "namespace: lim\nname: payouts\nversion: 1.0.0\nsteps:\n\
+         \x20 - {name: pay, handler: {callable: Payouts::Pay}, rate_limit: {key: context.m, per_second: 0.5}}\n",
+        "payouts.yml",
+    )
+    .unwrap();
+    let limit = good.steps[0].rate_limit.as_ref().unwrap();
+    assert_eq!((limit.path(), limit.per_second, limit.burst()), (Some(vec!["m"]), 0.5, 1));
+}

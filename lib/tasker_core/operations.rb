@@ -59,7 +59,7 @@ module TaskerCore
     # visibility timeout), stuck enqueued (longer than
     # stuck_enqueued_seconds)), "workers" (each worker running a step with
     # a fresh heartbeat, and how many), "schedules" (as TaskerCore.schedules),
-    # "checked_at".
+    # "limits" (as TaskerCore.concurrency_limits), "checked_at".
     def status
       Operations.string_keys(Native::Ops.status(client))
     end
@@ -69,6 +69,15 @@ module TaskerCore
     # "time_zone", "last_slot_at" and "next_fire_at". Also in status.
     def schedules
       Operations.string_keys(Native::Ops.schedules(client))
+    end
+
+    # Every concurrency slot in use or waited for (one key value of a
+    # template's or step's `concurrency:`): an Array of Hashes with "slot"
+    # ("task:<namespace>/<name>=<value>" or
+    # "step:<namespace>/<name>/<step>=<value>"), "max", "in_use" and
+    # "waiting" (tasks or steps waiting for it). Also in status.
+    def concurrency_limits
+      Operations.string_keys(Native::Ops.concurrency_limits(client))
     end
 
     # Deletes finished tasks older than retention.finished_tasks_days and

@@ -32,7 +32,18 @@ module TaskerCore
       lines.concat(status["namespaces"].map { |n| namespace_line(n) })
       lines << "workers alive (running a step): #{status['workers'].size}"
       status["workers"].each { |w| lines << format("  %-50s steps=%d", w["worker"], w["steps_in_progress"]) }
-      (lines + schedule_lines(status["schedules"])).join("\n")
+      (lines + schedule_lines(status["schedules"]) + limit_lines(status.fetch("limits", []))).join("\n")
+    end
+
+    # Concurrency slots in use or waited for (steps or tasks waiting for a
+    # limit, per slot).
+    def limit_lines(limits)
+      lines = limits.empty? ? ["  none in use"] : limits.map { |l| limit_line(l) }
+      ["concurrency limits (in use / max, waiting):"] + lines
+    end
+
+    def limit_line(limit)
+      format("  %-50s %d/%d waiting=%d", *limit.values_at("slot", "in_use", "max", "waiting"))
     end
 
     def schedule_lines(schedules)

@@ -43,6 +43,7 @@ BEGIN
                 AND p.status NOT IN ('complete', 'resolved_manually', 'skipped')))
        OR (s.status = 'waiting_for_retry' AND s.retry_at <= clock_timestamp()));
 
+  v_ready := tasker_limit_steps(v_ready);
   SELECT coalesce(jsonb_agg(jsonb_build_object('queue', m.queue, 'message', m.message, 'delay_ms', m.delay_ms)), '[]')
     INTO v_unsent
     FROM tasker_enqueue_steps(v_ready, p_send) AS m;

@@ -41,9 +41,14 @@ DECLARE
   v_queue text;
   v_delayed boolean := coalesce(p_run_at > clock_timestamp(), false);
   v_timeout integer;
+  v_limit jsonb;
+  v_slot text;
+  v_held boolean := false;
+  v_limited uuid[];
 BEGIN
-  SELECT t.template_id, coalesce(p_timeout_seconds, (t.definition ->> 'timeout_seconds')::integer)
-    INTO v_template, v_timeout
+  SELECT t.template_id, coalesce(p_timeout_seconds, (t.definition ->> 'timeout_seconds')::integer),
+         t.definition -> 'concurrency'
+    INTO v_template, v_timeout, v_limit
     FROM tasker_task_templates t
    WHERE t.namespace = p_namespace AND t.name = p_name AND t.version = p_version;
   IF v_template IS NULL THEN
@@ -60,15 +65,30 @@ BEGIN
   END IF;
 
   v_task := tasker_uuid_v7();
+  -- The template's concurrency limit: the task starts holding a slot, or
+  -- waits pending like a delayed task (with no run_at) until a task of its
+  -- key ends and hands it the slot (tasker_release_slot). A delayed task
+  -- takes its slot when it is due (tasker_release_due_tasks).
+  IF v_limit IS NOT NULL AND NOT v_delayed THEN
+    v_slot := tasker_task_slot(p_namespace, p_name, v_limit, coalesce(p_context, '{}'));
+    v_held := tasker_take_slot(v_slot, (v_limit ->> 'max')::integer, v_task, v_task) <> 'taken';
+    v_delayed := v_held;
+  END IF;
   INSERT INTO tasker_tasks (task_uuid, template_id, namespace, name, version, context, identity_key, correlation_id,
-                            status, transitions, traceparent, run_at, timeout_seconds, deadline_at)
+                            status, transitions, traceparent, run_at, timeout_seconds, deadline_at, concurrency_slot)
   VALUES (v_task, v_template, p_namespace, p_name, p_version, coalesce(p_context, '{}'), p_identity_key,
           v_correlation, CASE WHEN v_delayed THEN 'pending' ELSE 'in_progress' END, CASE WHEN v_delayed THEN 1 ELSE 2 END,
-          p_traceparent, p_run_at, v_timeout,
-          CASE WHEN NOT v_delayed THEN clock_timestamp() + make_interval(secs => v_timeout) END)
+          p_traceparent, CASE WHEN NOT v_held THEN p_run_at END, v_timeout,
+          CASE WHEN NOT v_delayed THEN clock_timestamp() + make_interval(secs => v_timeout) END,
+          CASE WHEN NOT v_held THEN v_slot END)
   ON CONFLICT (identity_key) DO NOTHING
   RETURNING to_jsonb(tasker_tasks.*) INTO v_row;
   IF NOT FOUND THEN
+    IF v_held THEN
+      DELETE FROM tasker_concurrency_waiters WHERE holder = v_task;
+    ELSIF v_slot IS NOT NULL THEN
+      PERFORM tasker_release_slot(v_slot);
+    END IF;
     RETURN QUERY SELECT t.task_uuid, false, to_jsonb(t.*) FROM tasker_tasks t WHERE t.identity_key = p_identity_key;
     RETURN;
   END IF;
@@ -79,7 +99,11 @@ BEGIN
   -- made here: their fan-out step's outcome makes them (tasker_fan_out).
   WITH defs AS MATERIALIZED (
     SELECT tasker_uuid_v7() AS step_uuid, ns.named_step_id, ns.name, ns.position, ns.max_attempts, ns.dependencies,
-           ns.decision, cardinality(ns.dependencies) = 0 AND NOT v_delayed AS is_root, n.queue_name
+           ns.decision,
+           cardinality(ns.dependencies) = 0 AND NOT v_delayed AND ns.concurrency IS NULL AND ns.rate_limit IS NULL
+             AS is_root, n.queue_name,
+           cardinality(ns.dependencies) = 0 AND NOT v_delayed
+             AND (ns.concurrency IS NOT NULL OR ns.rate_limit IS NOT NULL) AS is_limited_root
       FROM tasker_named_steps ns
       JOIN tasker_namespaces n ON n.name = ns.namespace
      WHERE ns.template_id = v_template AND ns.active AND NOT coalesce(ns.fan_out ? 'child_of', false)
@@ -114,8 +138,9 @@ BEGIN
          coalesce(array_agg(d.queue_name ORDER BY d.position) FILTER (WHERE d.is_root), '{}'),
          coalesce(array_agg(jsonb_build_object('task_uuid', v_task, 'step_uuid', d.step_uuid,
                                                'correlation_id', v_correlation) ORDER BY d.position)
-                    FILTER (WHERE d.is_root), '{}')
-    INTO v_ready, v_queues, v_messages FROM defs d;
+                    FILTER (WHERE d.is_root), '{}'),
+         coalesce(array_agg(d.step_uuid ORDER BY d.position) FILTER (WHERE d.is_limited_root), '{}')
+    INTO v_ready, v_queues, v_messages, v_limited FROM defs d;
 
   -- The root steps' messages, as tasker_dispatch_messages would send them,
   -- from what this function already holds (calling it cost a quarter of a
@@ -133,6 +158,15 @@ BEGIN
     END IF;
   ELSIF NOT p_send AND cardinality(v_ready) > 0 THEN
     PERFORM pg_notify('tasker_task_created', v_task::text);
+  END IF;
+  -- Root steps with a concurrency or rate limit: enqueued when they get a
+  -- slot, visible when their token is due.
+  IF cardinality(v_limited) > 0 THEN
+    v_limited := tasker_limit_steps(v_limited);
+    PERFORM tasker_enqueue_steps(v_limited, p_send);
+    IF NOT p_send AND cardinality(v_limited) > 0 THEN
+      PERFORM pg_notify('tasker_task_created', v_task::text);
+    END IF;
   END IF;
   RETURN QUERY SELECT v_task, true, v_row;
 END $$;

@@ -1,5 +1,6 @@
 -- The messages of the given steps, each to its step's namespace queue,
--- visible after its delay (p_delays_ms, NULL for none). With p_send (the
+-- visible after its delay (p_delays_ms, NULL for none; an enqueued step
+-- whose rate-limit token is due later, retry_at, waits until then). With p_send (the
 -- queues are PGMQ tables in this database) they are inserted here, so they
 -- exist if and only if the caller's transaction commits, and nothing is
 -- returned; otherwise they are returned for the caller to send after
@@ -16,7 +17,11 @@ BEGIN
     SELECT n.queue_name,
            array_agg(jsonb_build_object('task_uuid', s.task_uuid, 'step_uuid', s.step_uuid,
                                         'correlation_id', t.correlation_id) ORDER BY u.i) AS messages,
-           array_agg(coalesce(u.delay_ms, 0) ORDER BY u.i) AS delays
+           -- An enqueued step waiting for its rate limit's token: visible then.
+           array_agg(coalesce(u.delay_ms,
+                              CASE WHEN s.status = 'enqueued' AND s.retry_at > clock_timestamp()
+                                   THEN ceil(extract(epoch FROM s.retry_at - clock_timestamp()) * 1000)::bigint END,
+                              0) ORDER BY u.i) AS delays
       FROM unnest(p_steps, p_delays_ms) WITH ORDINALITY AS u(step_uuid, delay_ms, i)
       JOIN tasker_workflow_steps s ON s.step_uuid = u.step_uuid
       JOIN tasker_tasks t ON t.task_uuid = s.task_uuid

@@ -19,7 +19,9 @@ BEGIN
     SELECT l.* FROM locked l WHERE l.status IN ('pending', 'waiting_for_retry')
   ), moved AS (
     UPDATE tasker_workflow_steps s
-       SET status = 'enqueued', transitions = s.transitions + 1, retry_at = NULL,
+       SET status = 'enqueued', transitions = s.transitions + 1,
+           -- A pending step's retry_at is its rate limit's token time.
+           retry_at = CASE WHEN r.status = 'pending' THEN s.retry_at END,
            enqueued_at = clock_timestamp(), updated_at = clock_timestamp()
       FROM ready r WHERE s.step_uuid = r.step_uuid
   ), history AS (

@@ -67,6 +67,7 @@ DECLARE
   v_deciding uuid[];
   v_skipped uuid[] := '{}';
   v_problem text;
+  v_limited uuid[];
   v_synchronous_commit text := current_setting('synchronous_commit');
   v_finished boolean := false;
   v_fan_outs uuid[];
@@ -235,13 +236,21 @@ BEGIN
                ORDER BY e.from_step_uuid DESC LIMIT 1) IS NULL
     )
     -- The first of them in this worker's namespaces, as many as it has
-    -- free slots, are claimed for it.
+    -- free slots, are claimed for it (not those with a concurrency or rate
+    -- limit: they are enqueued when tasker_limit_steps lets them go).
     SELECT coalesce(array_agg(r.step_uuid ORDER BY r.task_uuid, r.position), '{}'),
            coalesce((array_agg(r.step_uuid ORDER BY r.task_uuid, r.position)
-                       FILTER (WHERE ns.namespace = ANY (p_namespaces)))[1:greatest(p_eager_slots, 0)], '{}'),
-           v_moving || coalesce(array_agg(DISTINCT r.task_uuid), '{}')
-      INTO v_ready, v_eager, v_moving
+                       FILTER (WHERE ns.namespace = ANY (p_namespaces) AND ns.concurrency IS NULL
+                                 AND ns.rate_limit IS NULL))
+                      [1:greatest(p_eager_slots, 0)], '{}'),
+           v_moving || coalesce(array_agg(DISTINCT r.task_uuid), '{}'),
+           coalesce(array_agg(r.step_uuid)
+                      FILTER (WHERE ns.concurrency IS NOT NULL OR ns.rate_limit IS NOT NULL), '{}')
+      INTO v_ready, v_eager, v_moving, v_limited
       FROM ready r JOIN tasker_named_steps ns ON ns.named_step_id = r.named_step_id;
+    IF cardinality(v_limited) > 0 THEN
+      v_ready := tasker_limit_steps(v_ready);
+    END IF;
 
     IF cardinality(v_eager) > 0 THEN
       RETURN QUERY

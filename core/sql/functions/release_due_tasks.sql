@@ -10,11 +10,26 @@ DECLARE
   r record;
   v_started uuid[] := '{}';
   v_roots uuid[];
+  v_slot text;
 BEGIN
-  FOR r IN SELECT t.task_uuid, t.run_at FROM tasker_tasks t
+  FOR r IN SELECT t.task_uuid, t.run_at, t.namespace, t.name, t.context,
+                  (SELECT tt.definition -> 'concurrency' FROM tasker_task_templates tt
+                    WHERE tt.template_id = t.template_id) AS concurrency
+             FROM tasker_tasks t
             WHERE t.status = 'pending' AND t.run_at <= clock_timestamp()
-            ORDER BY t.run_at LIMIT p_limit FOR NO KEY UPDATE SKIP LOCKED
+            ORDER BY t.run_at LIMIT p_limit FOR NO KEY UPDATE OF t SKIP LOCKED
   LOOP
+    -- A template with a concurrency limit: the task takes its slot, or
+    -- waits for one (run_at cleared: its turn comes when a slot is handed
+    -- to it, see tasker_release_slot).
+    IF r.concurrency IS NOT NULL THEN
+      v_slot := tasker_task_slot(r.namespace, r.name, r.concurrency, r.context);
+      IF tasker_take_slot(v_slot, (r.concurrency ->> 'max')::integer, r.task_uuid, r.task_uuid) <> 'taken' THEN
+        UPDATE tasker_tasks SET run_at = NULL WHERE task_uuid = r.task_uuid;
+        CONTINUE;
+      END IF;
+      UPDATE tasker_tasks SET concurrency_slot = v_slot WHERE task_uuid = r.task_uuid;
+    END IF;
     IF tasker_transition_task(r.task_uuid, ARRAY['pending'], 'in_progress',
                               jsonb_build_object('reason', 'run_at', 'run_at', r.run_at)) IS NOT NULL THEN
       v_started := v_started || r.task_uuid;
@@ -29,5 +44,5 @@ BEGIN
     FROM tasker_workflow_steps s
    WHERE s.task_uuid = ANY (v_started)
      AND NOT EXISTS (SELECT 1 FROM tasker_workflow_step_edges e WHERE e.to_step_uuid = s.step_uuid);
-  RETURN QUERY SELECT * FROM tasker_enqueue_steps(v_roots, p_send);
+  RETURN QUERY SELECT * FROM tasker_enqueue_steps(tasker_limit_steps(v_roots), p_send);
 END $$;

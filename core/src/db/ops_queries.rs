@@ -126,3 +126,25 @@ pub(crate) async fn live_workers(pool: &PgPool, stale_after: std::time::Duration
     .await
     .map_err(Error::db("listing live workers"))
 }
+
+/// Concurrency slots in use or waited for, with their waiters still
+/// waiting (a waiter cancelled meanwhile, or whose task ended, is not
+/// counted: see tasker_release_slot).
+pub(crate) async fn concurrency_limits(pool: &PgPool) -> Result<Vec<crate::telemetry::LimitStatus>> {
+    sqlx::query_as(
+        "SELECT c.slot, c.max_slots AS max, c.in_use, \
+                (SELECT count(*) FROM tasker_concurrency_waiters w \
+                  WHERE w.slot = c.slot \
+                    AND (EXISTS (SELECT 1 FROM tasker_workflow_steps s JOIN tasker_tasks t USING (task_uuid) \
+                                  WHERE s.step_uuid = w.holder AND s.status = 'pending' \
+                                    AND t.status = 'in_progress') \
+                         OR EXISTS (SELECT 1 FROM tasker_tasks t \
+                                     WHERE t.task_uuid = w.holder AND t.status = 'pending'))) AS waiting \
+           FROM tasker_concurrency_slots c \
+          WHERE c.in_use > 0 OR EXISTS (SELECT 1 FROM tasker_concurrency_waiters w WHERE w.slot = c.slot) \
+          ORDER BY c.slot",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db("reading concurrency limits"))
+}

@@ -129,6 +129,8 @@ pub(crate) async fn upsert_template(
         dependencies: Vec<String>,
         fan_out: Option<Value>,
         decision: bool,
+        concurrency: Option<Value>,
+        rate_limit: Option<Value>,
     }
     let mut rows: Vec<NamedStepRow<'_>> = Vec::new();
     for (position, step) in template.steps.iter().enumerate() {
@@ -145,6 +147,12 @@ pub(crate) async fn upsert_template(
             dependencies: step.dependencies.clone(),
             fan_out: fan_out.map(|(f, _)| serde_json::json!({"from": f.from, "join": f.join, "child": child})),
             decision: step.decision,
+            concurrency: step.concurrency.as_ref().map(|limit| {
+                limit.to_row(format!("step:{}/{}/{}", template.namespace, template.name, step.name))
+            }),
+            rate_limit: step.rate_limit.as_ref().map(|limit| {
+                limit.to_row(format!("rate:{}/{}/{}", template.namespace, template.name, step.name))
+            }),
         });
         if let Some((f, handler)) = fan_out {
             rows.push(NamedStepRow {
@@ -157,6 +165,8 @@ pub(crate) async fn upsert_template(
                 dependencies: vec![step.name.clone()],
                 fan_out: Some(serde_json::json!({"child_of": step.name})),
                 decision: false,
+                concurrency: None,
+                rate_limit: None,
             });
         }
     }
@@ -171,19 +181,21 @@ pub(crate) async fn upsert_template(
             dependencies,
             fan_out,
             decision,
+            concurrency,
+            rate_limit,
         } = row;
         sqlx::query(
             "INSERT INTO tasker_named_steps (template_id, name, position, handler_callable, handler_config, \
                retryable, max_attempts, backoff_base_ms, max_backoff_ms, timeout_seconds, namespace, dependencies, \
-               fan_out, decision) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+               fan_out, decision, concurrency, rate_limit) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
              ON CONFLICT (template_id, name) DO UPDATE SET position = EXCLUDED.position, \
                namespace = EXCLUDED.namespace, dependencies = EXCLUDED.dependencies, \
                handler_callable = EXCLUDED.handler_callable, handler_config = EXCLUDED.handler_config, \
                retryable = EXCLUDED.retryable, max_attempts = EXCLUDED.max_attempts, \
                backoff_base_ms = EXCLUDED.backoff_base_ms, max_backoff_ms = EXCLUDED.max_backoff_ms, \
                timeout_seconds = EXCLUDED.timeout_seconds, fan_out = EXCLUDED.fan_out, active = true, \
-               decision = EXCLUDED.decision",
+               decision = EXCLUDED.decision, concurrency = EXCLUDED.concurrency, rate_limit = EXCLUDED.rate_limit",
         )
         .bind(template_id)
         .bind(name)
@@ -199,6 +211,8 @@ pub(crate) async fn upsert_template(
         .bind(dependencies)
         .bind(fan_out)
         .bind(decision)
+        .bind(concurrency)
+        .bind(rate_limit)
         .execute(&mut *conn)
         .await
         .map_err(Error::db(format!("registering step {name:?} of template {key}")))?;

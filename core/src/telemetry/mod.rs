@@ -15,5 +15,8 @@ pub use http::OpsServer;
 pub use metrics::metrics_text;
 pub use queues::deployment_queues;
 pub use registry::{components, ComponentHealth};
-pub use status::{schedules, status, NamespaceStatus, QueueStatus, ScheduleStatus, Status, WorkerStatus};
+pub use status::{
+    concurrency_limits, schedules, status, LimitStatus, NamespaceStatus, QueueStatus, ScheduleStatus, Status,
+    WorkerStatus,
+};
 pub use traces::{flush_traces, otlp_layer};

@@ -49,6 +49,19 @@ pub struct WorkerStatus {
     pub steps_in_progress: i64,
 }
 
+/// A concurrency limit's slot (one key value of a template's or a step's
+/// `concurrency:`) that is in use or has waiters.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct LimitStatus {
+    /// `task:<namespace>/<name>=<key value>` or
+    /// `step:<namespace>/<name>/<step>=<key value>`.
+    pub slot: String,
+    pub max: i32,
+    pub in_use: i32,
+    /// Tasks (pending) or steps (pending, ready) waiting for it.
+    pub waiting: i64,
+}
+
 /// A cron schedule of the newest version of a template.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ScheduleStatus {
@@ -74,6 +87,8 @@ pub struct Status {
     pub workers: Vec<WorkerStatus>,
     /// Every cron schedule that runs, with its next fire time.
     pub schedules: Vec<ScheduleStatus>,
+    /// Concurrency slots in use or waited for.
+    pub limits: Vec<LimitStatus>,
     pub checked_at: String,
 }
 
@@ -99,6 +114,11 @@ pub async fn schedules(ctx: &Context) -> Result<Vec<ScheduleStatus>> {
         });
     }
     Ok(out)
+}
+
+/// Every concurrency slot in use or waited for.
+pub async fn concurrency_limits(ctx: &Context) -> Result<Vec<LimitStatus>> {
+    ops_queries::concurrency_limits(ctx.pool()).await
 }
 
 pub async fn status(ctx: &Context) -> Result<Status> {
@@ -151,6 +171,7 @@ pub async fn status(ctx: &Context) -> Result<Status> {
         namespaces,
         workers,
         schedules: schedules(ctx).await?,
+        limits: ops_queries::concurrency_limits(ctx.pool()).await?,
         checked_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     })
 }

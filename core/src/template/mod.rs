@@ -1,5 +1,6 @@
 //! YAML task templates: parse, validate, register in the database, cache.
 
+mod limits;
 mod registry;
 mod schedule;
 
@@ -11,6 +12,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+pub use limits::{ConcurrencySpec, RateLimitSpec};
 pub(crate) use registry::TemplateRegistry;
 pub use schedule::{CronSchedule, SlotPlan};
 
@@ -34,6 +36,10 @@ pub struct TaskTemplate {
     /// Cron schedules: an orchestrator creates one task per slot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<ScheduleSpec>,
+    /// At most `max` tasks of this template in progress at once per value
+    /// of `key`; the others wait pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencySpec>,
 }
 
 /// One cron schedule of a template (`schedules:` in the YAML).
@@ -102,6 +108,14 @@ pub struct StepTemplate {
     /// element of its result's `from` array (see [`FanOutSpec`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fan_out: Option<FanOutSpec>,
+    /// At most `max` of this step's runs (across tasks) at once per value
+    /// of `key`; the others wait pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencySpec>,
+    /// At most `burst` of this step's runs start in any `burst /
+    /// per_second` seconds per value of `key`; the others wait enqueued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
 }
 
 /// `fan_out:` on a step. Its result's array at key `from` makes one child
@@ -350,6 +364,15 @@ impl TaskTemplate {
                     step.name
                 ));
             }
+            if let Some(limit) = &step.concurrency {
+                problems.extend(limit.problems(&format!("step {:?}", step.name)));
+            }
+            if let Some(limit) = &step.rate_limit {
+                problems.extend(limit.problems(&format!("step {:?}", step.name)));
+            }
+        }
+        if let Some(limit) = &self.concurrency {
+            problems.extend(limit.problems("the template"));
         }
         self.validate_fan_outs(&mut problems);
         if self.timeout_seconds == Some(0) {

@@ -36,6 +36,12 @@ fn schedules(ruby: &Ruby, client: &Client) -> Result<Value, Error> {
     to_ruby(ruby, &gvl::run(async move { tasker_core::schedules(&ctx).await })?)
 }
 
+/// Every concurrency slot in use or waited for (an Array of Hashes).
+fn concurrency_limits(ruby: &Ruby, client: &Client) -> Result<Value, Error> {
+    let ctx = client.ctx().clone();
+    to_ruby(ruby, &gvl::run(async move { tasker_core::concurrency_limits(&ctx).await })?)
+}
+
 /// Prunes what is past its retention; returns what went (a Hash).
 fn prune(ruby: &Ruby, client: &Client) -> Result<Value, Error> {
     let ctx = client.ctx().clone();
@@ -106,6 +112,7 @@ pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     ops.define_singleton_method("queues", function!(queues, 1))?;
     ops.define_singleton_method("status", function!(status, 1))?;
     ops.define_singleton_method("schedules", function!(schedules, 1))?;
+    ops.define_singleton_method("concurrency_limits", function!(concurrency_limits, 1))?;
     ops.define_singleton_method("prune", function!(prune, 1))?;
     ops.define_singleton_method("dead_letters", function!(dead_letters, 3))?;
     ops.define_singleton_method("dead_letter_count", function!(dead_letter_count, 2))?;

@@ -31,7 +31,13 @@ module TaskerCore
         render(:overview, "Overview", overview: Queries::Overview.new(namespace: namespace),
                                       queues: Queries::Queues.new(namespace: namespace).stats,
                                       namespaces: Queries::Queues.new.names.values.compact,
-                                      schedules: schedules(namespace))
+                                      schedules: schedules(namespace), limits: limits(namespace))
+      end
+
+      # Concurrency slots in use or waited for (of the namespace's templates,
+      # when one is chosen).
+      def limits(namespace)
+        TaskerCore.concurrency_limits.select { |l| namespace.nil? || l["slot"].match?(%r{\A(task|step):#{namespace}/}) }
       end
 
       # The cron schedules that run (of the namespace, when one is chosen).
