@@ -313,7 +313,8 @@ CREATE TRIGGER tasker_tasks_give_back_slot BEFORE UPDATE OF status ON tasker_tas
   WHEN (OLD.concurrency_slot IS NOT NULL AND NEW.status IN ('complete', 'error', 'cancelled'))
   EXECUTE FUNCTION tasker_give_back_slot();
 CREATE TRIGGER tasker_workflow_steps_give_back_slot BEFORE UPDATE OF status ON tasker_workflow_steps FOR EACH ROW
-  WHEN (OLD.concurrency_slot IS NOT NULL AND NEW.status IN ('complete', 'error', 'cancelled', 'resolved_manually'))
+  WHEN (OLD.concurrency_slot IS NOT NULL
+        AND NEW.status IN ('complete', 'error', 'cancelled', 'resolved_manually', 'skipped'))
   EXECUTE FUNCTION tasker_give_back_slot();
 
 -- ---- history: one row per state change, never rewritten --------------------------
