@@ -147,12 +147,14 @@ pub(crate) async fn upsert_template(
             dependencies: step.dependencies.clone(),
             fan_out: fan_out.map(|(f, _)| serde_json::json!({"from": f.from, "join": f.join, "child": child})),
             decision: step.decision,
-            concurrency: step.concurrency.as_ref().map(|limit| {
-                limit.to_row(format!("step:{}/{}/{}", template.namespace, template.name, step.name))
-            }),
-            rate_limit: step.rate_limit.as_ref().map(|limit| {
-                limit.to_row(format!("rate:{}/{}/{}", template.namespace, template.name, step.name))
-            }),
+            concurrency: step
+                .concurrency
+                .as_ref()
+                .map(|limit| limit.to_row(format!("step:{}/{}/{}", template.namespace, template.name, step.name))),
+            rate_limit: step
+                .rate_limit
+                .as_ref()
+                .map(|limit| limit.to_row(format!("rate:{}/{}/{}", template.namespace, template.name, step.name))),
         });
         if let Some((f, handler)) = fan_out {
             rows.push(NamedStepRow {
