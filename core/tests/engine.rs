@@ -287,22 +287,8 @@ async fn a_step_held_by_a_dead_worker_is_taken_over_and_recorded_once() {
     let client = TaskerClient::new(ctx.clone());
     let task = client.create_task(&request(&ns, "linear", 6)).await.unwrap();
 
-    // A worker in its own runtime claims step_one, then the runtime is torn
-    // down without any cleanup: the process died mid-step.
-    let dead_ns = ns.clone();
-    let claimed = tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let ctx = common::context_with(overrides).await;
-            let doomed = WorkerHandle::start(ctx, &[dead_ns], 1).await.unwrap();
-            let job = doomed.next_job(Duration::from_secs(10)).await.unwrap().expect("step_one");
-            std::mem::forget(doomed);
-            job
-        })
-        // Dropping the runtime here kills its tasks: no heartbeat, no ack.
-    })
-    .await
-    .unwrap();
+    // A worker claims step_one, then its process dies mid-step.
+    let claimed = common::claim_and_die(overrides, &ns).await;
     assert_eq!((claimed.step_name.as_str(), claimed.attempt), ("step_one", 1));
 
     let run = start(ctx, &ns, 2).await;

@@ -167,19 +167,7 @@ async fn a_slot_held_by_a_dead_workers_step_comes_back_when_the_sweep_recovers_i
     assert_eq!(slot(&client, &c).await, (1, 1));
 
     // A worker claims the first charge and dies mid-step.
-    let dead_ns = ns.clone();
-    let claimed = tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let ctx = common::context_with(overrides).await;
-            let doomed = WorkerHandle::start(ctx, &[dead_ns], 1).await.unwrap();
-            let job = doomed.next_job(Duration::from_secs(10)).await.unwrap().expect("the first charge");
-            std::mem::forget(doomed);
-            job
-        })
-    })
-    .await
-    .unwrap();
+    let claimed = common::claim_and_die(overrides, &ns).await;
     assert_eq!(claimed.task_uuid, first);
     assert_eq!(slot(&client, &c).await, (1, 1));
 

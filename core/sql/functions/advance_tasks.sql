@@ -1,8 +1,9 @@
 -- Moves tasks forward outside a worker's outcome: after an operator's retry
 -- or resolution, and in the orchestrator's sweep. Each task's row is locked
 -- (uuid order); its ready steps - every dependency complete, resolved
--- manually or skipped, or a retry whose time has come - are enqueued and sent (see
--- tasker_dispatch_messages for p_send); a task with nothing left ends.
+-- manually or skipped, or a retry whose time has come - are enqueued and
+-- sent (see tasker_dispatch_messages for p_send); a task with nothing left
+-- ends.
 -- Returns one row per existing task: its status before and after, and the
 -- messages left for the caller to send after commit.
 -- p_async_commit: see tasker_claim_steps; a task reaching its end is

@@ -1,7 +1,8 @@
 -- Ends each task of p_tasks (the caller holds their rows) that is in
 -- progress and can no longer move: complete when every step is complete,
--- resolved manually or skipped (a decision did not choose it); error when nothing is in flight (enqueued, in
--- progress, waiting for a retry) and a step failed for good, naming the
+-- resolved manually or skipped (a decision did not choose it); error when
+-- nothing is in flight (enqueued, in progress, waiting for a retry) and a
+-- step failed for good, naming the
 -- failed steps (their descendants stay pending, blocked). Returns the tasks
 -- that ended, with their end state, namespace and correlation id; their
 -- waiters are notified. (Joining a caller's query to this function's rows

@@ -215,8 +215,8 @@ BEGIN
 
   -- 4. Dependents that became ready: every dependency complete, resolved
   -- manually or skipped, and the task still in progress (the dependents of
-  -- steps a decision skipped too: a join runs after the branch that ran). A dependent's parents are
-  -- searched newest first for one not finished: the branches of a fan-out
+  -- steps a decision skipped too: a join runs after the branch that ran).
+  -- A dependent's parents are searched newest first for one not finished: the branches of a fan-out
   -- finish roughly in the order they were created (their messages are read
   -- in that order), so the unfinished one is found among the last, where a
   -- search from the oldest passed every finished branch first and made a

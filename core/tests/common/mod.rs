@@ -206,3 +206,23 @@ pub async fn assert_linear_six_completed_once(client: &TaskerClient, task: &task
         client.step_transitions(task.task_uuid).await.unwrap().into_iter().filter(|t| t.to_state == "complete").count();
     assert_eq!(completions, 4, "each step's result recorded exactly once");
 }
+
+/// A worker in a runtime of its own claims one step of `namespace`, then
+/// the runtime is torn down without any cleanup: the process died
+/// mid-step (no heartbeat, no outcome, no ack). Returns the claimed job.
+pub async fn claim_and_die(overrides: Value, namespace: &str) -> tasker_core::StepJob {
+    let namespace = namespace.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let ctx = context_with(overrides).await;
+            let doomed = WorkerHandle::start(ctx, &[namespace], 1).await.unwrap();
+            let job = doomed.next_job(Duration::from_secs(10)).await.unwrap().expect("a step to claim");
+            std::mem::forget(doomed);
+            job
+        })
+        // Dropping the runtime here kills its tasks: no heartbeat, no ack.
+    })
+    .await
+    .unwrap()
+}
