@@ -207,6 +207,33 @@ pub async fn assert_linear_six_completed_once(client: &TaskerClient, task: &task
     assert_eq!(completions, 4, "each step's result recorded exactly once");
 }
 
+/// The step of `task` named `name`.
+pub async fn step_named(client: &TaskerClient, task: Uuid, name: &str) -> tasker_core::WorkflowStep {
+    client.steps(task).await.unwrap().into_iter().find(|s| s.name == name).unwrap()
+}
+
+/// The history of `task`'s step `name`, oldest first: (from, to, metadata).
+pub async fn step_history(client: &TaskerClient, task: Uuid, name: &str) -> Vec<(String, String, Value)> {
+    let step_uuid = step_named(client, task, name).await.step_uuid;
+    client
+        .step_transitions(task)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.step_uuid == step_uuid)
+        .map(|t| (t.from_state, t.to_state, t.metadata))
+        .collect()
+}
+
+/// A deployment whose claims go stale after a second without a heartbeat
+/// (a dead worker's step is recovered soon): its overrides, for the other
+/// processes of the deployment, and a context on it.
+pub async fn quickly_recovering_deployment() -> (Value, Arc<Context>) {
+    let overrides = one_deployment(json!({"messaging": {"visibility_timeout_seconds": 1}}));
+    let ctx = context_with(overrides.clone()).await;
+    (overrides, ctx)
+}
+
 /// A worker in a runtime of its own claims one step of `namespace`, then
 /// the runtime is torn down without any cleanup: the process died
 /// mid-step (no heartbeat, no outcome, no ack). Returns the claimed job.

@@ -1,7 +1,7 @@
 //! One task whose outcome cannot be recorded holds up no other and loses
 //! nothing. In a test binary of its own: it deletes a queue.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

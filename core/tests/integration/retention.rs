@@ -3,7 +3,7 @@
 //! are never touched, however old; PGMQ archive rows older than
 //! `retention.archive_days` go too.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! its real server (PostgreSQL for PGMQ, RabbitMQ): `conformance!` expands
 //! the suite once per provider, with no provider-specific skips.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

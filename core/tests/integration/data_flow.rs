@@ -5,7 +5,7 @@
 //! namespace goes through that namespace's queue; and a worker that dies
 //! between claiming a dependent eagerly and running it loses nothing.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,16 +19,10 @@ fn request(namespace: &str, name: &str, n: i64) -> CreateTask {
 }
 
 /// Each step's (from, to, worker named in the claim) in order.
+/// A step's history: (from, to, the worker named), oldest first.
 async fn history(client: &TaskerClient, task: Uuid, step: &str) -> Vec<(String, String, Value)> {
-    let step_uuid = client.steps(task).await.unwrap().into_iter().find(|s| s.name == step).unwrap().step_uuid;
-    client
-        .step_transitions(task)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|t| t.step_uuid == step_uuid)
-        .map(|t| (t.from_state, t.to_state, t.metadata.get("worker").cloned().unwrap_or(Value::Null)))
-        .collect()
+    let rows = common::step_history(client, task, step).await.into_iter();
+    rows.map(|(from, to, meta)| (from, to, meta.get("worker").cloned().unwrap_or(Value::Null))).collect()
 }
 
 fn row(from: &str, to: &str, worker: Option<&str>) -> (String, String, Value) {

@@ -2,7 +2,7 @@
 //! 10,000 children (steps, history, edges) in its own transaction, and the
 //! task runs to completion with the join summing every child.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! waiting in the hand-over channel, stray step messages are archived with
 //! a reason, and a sweep goes on past a task it cannot advance.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! content or a new version) is announced, and every process that cached
 //! the old one drops it; one that changes nothing is not announced.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,11 +3,11 @@
 //! a step held by a dead worker keeps nothing stuck, and a template's limit
 //! holds tasks pending until a task of their key ends.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tasker_core::{CreateTask, TaskTemplate, TaskerClient, WorkerHandle};
 use uuid::Uuid;
 
@@ -50,22 +50,6 @@ async fn slot(client: &TaskerClient, slot: &str) -> (i32, i64) {
     (in_use, waiting)
 }
 
-async fn step(client: &TaskerClient, task: Uuid, name: &str) -> tasker_core::WorkflowStep {
-    client.steps(task).await.unwrap().into_iter().find(|s| s.name == name).unwrap()
-}
-
-async fn step_history(client: &TaskerClient, task: Uuid, name: &str) -> Vec<(String, String, Value)> {
-    let step_uuid = step(client, task, name).await.step_uuid;
-    client
-        .step_transitions(task)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|t| t.step_uuid == step_uuid)
-        .map(|t| (t.from_state, t.to_state, t.metadata))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slots_are_counted_exactly_under_concurrent_creation_and_handed_to_the_oldest_waiter() {
     let ns = common::unique_namespace("slots");
@@ -91,14 +75,14 @@ async fn slots_are_counted_exactly_under_concurrent_creation_and_handed_to_the_o
     assert_eq!(slot(&client, &b).await, (1, 0));
     let mut statuses = Vec::new();
     for task in &tasks {
-        statuses.push(step(&client, *task, "charge").await.status);
+        statuses.push(common::step_named(&client, *task, "charge").await.status);
     }
     assert_eq!(statuses.iter().filter(|s| *s == "enqueued").count(), 2);
     assert_eq!(statuses.iter().filter(|s| *s == "pending").count(), 10);
-    assert_eq!(step(&client, task_b, "charge").await.status, "enqueued");
+    assert_eq!(common::step_named(&client, task_b, "charge").await.status, "enqueued");
     // A waiting step's history says what it waits for, once.
     let waiting = tasks.iter().zip(&statuses).find(|(_, s)| *s == "pending").map(|(t, _)| *t).unwrap();
-    let history = step_history(&client, waiting, "charge").await;
+    let history = common::step_history(&client, waiting, "charge").await;
     assert_eq!(history.len(), 2, "{history:?}");
     assert_eq!((history[1].0.as_str(), history[1].1.as_str()), ("pending", "pending"));
     assert_eq!(history[1].2, json!({"waiting_for": "concurrency", "slot": a, "max": 2}));
@@ -139,7 +123,7 @@ async fn slots_are_counted_exactly_under_concurrent_creation_and_handed_to_the_o
     assert_eq!(slot(&client, &b).await, (0, 0));
     // The waiters were handed their slots oldest first: pending -> pending
     // (waiting) -> enqueued.
-    let history = step_history(&client, waiting, "charge").await;
+    let history = common::step_history(&client, waiting, "charge").await;
     let states: Vec<(&str, &str)> = history.iter().map(|(f, t, _)| (f.as_str(), t.as_str())).collect();
     assert_eq!(
         states,
@@ -157,8 +141,7 @@ async fn slots_are_counted_exactly_under_concurrent_creation_and_handed_to_the_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_held_by_a_dead_workers_step_comes_back_when_the_sweep_recovers_it() {
     let ns = common::unique_namespace("slotdead");
-    let overrides = common::one_deployment(json!({"messaging": {"visibility_timeout_seconds": 1}}));
-    let ctx = common::context_with(overrides.clone()).await;
+    let (overrides, ctx) = common::quickly_recovering_deployment().await;
     ctx.register_template(step_limited(&ns, 1)).await.unwrap();
     let client = TaskerClient::new(ctx.clone());
     let first = client.create_task(&billing(&ns, "c", 2)).await.unwrap().task_uuid;
@@ -179,9 +162,9 @@ async fn a_slot_held_by_a_dead_workers_step_comes_back_when_the_sweep_recovers_i
     }
     assert_eq!(slot(&client, &c).await, (0, 0));
     let states: Vec<(String, String)> =
-        step_history(&client, first, "charge").await.into_iter().map(|(f, t, _)| (f, t)).collect();
+        common::step_history(&client, first, "charge").await.into_iter().map(|(f, t, _)| (f, t)).collect();
     assert!(states.contains(&("in_progress".to_owned(), "enqueued".to_owned())), "{states:?}");
-    assert_eq!(step(&client, second, "charge").await.results, Some(json!(9)));
+    assert_eq!(common::step_named(&client, second, "charge").await.results, Some(json!(9)));
     run.stop().await;
 }
 
@@ -199,7 +182,7 @@ async fn a_template_limit_keeps_tasks_pending_until_a_task_of_their_key_ends() {
         (first.status.as_str(), second.status.as_str(), other.status.as_str()),
         ("in_progress", "pending", "in_progress")
     );
-    assert_eq!(step(&client, second.task_uuid, "dump").await.status, "pending");
+    assert_eq!(common::step_named(&client, second.task_uuid, "dump").await.status, "pending");
     let seven = format!("task:{ns}/export=7");
     assert_eq!(slot(&client, &seven).await, (1, 1));
 

@@ -2,7 +2,7 @@
 //! actions, recovery from a dead worker, input validation, and wake-ups by
 //! notification alone or by polling alone.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use tasker_core::{
     CreateTask, ErrorKind, OrchestratorHandle, StepFailure, StepState, TaskState, TaskerClient, WorkerHandle,
 };
 
-use common::start;
+use crate::common::start;
 
 fn request(namespace: &str, name: &str, n: i64) -> CreateTask {
     CreateTask::new(namespace, name, "1.0.0", json!({"n": n}))
@@ -281,8 +281,7 @@ async fn resolving_a_failed_step_by_hand_lets_its_dependents_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_held_by_a_dead_worker_is_taken_over_and_recorded_once() {
     let ns = common::unique_namespace("dead");
-    let overrides = common::one_deployment(json!({"messaging": {"visibility_timeout_seconds": 1}}));
-    let ctx = common::context_with(overrides.clone()).await;
+    let (overrides, ctx) = common::quickly_recovering_deployment().await;
     ctx.register_template(common::linear_template(&ns)).await.unwrap();
     let client = TaskerClient::new(ctx.clone());
     let task = client.create_task(&request(&ns, "linear", 6)).await.unwrap();

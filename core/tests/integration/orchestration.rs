@@ -1,11 +1,11 @@
 //! Whole workflows through the Rust core: create, enqueue, work, decide,
 //! finalize, with exact results, states and transition history.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::Running;
+use crate::common::Running;
 use serde_json::json;
 use tasker_core::{CreateTask, OrchestratorHandle, StepFailure, TaskerClient, WorkerHandle};
 

@@ -3,7 +3,7 @@
 //! with the reason (and is counted in the metrics) instead of being run;
 //! replaying it runs the step; discarding removes it.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

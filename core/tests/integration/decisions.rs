@@ -5,7 +5,7 @@
 //! are run by hand (the test's worker completes each job it is given), so
 //! each assertion sees the state between two outcomes.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
