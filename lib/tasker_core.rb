@@ -38,6 +38,7 @@ module TaskerCore
     autoload :Task, "tasker_core/models/task"
     autoload :WorkflowStep, "tasker_core/models/workflow_step"
     autoload :WorkflowStepEdge, "tasker_core/models/workflow_step"
+    autoload :NamedStep, "tasker_core/models/workflow_step"
     autoload :TaskTransition, "tasker_core/models/transitions"
     autoload :WorkflowStepTransition, "tasker_core/models/transitions"
   end

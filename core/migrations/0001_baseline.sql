@@ -223,10 +223,6 @@ CREATE TABLE tasker_workflow_steps (
   completed_at  timestamptz,
   created_at    timestamptz NOT NULL DEFAULT now(),
   updated_at    timestamptz NOT NULL DEFAULT now(),
-  -- Copied from the named step: a decision's outcome skips the dependents
-  -- it does not name (tasker_apply_decisions), and its worker refuses a
-  -- result that is not a decision.
-  decision      boolean NOT NULL DEFAULT false,
   -- A fan-out child's element of its fan-out step's result array (NULL for
   -- a template's own steps) and its index in that array.
   input         jsonb,

@@ -37,12 +37,11 @@ module TaskerCore
       { "run" => run.dup }
     end
 
-    # Decision.result_of for a worker's job: its step row (as the claim
-    # left it) says whether the step is a decision, its task row names the
+    # Decision.result_of for a worker's job: the claim says whether the
+    # step is a decision (its named step's), its task row names the
     # template.
     def self.result_of_job(value, job)
-      step = job.fetch(:step)
-      decision = (step["decision"] || step[:decision]) == true
+      decision = job[:decision] == true
       return value unless decision || value.is_a?(Decision)
 
       task = job.fetch(:task)

@@ -59,8 +59,9 @@ DECLARE
   v_reason text;
   r record;
 BEGIN
-  FOR r IN SELECT s.step_uuid, s.name, s.results FROM tasker_workflow_steps s
-            WHERE s.step_uuid = ANY (p_steps) AND s.decision AND s.status IN ('complete', 'resolved_manually')
+  FOR r IN SELECT s.step_uuid, s.name, s.results
+             FROM tasker_workflow_steps s JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id
+            WHERE s.step_uuid = ANY (p_steps) AND ns.decision AND s.status IN ('complete', 'resolved_manually')
             ORDER BY s.step_uuid
   LOOP
     v_level := ARRAY(SELECT c.step_uuid FROM tasker_workflow_step_edges e

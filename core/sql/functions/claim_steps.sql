@@ -17,7 +17,7 @@
 CREATE FUNCTION tasker_claim_steps(p_steps uuid[], p_worker text, p_namespaces text[], p_stale_after interval,
                                    p_async_commit boolean)
 RETURNS TABLE (step_uuid uuid, task_uuid uuid, namespace text, step_name text, handler_callable text,
-               attempts integer, retryable boolean, max_attempts integer, backoff_base_ms integer,
+               decision boolean, attempts integer, retryable boolean, max_attempts integer, backoff_base_ms integer,
                max_backoff_ms integer, timeout_seconds integer, task_row jsonb, step_row jsonb, taken_over boolean)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -61,7 +61,7 @@ BEGIN
        WHERE s.step_uuid = c.step_uuid
       RETURNING s.step_uuid, s.task_uuid, to_jsonb(s.*) AS step_row
     )
-    SELECT c.step_uuid, c.task_uuid, cl.namespace, cl.name, cl.handler_callable, cl.attempt, cl.retryable,
+    SELECT c.step_uuid, c.task_uuid, cl.namespace, cl.name, cl.handler_callable, cl.decision, cl.attempt, cl.retryable,
            cl.max_attempts, cl.backoff_base_ms, cl.max_backoff_ms, cl.timeout_seconds, to_jsonb(t.*), c.step_row,
            cl.stale
       FROM claimed c

@@ -99,7 +99,6 @@ BEGIN
   -- made here: their fan-out step's outcome makes them (tasker_fan_out).
   WITH defs AS MATERIALIZED (
     SELECT tasker_uuid_v7() AS step_uuid, ns.named_step_id, ns.name, ns.position, ns.max_attempts, ns.dependencies,
-           ns.decision,
            cardinality(ns.dependencies) = 0 AND NOT v_delayed AND ns.concurrency IS NULL AND ns.rate_limit IS NULL
              AS is_root, n.queue_name,
            cardinality(ns.dependencies) = 0 AND NOT v_delayed
@@ -110,11 +109,11 @@ BEGIN
      ORDER BY ns.position
   ), steps AS (
     INSERT INTO tasker_workflow_steps (step_uuid, task_uuid, named_step_id, name, position, max_attempts, status,
-                                       transitions, enqueued_at, decision)
+                                       transitions, enqueued_at)
     SELECT d.step_uuid, v_task, d.named_step_id, d.name, d.position, d.max_attempts,
            CASE WHEN d.is_root THEN 'enqueued' ELSE 'pending' END,
            CASE WHEN d.is_root THEN 2 ELSE 1 END,
-           CASE WHEN d.is_root THEN clock_timestamp() END, d.decision
+           CASE WHEN d.is_root THEN clock_timestamp() END
       FROM defs d
   ), history AS (
     INSERT INTO tasker_workflow_step_transitions (step_uuid, sort_key, from_state, to_state)

@@ -84,11 +84,12 @@ BEGIN
   -- 1. The tasks' rows. Every row here and below is found by primary key
   -- in a MATERIALIZED step before any status is tested: a status condition
   -- that reaches a scan lets the planner walk a status index over every
-  -- task or step in flight. The same read of the steps says which are
-  -- decision points and which fan out (their named step's `fan_out`).
+  -- task or step in flight. The same read of the steps says, from their
+  -- named steps, which are decision points and which fan out.
   WITH steps AS MATERIALIZED (
-    SELECT s.task_uuid, s.step_uuid, s.named_step_id, s.decision
-      FROM tasker_workflow_steps s WHERE s.step_uuid = ANY (p_steps)
+    SELECT s.task_uuid, s.step_uuid, ns.decision, coalesce(ns.fan_out ? 'from', false) AS fans_out
+      FROM tasker_workflow_steps s JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id
+     WHERE s.step_uuid = ANY (p_steps)
   ), locked AS MATERIALIZED (
     SELECT t.task_uuid, t.status, t.has_failed_step FROM tasker_tasks t
      WHERE t.task_uuid IN (SELECT s.task_uuid FROM steps s)
@@ -97,8 +98,7 @@ BEGIN
   SELECT coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress'), '{}'),
          coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress' AND l.has_failed_step), '{}'),
          (SELECT coalesce(array_agg(s.step_uuid), '{}') FROM steps s WHERE s.decision),
-         ARRAY(SELECT s.step_uuid FROM steps s JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id
-                WHERE ns.fan_out ? 'from')
+         ARRAY(SELECT s.step_uuid FROM steps s WHERE s.fans_out)
     INTO v_live, v_flagged, v_deciding, v_fan_outs
     FROM locked l;
 
@@ -268,7 +268,8 @@ BEGIN
         )
         SELECT 'claimed', c.step_uuid, c.task_uuid, NULL::text,
                jsonb_build_object('namespace', ns.namespace, 'step_name', ns.name,
-                                  'handler_callable', ns.handler_callable, 'attempts', c.attempts,
+                                  'handler_callable', ns.handler_callable, 'decision', ns.decision,
+                                  'attempts', c.attempts,
                                   'retryable', ns.retryable, 'max_attempts', ns.max_attempts,
                                   'backoff_base_ms', ns.backoff_base_ms, 'max_backoff_ms', ns.max_backoff_ms,
                                   'timeout_seconds', ns.timeout_seconds, 'task_row', to_jsonb(t.*),

@@ -13,8 +13,9 @@ BEGIN
   IF v_task IS NULL THEN
     RETURN false;
   END IF;
-  IF (SELECT s.decision AND s.status IN ('pending', 'enqueued', 'in_progress', 'waiting_for_retry', 'error')
-        FROM tasker_workflow_steps s WHERE s.step_uuid = p_step) THEN
+  IF (SELECT ns.decision AND s.status IN ('pending', 'enqueued', 'in_progress', 'waiting_for_retry', 'error')
+        FROM tasker_workflow_steps s JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id
+       WHERE s.step_uuid = p_step) THEN
     v_problem := tasker_decision_problem(p_step, p_results);
     IF v_problem IS NOT NULL THEN
       RAISE EXCEPTION 'cannot resolve it by hand with that result: %', v_problem USING ERRCODE = 'invalid_parameter_value';

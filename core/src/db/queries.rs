@@ -285,6 +285,8 @@ pub(crate) struct ClaimedStep {
     pub(crate) namespace: String,
     pub(crate) step_name: String,
     pub(crate) handler_callable: String,
+    /// The template declares the step a decision point.
+    pub(crate) decision: bool,
     pub(crate) attempts: i32,
     pub(crate) retryable: bool,
     pub(crate) max_attempts: i32,

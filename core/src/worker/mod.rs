@@ -63,6 +63,9 @@ pub struct StepJob {
     pub namespace: String,
     pub step_name: String,
     pub handler_callable: String,
+    /// The template declares the step a decision point: its handler must
+    /// return a decision (which of its dependents run).
+    pub decision: bool,
     /// 1 for the first attempt.
     pub attempt: i32,
     pub max_attempts: i32,
@@ -147,6 +150,7 @@ impl Handover {
             namespace: claim.namespace.clone(),
             step_name: claim.step_name.clone(),
             handler_callable: claim.handler_callable.clone(),
+            decision: claim.decision,
             attempt: claim.attempts,
             max_attempts: claim.max_attempts,
             timeout_seconds: claim.timeout_seconds,

@@ -7,6 +7,7 @@ module TaskerCore
       self.primary_key = "step_uuid"
 
       belongs_to :task, class_name: "TaskerCore::Models::Task", foreign_key: :task_uuid, inverse_of: :workflow_steps
+      belongs_to :named_step, class_name: "TaskerCore::Models::NamedStep"
       has_many :transitions, -> { order(:sort_key) },
                class_name: "TaskerCore::Models::WorkflowStepTransition", foreign_key: :step_uuid, inverse_of: :step
       has_many :incoming_edges, class_name: "TaskerCore::Models::WorkflowStepEdge", foreign_key: :to_step_uuid
@@ -25,7 +26,7 @@ module TaskerCore
 
       # Whether its template declares it a decision point (decision: true).
       def decision?
-        decision == true
+        named_step.decision
       end
 
       # A child of a fan-out step (`<step>[<index>]`): `input` is its
@@ -34,6 +35,13 @@ module TaskerCore
       def fan_out_child?
         !fan_out_index.nil?
       end
+    end
+
+    # A step of a registered template, as every task of that template
+    # runs it: its handler and the settings its template declares.
+    class NamedStep < Base
+      self.table_name = "tasker_named_steps"
+      self.primary_key = "named_step_id"
     end
 
     class WorkflowStepEdge < Base

@@ -71,7 +71,7 @@ module TaskerCore
         result = with_timeout(claim["timeout_seconds"]) do
           in_savepoint { handler.call(task, StepSequence.new(task, step), step) }
         end
-        Decision.result_of(result, decision: step.decision?,
+        Decision.result_of(result, decision: claim["decision"] == true,
                                    step: "#{step.name} of template #{task.namespace}/#{task.name}@#{task.version}")
       end
 
