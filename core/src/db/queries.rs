@@ -44,8 +44,7 @@ pub(crate) async fn uninstall_queue(pool: &PgPool, queue: &str) -> Result<()> {
 
 pub(crate) async fn pgmq_queue_stats(pool: &PgPool, queue: &str) -> Result<QueueStats> {
     let row = sqlx::query(
-        "SELECT queue_length, queue_visible_length, total_messages, oldest_msg_age_sec \
-         FROM pgmq.metrics($1)",
+        "SELECT depth, visible, total_sent, oldest_age_seconds FROM tasker_queue_metrics($1)",
     )
     .bind(queue)
     .fetch_one(pool)

@@ -77,7 +77,9 @@ pub(super) async fn list(pool: &PgPool, queue: &str, limit: usize) -> Result<Vec
 }
 
 pub(super) async fn count(pool: &PgPool, queue: &str) -> Result<i64> {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM {}", archive_table(queue)?))
+    archive_table(queue)?;
+    sqlx::query_scalar("SELECT tasker_dead_letter_count($1)")
+        .bind(queue)
         .fetch_one(pool)
         .await
         .map_err(Error::messaging(format!("counting the dead letters of queue {queue}")))
