@@ -295,24 +295,6 @@ CREATE TABLE tasker_rate_buckets (
   updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
--- A task or step holding a slot gives it back when it ends (whichever
--- function ends it: an outcome, a cancel, a resolution, a deadline). The
--- WHEN clause keeps every other update free of it.
-CREATE FUNCTION tasker_give_back_slot() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  PERFORM tasker_release_slot(OLD.concurrency_slot);
-  NEW.concurrency_slot := NULL;
-  RETURN NEW;
-END $$;
-
-CREATE TRIGGER tasker_tasks_give_back_slot BEFORE UPDATE OF status ON tasker_tasks FOR EACH ROW
-  WHEN (OLD.concurrency_slot IS NOT NULL AND NEW.status IN ('complete', 'error', 'cancelled'))
-  EXECUTE FUNCTION tasker_give_back_slot();
-CREATE TRIGGER tasker_workflow_steps_give_back_slot BEFORE UPDATE OF status ON tasker_workflow_steps FOR EACH ROW
-  WHEN (OLD.concurrency_slot IS NOT NULL
-        AND NEW.status IN ('complete', 'error', 'cancelled', 'resolved_manually', 'skipped'))
-  EXECUTE FUNCTION tasker_give_back_slot();
-
 -- ---- history: one row per state change, never rewritten --------------------------
 
 CREATE TABLE tasker_task_transitions (

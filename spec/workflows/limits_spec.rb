@@ -122,4 +122,23 @@ RSpec.describe "concurrency limits" do
     expect(history(third.transitions)).to eq([["", "pending"], %w[pending cancelled]])
     expect(limit_waits).to eq({})
   end
+
+  it "hands the slot of a running task that is cancelled to the waiting task, which then runs" do
+    customer = "held_#{suffix}"
+    first, second, third = [5, 0.05, 0.05].map do |nap|
+      TaskerCore.create_task(namespace: "limits", name: "per_customer_task", version: "1.0.0",
+                             context: { customer: customer, nap: nap })
+    end
+    expect([first, second, third].map(&:status)).to eq(%w[in_progress in_progress pending])
+    expect(TaskerCore.cancel_task(first)).to be(true)
+    [second, third].each { |t| t.wait(timeout: 30) }
+    expect([first, second, third].map { |t| t.reload.status }).to eq(%w[cancelled complete complete])
+    expect(history(third.transitions).first(2)).to eq([["", "pending"], %w[pending in_progress]])
+    expect(third.transitions.second.metadata).to include("reason" => "concurrency")
+    slot = "task:limits/per_customer_task=#{customer}"
+    expect(ActiveRecord::Base.connection.select_value(
+             "SELECT in_use FROM tasker_concurrency_slots WHERE slot = #{ActiveRecord::Base.connection.quote(slot)}"
+           )).to eq(0)
+    expect(limit_waits).to eq({})
+  end
 end

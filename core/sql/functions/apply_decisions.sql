@@ -96,5 +96,10 @@ BEGIN
       v_reason := 'dependencies_skipped';
     END LOOP;
   END LOOP;
+  -- Only a pending step is skipped, and a pending step holds no slot (one
+  -- handed a slot is enqueued with it); should one ever, it is given back.
+  IF cardinality(v_skipped) > 0 THEN
+    PERFORM tasker_give_back_slots(v_skipped);
+  END IF;
   RETURN v_skipped;
 END $$;

@@ -71,6 +71,7 @@ DECLARE
   v_synchronous_commit text := current_setting('synchronous_commit');
   v_finished boolean := false;
   v_fan_outs uuid[];
+  v_slotted uuid[];
   r record;
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
@@ -85,9 +86,11 @@ BEGIN
   -- in a MATERIALIZED step before any status is tested: a status condition
   -- that reaches a scan lets the planner walk a status index over every
   -- task or step in flight. The same read of the steps says, from their
-  -- named steps, which are decision points and which fan out.
+  -- named steps, which are decision points and which fan out, and which
+  -- hold a concurrency slot.
   WITH steps AS MATERIALIZED (
-    SELECT s.task_uuid, s.step_uuid, ns.decision, coalesce(ns.fan_out ? 'from', false) AS fans_out
+    SELECT s.task_uuid, s.step_uuid, ns.decision, coalesce(ns.fan_out ? 'from', false) AS fans_out,
+           s.concurrency_slot IS NOT NULL AS holds_slot
       FROM tasker_workflow_steps s JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id
      WHERE s.step_uuid = ANY (p_steps)
   ), locked AS MATERIALIZED (
@@ -98,8 +101,9 @@ BEGIN
   SELECT coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress'), '{}'),
          coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress' AND l.has_failed_step), '{}'),
          (SELECT coalesce(array_agg(s.step_uuid), '{}') FROM steps s WHERE s.decision),
-         ARRAY(SELECT s.step_uuid FROM steps s WHERE s.fans_out)
-    INTO v_live, v_flagged, v_deciding, v_fan_outs
+         ARRAY(SELECT s.step_uuid FROM steps s WHERE s.fans_out),
+         ARRAY(SELECT s.step_uuid FROM steps s WHERE s.holds_slot)
+    INTO v_live, v_flagged, v_deciding, v_fan_outs, v_slotted
     FROM locked l;
 
   -- A decision's result is checked before it is recorded: one that is not
@@ -166,6 +170,12 @@ BEGIN
     FROM input i LEFT JOIN moved a ON a.step_uuid = i.step_uuid;
 
   RETURN QUERY SELECT 'outcome', u.s, NULL::uuid, u.st, NULL::jsonb FROM unnest(p_steps, v_states) AS u(s, st);
+
+  -- Steps that held a concurrency slot and ended give it back, which hands
+  -- it to the oldest waiter (see tasker_give_back_slots).
+  IF cardinality(v_slotted) > 0 THEN
+    PERFORM tasker_give_back_slots(v_slotted);
+  END IF;
 
   -- Decisions recorded: the dependents they did not choose, and what can
   -- no longer run below them, end skipped (see tasker_apply_decisions).

@@ -1,6 +1,7 @@
 -- Moves a task from one of p_from to p_to and appends the transition.
 -- Returns the state it left, or NULL when the task is not in one of p_from
--- (someone else moved it first). A task reaching its end wakes its waiters;
+-- (someone else moved it first). A task reaching its end gives back its
+-- concurrency slot (tasker_release_slot) and wakes its waiters;
 -- the notification carries its end state and, when it fits in a
 -- notification, its row as to_jsonb gives it ('<task uuid> <state>
 -- <row>'), so a waiter builds its model with no read.
@@ -10,19 +11,24 @@ DECLARE
   v_from text;
   v_sort integer;
   v_row text;
+  v_slot text;
 BEGIN
-  SELECT status INTO v_from FROM tasker_tasks WHERE task_uuid = p_task FOR NO KEY UPDATE;
+  SELECT status, concurrency_slot INTO v_from, v_slot FROM tasker_tasks WHERE task_uuid = p_task FOR NO KEY UPDATE;
   IF v_from IS NULL OR NOT (v_from = ANY (p_from)) THEN
     RETURN NULL;
   END IF;
   UPDATE tasker_tasks
      SET status = p_to, transitions = transitions + 1, updated_at = clock_timestamp(),
-         completed_at = CASE WHEN p_to IN ('complete', 'error', 'cancelled') THEN clock_timestamp() END
+         completed_at = CASE WHEN p_to IN ('complete', 'error', 'cancelled') THEN clock_timestamp() END,
+         concurrency_slot = CASE WHEN p_to IN ('complete', 'error', 'cancelled') THEN NULL ELSE concurrency_slot END
    WHERE task_uuid = p_task
   RETURNING transitions, CASE WHEN p_to IN ('complete', 'error', 'cancelled') THEN to_jsonb(tasker_tasks.*)::text END
     INTO v_sort, v_row;
   INSERT INTO tasker_task_transitions (task_uuid, sort_key, from_state, to_state, metadata)
   VALUES (p_task, v_sort, v_from, p_to, coalesce(p_meta, '{}'));
+  IF v_slot IS NOT NULL AND p_to IN ('complete', 'error', 'cancelled') THEN
+    PERFORM tasker_release_slot(v_slot);
+  END IF;
   IF p_to IN ('complete', 'error', 'cancelled') THEN
     -- A payload is at most 8,000 bytes; a larger row is read by the waiter.
     PERFORM pg_notify('tasker_task_finished',

@@ -43,13 +43,11 @@ pub(crate) async fn uninstall_queue(pool: &PgPool, queue: &str) -> Result<()> {
 }
 
 pub(crate) async fn pgmq_queue_stats(pool: &PgPool, queue: &str) -> Result<QueueStats> {
-    let row = sqlx::query(
-        "SELECT depth, visible, total_sent, oldest_age_seconds FROM tasker_queue_metrics($1)",
-    )
-    .bind(queue)
-    .fetch_one(pool)
-    .await
-    .map_err(Error::db(format!("reading stats of queue {queue}")))?;
+    let row = sqlx::query("SELECT depth, visible, total_sent, oldest_age_seconds FROM tasker_queue_metrics($1)")
+        .bind(queue)
+        .fetch_one(pool)
+        .await
+        .map_err(Error::db(format!("reading stats of queue {queue}")))?;
     Ok(QueueStats {
         queue: queue.to_owned(),
         depth: row.get(0),
