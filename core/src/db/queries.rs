@@ -263,7 +263,9 @@ pub(crate) async fn create_task<'e>(
     send_messages: bool,
     traceparent: Option<&str>,
 ) -> Result<(Uuid, bool)> {
-    sqlx::query_as("SELECT task_uuid, created FROM tasker_create_task($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+    // The aging step for the messages' keys is the session's (see
+    // db::connect), hence no p_priority_aging_ms.
+    sqlx::query_as("SELECT task_uuid, created FROM tasker_create_task($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
         .bind(&request.namespace)
         .bind(&request.name)
         .bind(&request.version)
@@ -273,6 +275,7 @@ pub(crate) async fn create_task<'e>(
         .bind(traceparent)
         .bind(request.run_at)
         .bind(request.timeout_seconds.map(|t| i32::try_from(t).unwrap_or(i32::MAX)))
+        .bind(request.priority)
         .fetch_one(executor)
         .await
         .map_err(Error::db(format!("creating a {key} task")))
@@ -515,7 +518,7 @@ pub(crate) async fn stalled_tasks(pool: &PgPool, quiet_for: std::time::Duration,
 
 const TASK_COLUMNS: &str =
     "task_uuid, namespace, name, version, context, status, identity_key, correlation_id, traceparent, created_at, \
-     completed_at";
+     completed_at, priority";
 
 pub(crate) async fn task_status(pool: &PgPool, task_uuid: Uuid) -> Result<Option<String>> {
     sqlx::query_scalar("SELECT status FROM tasker_tasks WHERE task_uuid = $1")
