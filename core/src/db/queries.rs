@@ -598,6 +598,25 @@ pub(crate) async fn dispatch_messages(conn: &mut PgConnection, steps: &[Uuid], s
     Ok(rows.into_iter().map(|(queue, message, delay_ms)| Outbox { queue, message, delay_ms }).collect())
 }
 
+/// Queues outside PostgreSQL: the steps of `tasks` whose message waited
+/// past their priority's aging bound, sent again at the top priority (see
+/// `tasker_raise_priorities`); their messages, to send after commit.
+pub(crate) async fn raise_priorities(
+    conn: &mut PgConnection,
+    tasks: &[Uuid],
+    aging: std::time::Duration,
+    limit: i32,
+) -> Result<Vec<Outbox>> {
+    let rows: Vec<(String, Value, i64)> = sqlx::query_as("SELECT * FROM tasker_raise_priorities($1, $2, $3)")
+        .bind(tasks)
+        .bind(i64::try_from(aging.as_millis()).unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::db("raising the priority of waiting steps"))?;
+    Ok(rows.into_iter().map(|(queue, message, delay_ms)| Outbox { queue, message, delay_ms }).collect())
+}
+
 /// in_progress -> enqueued for a step this worker claimed at `attempt` and
 /// will not finish (it is shutting down).
 pub(crate) async fn release_step(pool: &PgPool, step_uuid: Uuid, attempt: i32, reason: &str) -> Result<bool> {
