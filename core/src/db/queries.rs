@@ -43,14 +43,11 @@ pub(crate) async fn uninstall_queue(pool: &PgPool, queue: &str) -> Result<()> {
 }
 
 pub(crate) async fn pgmq_queue_stats(pool: &PgPool, queue: &str) -> Result<QueueStats> {
-    let row = sqlx::query(
-        "SELECT queue_length, queue_visible_length, total_messages, oldest_msg_age_sec \
-         FROM pgmq.metrics($1)",
-    )
-    .bind(queue)
-    .fetch_one(pool)
-    .await
-    .map_err(Error::db(format!("reading stats of queue {queue}")))?;
+    let row = sqlx::query("SELECT depth, visible, total_sent, oldest_age_seconds FROM tasker_queue_stats($1)")
+        .bind(queue)
+        .fetch_one(pool)
+        .await
+        .map_err(Error::db(format!("reading stats of queue {queue}")))?;
     Ok(QueueStats {
         queue: queue.to_owned(),
         depth: row.get(0),
