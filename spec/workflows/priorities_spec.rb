@@ -44,7 +44,9 @@ RSpec.describe "task priorities" do
   # Runs the block with other settings (a new client: the settings are read
   # when it connects), then restores them. The client left behind closes its
   # broker connection first: with RabbitMQ its consumers would otherwise go
-  # on taking deliveries (up to the prefetch) that nobody reads.
+  # on taking deliveries (up to the prefetch) that nobody reads. The
+  # restored client registers the templates again, as spec_helper's did: a
+  # worker checks the handlers of the templates its client registered.
   def with_settings(priority_aging_ms:, file_settings:)
     config = TaskerCore.configuration
     saved = [config.priority_aging_ms, config.file_settings]
@@ -57,6 +59,7 @@ RSpec.describe "task priorities" do
   ensure
     TaskerCore.message_service.close
     TaskerCore.configure { |c| c.priority_aging_ms, c.file_settings = saved }
+    TaskerCore.register_templates!
   end
 
   it "takes the priority from create_task, else the template, and refuses one out of range" do
