@@ -8,7 +8,11 @@ use std::path::Path;
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-changed=sql/functions");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/functions");
+    // Read when the script runs, not when it was compiled: a build script
+    // compiled in another checkout (a copied target/ directory, which cargo
+    // considers fresh) would otherwise embed that checkout's SQL.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest_dir).join("sql/functions");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("core/sql/functions exists")
         .map(|e| e.expect("readable directory entry").path())

@@ -112,6 +112,10 @@ module TaskerCore
     # timeout_seconds: the task's deadline from its start (else the
     # template's): a task still running past it ends in error, reason
     # "deadline".
+    # priority: -5..5, higher runs first (else the template's, else 0):
+    # under load, higher-priority steps of a namespace are taken first, and
+    # a waiting step is passed by newer ones only for a bounded time
+    # (messaging.priority_aging_ms per level of difference).
     # Under TaskerCore::Testing.inline the workflow runs to its end before
     # this returns (a delay is not waited for); under fake!, it waits for
     # Testing.run_all.
@@ -133,7 +137,10 @@ module TaskerCore
           SqlFunctions.create_task(
             namespace: request["namespace"], name: request["name"], version: request["version"],
             context: stored_context, identity_key: key, send: test_mode.nil? && client.queues_in_database?,
-            traceparent: request["traceparent"], **(test_mode ? timing.slice(:timeout_seconds) : timing)
+            # The aging step the queues key its messages with (the engine's own
+            # connections carry it; ActiveRecord's does not).
+            traceparent: request["traceparent"], priority_aging_ms: client.priority_aging_ms,
+            **(test_mode ? timing.slice(:timeout_seconds, :priority) : timing)
           )
         end
         payload[:task_uuid] = row.fetch("task_uuid")
@@ -184,7 +191,7 @@ module TaskerCore
       { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s, "context" => context,
         "identity_key" => (identity_key&.to_s unless identity_key == :derived),
         "derive_identity_key" => identity_key == :derived, "traceparent" => traceparent&.to_s,
-        "timeout_seconds" => timing[:timeout_seconds] }
+        "timeout_seconds" => timing[:timeout_seconds], "priority" => timing[:priority] }
     end
 
     def operate(event, payload)

@@ -170,6 +170,11 @@ CREATE TABLE tasker_tasks (
   -- ends a task still in progress past it in error, reason 'deadline'.
   timeout_seconds integer CHECK (timeout_seconds > 0),
   deadline_at     timestamptz,
+  -- Higher runs first (create_task priority:, else the template's, else
+  -- 0): every message of the task's steps carries it, and a queue is read
+  -- in order of its aged key (see tasker_install_queue). The range maps one
+  -- to one onto RabbitMQ's priorities 0..10.
+  priority        smallint NOT NULL DEFAULT 0 CHECK (priority BETWEEN -5 AND 5),
   created_at     timestamptz NOT NULL DEFAULT now(),
   updated_at     timestamptz NOT NULL DEFAULT now(),
   completed_at   timestamptz,

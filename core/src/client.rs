@@ -40,6 +40,9 @@ pub struct CreateTask {
     /// The task's deadline in seconds from its start (else the template's).
     #[serde(default)]
     pub timeout_seconds: Option<u32>,
+    /// -5..5, higher runs first (else the template's `priority`, else 0).
+    #[serde(default)]
+    pub priority: Option<i32>,
 }
 
 impl CreateTask {
@@ -54,6 +57,7 @@ impl CreateTask {
             traceparent: None,
             run_at: None,
             timeout_seconds: None,
+            priority: None,
         }
     }
 }
@@ -105,6 +109,11 @@ impl TaskerClient {
                 ErrorKind::Validation,
                 format!("timeout_seconds of a {} task must be 1 to {}, got {t}", template.key(), i32::MAX),
             ));
+        }
+        if let Some(problem) = request.priority.and_then(|p| {
+            crate::priority::problem(&format!("the priority given for a {} task,", template.key()), p.into())
+        }) {
+            return Err(Error::new(ErrorKind::Validation, problem));
         }
         if request.identity_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
             return Err(Error::new(ErrorKind::Validation, "identity_key must not be blank"));

@@ -16,6 +16,7 @@ mod lifecycle;
 mod messaging;
 mod model;
 mod orchestration;
+pub mod priority;
 mod resilience;
 mod retention;
 mod state;

@@ -10,7 +10,7 @@ module TaskerCore
 
     attr_accessor :database_url, :rabbitmq_url, :template_paths, :max_connections,
                   :visibility_timeout_seconds, :worker_poll_interval_ms,
-                  :orchestration_poll_interval_ms, :queue_prefix
+                  :orchestration_poll_interval_ms, :queue_prefix, :priority_aging_ms
     attr_reader :messaging_provider, :file_settings, :around_step
 
     def initialize
@@ -60,7 +60,7 @@ module TaskerCore
         "template_paths" => (paths unless paths.empty?),
         "messaging" => compact("provider" => messaging_provider&.to_s, "rabbitmq_url" => rabbitmq_url,
                                "visibility_timeout_seconds" => visibility_timeout_seconds,
-                               "queue_prefix" => queue_prefix),
+                               "queue_prefix" => queue_prefix, "priority_aging_ms" => priority_aging_ms),
         "orchestration" => compact("poll_interval_ms" => orchestration_poll_interval_ms),
         "worker" => compact("poll_interval_ms" => worker_poll_interval_ms)
       )

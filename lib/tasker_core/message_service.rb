@@ -66,5 +66,14 @@ module TaskerCore
     def stats(queue)
       @native.stats(queue.to_s)
     end
+
+    # Closes this client's connection to the broker (RabbitMQ; nothing to do
+    # for PGMQ): messages it received or was sent ahead (prefetched) and did
+    # not settle go back to their queues at once, for other consumers. The
+    # next call connects again. For a process that stops its worker and goes
+    # on, or replaces its client (TaskerCore.configure after use).
+    def close
+      @native.close
+    end
   end
 end

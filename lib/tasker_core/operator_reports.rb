@@ -27,9 +27,7 @@ module TaskerCore
     # rake tasker:status
     def status(status = TaskerCore.status)
       lines = ["queues:"] + status["queues"].map { |q| queue_line(q) }
-      lines << "namespaces (in flight):"
-      lines << "  nothing in flight" if status["namespaces"].empty?
-      lines.concat(status["namespaces"].map { |n| namespace_line(n) })
+      lines.concat(namespace_lines(status["namespaces"]))
       lines << "workers alive (running a step): #{status['workers'].size}"
       status["workers"].each { |w| lines << format("  %-50s steps=%d", w["worker"], w["steps_in_progress"]) }
       (lines + schedule_lines(status["schedules"]) + limit_lines(status.fetch("limits", []))).join("\n")
@@ -57,12 +55,27 @@ module TaskerCore
              queue["visible"], age(queue["oldest_age_seconds"]), queue["dead_letters"])
     end
 
+    def namespace_lines(namespaces)
+      lines = ["namespaces (in flight):"]
+      lines << "  nothing in flight" if namespaces.empty?
+      namespaces.each { |n| lines.concat([namespace_line(n), priority_line(n)].compact) }
+      lines
+    end
+
     def namespace_line(counts)
       format("  %-24s tasks pending=%d in_progress=%d | steps enqueued=%d in_progress=%d waiting_for_retry=%d " \
              "stuck_in_progress=%d stuck_enqueued=%d",
              *counts.values_at("namespace", "tasks_pending", "tasks_in_progress", "steps_enqueued",
                                "steps_in_progress", "steps_waiting_for_retry", "steps_stuck_in_progress",
                                "steps_stuck_enqueued"))
+    end
+
+    # The enqueued steps by priority, highest first, when any is not 0.
+    def priority_line(counts)
+      by_priority = counts.fetch("steps_enqueued_by_priority", {}).map { |p, n| [p.to_i, n] }.sort.reverse
+      return nil if by_priority.all? { |p, _| p.zero? }
+
+      "    enqueued by priority: #{by_priority.map { |p, n| format('%+d=%d', p, n).sub('+0=', '0=') }.join(' ')}"
     end
 
     def schedule_line(schedule)

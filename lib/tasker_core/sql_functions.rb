@@ -17,13 +17,17 @@ module TaskerCore
     # visible to a query around it, so it comes back with the call).
     # traceparent: stored with the task (its steps' spans continue it).
     # run_at (a Time) or delay_seconds (added to the database's clock)
-    # makes a delayed task; timeout_seconds overrides the template's.
+    # makes a delayed task; timeout_seconds and priority override the
+    # template's. priority_aging_ms: the aging step the queues key this
+    # connection's messages with (messaging.priority_aging_ms; the engine's
+    # own connections carry it as a session setting, ActiveRecord's do not).
     def create_task(namespace:, name:, version:, context:, identity_key:, send:, traceparent: nil, run_at: nil,
-                    delay_seconds: nil, timeout_seconds: nil)
+                    delay_seconds: nil, timeout_seconds: nil, priority: nil, priority_aging_ms: nil)
       sql = "SELECT task_row FROM tasker_create_task(?, ?, ?, ?::jsonb, ?, ?, ?, " \
-            "coalesce(?::timestamptz, clock_timestamp() + make_interval(secs => ?::float8)), ?::integer)"
+            "coalesce(?::timestamptz, clock_timestamp() + make_interval(secs => ?::float8)), ?::integer, " \
+            "?::integer, ?::integer)"
       parse(select_value(sql, namespace, name, version, JSON.generate(context), identity_key, send, traceparent,
-                         run_at&.utc&.iso8601(6), delay_seconds, timeout_seconds))
+                         run_at&.utc&.iso8601(6), delay_seconds, timeout_seconds, priority, priority_aging_ms))
     end
 
     # tasker_claim_steps: claims the steps (enqueued, a retry that is due,

@@ -1,22 +1,34 @@
 # frozen_string_literal: true
 
 module TaskerCore
-  # The timing options of TaskerCore.create_task (run_at:, delay:,
-  # timeout_seconds:), checked before anything is created.
+  # The options of TaskerCore.create_task beyond the template and context
+  # (run_at:, delay:, timeout_seconds:, priority:), checked before anything
+  # is created.
   module TaskOptions
-    KEYS = %i[run_at delay timeout_seconds].freeze
+    KEYS = %i[run_at delay timeout_seconds priority].freeze
+    PRIORITIES = (-5..5)
 
     module_function
 
     # { run_at: Time } or { delay_seconds: Float } (the database's clock
-    # adds a delay, so a skewed app clock does not shift it), and
-    # { timeout_seconds: Integer }, for SqlFunctions.create_task.
+    # adds a delay, so a skewed app clock does not shift it),
+    # { timeout_seconds: Integer } and { priority: Integer }, for
+    # SqlFunctions.create_task.
     def check!(options)
       unknown = options.keys - KEYS
       raise ArgumentError, "unknown keyword#{'s' if unknown.size > 1}: #{unknown.join(', ')}" unless unknown.empty?
 
-      { timeout_seconds: timeout_seconds(options[:timeout_seconds]) }
+      { timeout_seconds: timeout_seconds(options[:timeout_seconds]), priority: priority(options[:priority]) }
         .merge(when_due(options[:run_at], options[:delay])).compact
+    end
+
+    # -5..5, higher runs first; nil leaves the template's (else 0).
+    def priority(value)
+      return nil if value.nil?
+      return value if value.is_a?(Integer) && PRIORITIES.cover?(value)
+
+      raise ValidationError, "priority must be a whole number from #{PRIORITIES.min} to #{PRIORITIES.max} " \
+                             "(higher runs first), got #{value.inspect}"
     end
 
     def timeout_seconds(value)

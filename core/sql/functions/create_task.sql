@@ -23,10 +23,18 @@
 -- 'pending' with its steps and no message; tasker_release_due_tasks starts
 -- it at run_at. p_timeout_seconds (else the template's timeout_seconds):
 -- the task's deadline, counted from its start (deadline_at).
+--
+-- p_priority (else the template's `priority`, else 0): -5..5, higher runs
+-- first; every message of the task's steps carries it. p_priority_aging_ms:
+-- the sender's messaging.priority_aging_ms, for a caller whose connection
+-- is not the engine's (ActiveRecord's): the queues' send functions read it
+-- (see tasker_install_queue); the engine's connections set it for the
+-- session.
 CREATE FUNCTION tasker_create_task(p_namespace text, p_name text, p_version text, p_context jsonb,
                                    p_identity_key text, p_send boolean DEFAULT true,
                                    p_traceparent text DEFAULT NULL, p_run_at timestamptz DEFAULT NULL,
-                                   p_timeout_seconds integer DEFAULT NULL)
+                                   p_timeout_seconds integer DEFAULT NULL, p_priority integer DEFAULT NULL,
+                                   p_priority_aging_ms integer DEFAULT NULL)
 RETURNS TABLE (task_uuid uuid, created boolean, task_row jsonb) LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 DECLARE
@@ -45,10 +53,11 @@ DECLARE
   v_slot text;
   v_held boolean := false;
   v_limited uuid[];
+  v_priority integer;
 BEGIN
   SELECT t.template_id, coalesce(p_timeout_seconds, (t.definition ->> 'timeout_seconds')::integer),
-         t.definition -> 'concurrency'
-    INTO v_template, v_timeout, v_limit
+         t.definition -> 'concurrency', coalesce(p_priority, (t.definition ->> 'priority')::integer, 0)
+    INTO v_template, v_timeout, v_limit, v_priority
     FROM tasker_task_templates t
    WHERE t.namespace = p_namespace AND t.name = p_name AND t.version = p_version;
   IF v_template IS NULL THEN
@@ -63,6 +72,15 @@ BEGIN
     RAISE EXCEPTION 'the timeout_seconds of a %/%@% task must be at least 1, got %', p_namespace, p_name, p_version,
       v_timeout USING ERRCODE = 'invalid_parameter_value';
   END IF;
+  IF v_priority NOT BETWEEN -5 AND 5 THEN
+    RAISE EXCEPTION 'the priority of a %/%@% task must be between -5 and 5 (higher runs first), got % (%)',
+      p_namespace, p_name, p_version, v_priority,
+      CASE WHEN p_priority IS NOT NULL THEN 'given to create_task' ELSE 'the template''s priority' END
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF p_priority_aging_ms IS NOT NULL THEN
+    PERFORM set_config('tasker.priority_aging_ms', p_priority_aging_ms::text, true);
+  END IF;
 
   v_task := tasker_uuid_v7();
   -- The template's concurrency limit: the task starts holding a slot, or
@@ -75,12 +93,13 @@ BEGIN
     v_delayed := v_held;
   END IF;
   INSERT INTO tasker_tasks (task_uuid, template_id, namespace, name, version, context, identity_key, correlation_id,
-                            status, transitions, traceparent, run_at, timeout_seconds, deadline_at, concurrency_slot)
+                            status, transitions, traceparent, run_at, timeout_seconds, deadline_at, concurrency_slot,
+                            priority)
   VALUES (v_task, v_template, p_namespace, p_name, p_version, coalesce(p_context, '{}'), p_identity_key,
           v_correlation, CASE WHEN v_delayed THEN 'pending' ELSE 'in_progress' END, CASE WHEN v_delayed THEN 1 ELSE 2 END,
           p_traceparent, CASE WHEN NOT v_held THEN p_run_at END, v_timeout,
           CASE WHEN NOT v_delayed THEN clock_timestamp() + make_interval(secs => v_timeout) END,
-          CASE WHEN NOT v_held THEN v_slot END)
+          CASE WHEN NOT v_held THEN v_slot END, v_priority)
   ON CONFLICT (identity_key) DO NOTHING
   RETURNING to_jsonb(tasker_tasks.*) INTO v_row;
   IF NOT FOUND THEN
@@ -136,7 +155,8 @@ BEGIN
   SELECT coalesce(array_agg(d.step_uuid ORDER BY d.position) FILTER (WHERE d.is_root), '{}'),
          coalesce(array_agg(d.queue_name ORDER BY d.position) FILTER (WHERE d.is_root), '{}'),
          coalesce(array_agg(jsonb_build_object('task_uuid', v_task, 'step_uuid', d.step_uuid,
-                                               'correlation_id', v_correlation) ORDER BY d.position)
+                                               'correlation_id', v_correlation, 'priority', v_priority)
+                              ORDER BY d.position)
                     FILTER (WHERE d.is_root), '{}'),
          coalesce(array_agg(d.step_uuid ORDER BY d.position) FILTER (WHERE d.is_limited_root), '{}')
     INTO v_ready, v_queues, v_messages, v_limited FROM defs d;

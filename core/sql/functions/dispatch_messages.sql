@@ -1,10 +1,11 @@
 -- The messages of the given steps, each to its step's namespace queue,
--- visible after its delay (p_delays_ms, NULL for none; an enqueued step
--- whose rate-limit token is due later, retry_at, waits until then). With p_send (the
--- queues are PGMQ tables in this database) they are inserted here, so they
--- exist if and only if the caller's transaction commits, and nothing is
--- returned; otherwise they are returned for the caller to send after
--- commit.
+-- carrying its task's priority (which orders the queue: see
+-- tasker_install_queue) and visible after its delay (p_delays_ms, NULL
+-- for none; an enqueued step whose rate-limit token is due later,
+-- retry_at, waits until then). With p_send (the queues are PGMQ tables in
+-- this database) they are inserted here, so they exist if and only if the
+-- caller's transaction commits, and nothing is returned; otherwise they
+-- are returned for the caller to send after commit.
 CREATE FUNCTION tasker_dispatch_messages(p_steps uuid[], p_delays_ms bigint[], p_send boolean)
 RETURNS TABLE (queue text, message jsonb, delay_ms bigint) LANGUAGE plpgsql AS $$
 DECLARE
@@ -16,7 +17,8 @@ BEGIN
   FOR r IN
     SELECT n.queue_name,
            array_agg(jsonb_build_object('task_uuid', s.task_uuid, 'step_uuid', s.step_uuid,
-                                        'correlation_id', t.correlation_id) ORDER BY u.i) AS messages,
+                                        'correlation_id', t.correlation_id, 'priority', t.priority)
+                     ORDER BY u.i) AS messages,
            -- An enqueued step waiting for its rate limit's token: visible then.
            array_agg(coalesce(u.delay_ms,
                               CASE WHEN s.status = 'enqueued' AND s.retry_at > clock_timestamp()

@@ -8,6 +8,25 @@
 -- trivial dynamic statement: a task's creation cost a third less. Run for
 -- every queue the PGMQ provider creates, and again for every existing
 -- queue when the SQL functions are installed.
+--
+-- Priorities. A worker reads a queue in order of `vt` (PGMQ's own index on
+-- it), and vt is a message's key as well as its visibility time: the time
+-- it becomes visible minus a credit of (priority + 5) aging steps, the
+-- message's `priority` (-5..5, its task's; 0 when it has none) and the
+-- aging step `tasker.priority_aging_ms` (the sender's
+-- messaging.priority_aging_ms, which the engine's connections set; 10 s
+-- when unset). A message of priority p sent at t is read before one of
+-- priority q sent at u exactly when t - p * aging < u - q * aging: newer
+-- work of higher priority goes first, but a waiting message is passed
+-- only by messages sent less than (q - p) * aging after it, so nothing
+-- waits forever. The key costs no column and no index: vt and its index
+-- are PGMQ's own. Every credit is zero or more, so a message is never
+-- visible later than it should be; a delayed message (a retry, a step
+-- waiting for its rate limit's token) keeps its credit and carries when it
+-- becomes visible in `headers` ({"tasker_visible_at": ...}), which the
+-- read checks. A message whose visibility timeout runs out (its reader
+-- died) comes back with vt = its timeout's end: it is then read as a
+-- message of priority -5 sent at that moment.
 CREATE FUNCTION tasker_install_queue(p_queue text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
   v_table text := pgmq.format_table_name(p_queue, 'q');
@@ -16,12 +35,18 @@ BEGIN
     'CREATE OR REPLACE TRIGGER tasker_notify_queue AFTER INSERT ON pgmq.%I '
     'FOR EACH STATEMENT EXECUTE FUNCTION tasker_notify_queue(%L)',
     v_table, p_queue);
-  -- Messages in order, each visible after its delay (NULL: at once).
+  -- Messages in order, each visible after its delay (NULL: at once), keyed
+  -- by its priority (above).
   EXECUTE format(
     'CREATE OR REPLACE FUNCTION pgmq.%I(p_messages jsonb[], p_delays_ms bigint[]) RETURNS void '
     'LANGUAGE plpgsql AS $body$ BEGIN '
-    '  INSERT INTO pgmq.%I (vt, message) '
-    '  SELECT clock_timestamp() + make_interval(secs => coalesce(u.d, 0) / 1000.0), u.m '
+    '  INSERT INTO pgmq.%I (vt, message, headers) '
+    '  SELECT clock_timestamp() + make_interval(secs => (coalesce(u.d, 0) '
+    '           - (coalesce((u.m ->> ''priority'')::integer, 0) + 5) '
+    '             * coalesce(nullif(current_setting(''tasker.priority_aging_ms'', true), '''')::float8, 10000)) / 1000.0), '
+    '         u.m, '
+    '         CASE WHEN u.d > 0 THEN jsonb_build_object(''tasker_visible_at'', '
+    '                                                   clock_timestamp() + make_interval(secs => u.d / 1000.0)) END '
     '    FROM unnest(p_messages, p_delays_ms) WITH ORDINALITY AS u(m, d, i) ORDER BY u.i; '
     'END $body$',
     'tasker_send_' || p_queue, v_table);

@@ -84,6 +84,13 @@ pub struct MessagingConfig {
     /// failing before it is settled) goes to the queue's dead-letter store
     /// with the reason, instead of being delivered again.
     pub max_receive_count: u32,
+    /// Aging of task priorities: a step message waits behind newer
+    /// messages of higher priority for at most (their priority - its) times
+    /// this, so low priority still progresses under a stream of high. With
+    /// PGMQ every process that sends step messages (workers, orchestrators,
+    /// the app creating tasks) keys them with its own value, so give them
+    /// all the same; with RabbitMQ the orchestrator's sweep applies it.
+    pub priority_aging_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +166,7 @@ impl Default for MessagingConfig {
             prefetch: 16,
             queue_prefix: String::new(),
             max_receive_count: 5,
+            priority_aging_ms: 10_000,
         }
     }
 }
@@ -187,6 +195,7 @@ const ENV_KEYS: &[(&str, &[&str])] = &[
     ("TASKER_MESSAGING_PREFETCH", &["messaging", "prefetch"]),
     ("TASKER_QUEUE_PREFIX", &["messaging", "queue_prefix"]),
     ("TASKER_MAX_RECEIVE_COUNT", &["messaging", "max_receive_count"]),
+    ("TASKER_PRIORITY_AGING_MS", &["messaging", "priority_aging_ms"]),
     ("TASKER_WORKER_CONCURRENCY", &["worker", "concurrency"]),
     ("TASKER_SCHEDULES_CATCH_UP_SECONDS", &["schedules", "catch_up_seconds"]),
     ("TASKER_SCHEDULES_POLL_INTERVAL_MS", &["schedules", "poll_interval_ms"]),
@@ -228,6 +237,7 @@ impl Config {
             ("messaging.visibility_timeout_seconds", u64::from(self.messaging.visibility_timeout_seconds)),
             ("messaging.prefetch", u64::from(self.messaging.prefetch)),
             ("messaging.max_receive_count", u64::from(self.messaging.max_receive_count)),
+            ("messaging.priority_aging_ms", self.messaging.priority_aging_ms),
             ("orchestration.batch_size", u64::from(self.orchestration.batch_size)),
             ("orchestration.poll_interval_ms", self.orchestration.poll_interval_ms),
             ("orchestration.sweep_interval_ms", self.orchestration.sweep_interval_ms),
@@ -256,6 +266,12 @@ impl Config {
                 "messaging.queue_prefix must be at most {MAX_QUEUE_PREFIX_LEN} lowercase letters, digits and \
                  underscores, starting with a letter, got {:?}",
                 self.messaging.queue_prefix
+            ));
+        }
+        if self.messaging.priority_aging_ms > MAX_PRIORITY_AGING_MS {
+            problems.push(format!(
+                "messaging.priority_aging_ms must be at most {MAX_PRIORITY_AGING_MS} (a day), got {}",
+                self.messaging.priority_aging_ms
             ));
         }
         if self.orchestration.batch_size > 1000 {
@@ -301,12 +317,17 @@ impl fmt::Debug for Config {
             .field("messaging.notifications", &self.messaging.notifications)
             .field("messaging.prefetch", &self.messaging.prefetch)
             .field("messaging.queue_prefix", &self.messaging.queue_prefix)
+            .field("messaging.priority_aging_ms", &self.messaging.priority_aging_ms)
             .field("orchestration", &self.orchestration)
             .field("worker", &self.worker)
             .field("schedules", &self.schedules)
             .finish()
     }
 }
+
+/// Longest aging step of priorities: a day (a message of the lowest
+/// priority then waits up to ten days behind newer ones of the highest).
+pub(crate) const MAX_PRIORITY_AGING_MS: u64 = 86_400_000;
 
 /// Longest queue prefix: PGMQ's queue names are at most 47 bytes, and a
 /// step queue is `<prefix><namespace>_queue`.
@@ -487,6 +508,17 @@ mod tests {
         let bad = json!({"messaging": {"max_receive_count": 0}, "retention": {"batch_size": 0}});
         let err = Config::resolve_with_env(Value::Null, bad, no_env).unwrap_err().to_string();
         assert!(err.contains("messaging.max_receive_count must be at least 1"), "{err}");
+        assert_eq!(config.messaging.priority_aging_ms, 10_000);
+        let env = |name: &str| (name == "TASKER_PRIORITY_AGING_MS").then(|| "250".to_owned());
+        assert_eq!(Config::resolve_with_env(Value::Null, Value::Null, env).unwrap().messaging.priority_aging_ms, 250);
+        for (aging, problem) in [
+            (0, "messaging.priority_aging_ms must be at least 1, got 0"),
+            (86_400_001, "messaging.priority_aging_ms must be at most 86400000 (a day), got 86400001"),
+        ] {
+            let bad = json!({"messaging": {"priority_aging_ms": aging}});
+            let err = Config::resolve_with_env(Value::Null, bad, no_env).unwrap_err().to_string();
+            assert_eq!(err, format!("invalid configuration: {problem}"));
+        }
         assert!(err.contains("retention.batch_size must be at least 1"), "{err}");
     }
 

@@ -45,6 +45,13 @@ const MIGRATION_LOCK: i64 = 0x7461_736b_6572;
 const SESSION_SETTINGS: &str =
     "SET enable_seqscan = off; SET enable_bitmapscan = off; SET plan_cache_mode = force_generic_plan";
 
+/// The session settings, and `tasker.priority_aging_ms`: the aging step
+/// with which the queues' send functions key this process's step messages
+/// (see `tasker_install_queue`).
+fn session_settings(config: &Config) -> String {
+    format!("{SESSION_SETTINGS}; SET tasker.priority_aging_ms = {}", config.messaging.priority_aging_ms)
+}
+
 /// A pooled connection idle this long is checked (a ping, one round trip)
 /// before it is handed out. sqlx checks every connection by default, which
 /// cost a round trip per statement on the hot path, where a connection is
@@ -54,10 +61,14 @@ const SESSION_SETTINGS: &str =
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 pub(crate) async fn connect(config: &Config) -> Result<PgPool> {
+    let settings: std::sync::Arc<str> = session_settings(config).into();
     PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .after_connect(|conn, _| Box::pin(async move { conn.execute(SESSION_SETTINGS).await.map(|_| ()) }))
+        .after_connect(move |conn, _| {
+            let settings = settings.clone();
+            Box::pin(async move { conn.execute(&*settings).await.map(|_| ()) })
+        })
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {

@@ -86,6 +86,16 @@ pub(crate) async fn namespace_counts(
     .fetch_all(pool)
     .await
     .map_err(Error::db("counting tasks in flight"))?;
+    let by_priority: Vec<(String, i16, i64)> = sqlx::query_as(concat!(
+        "SELECT ns.namespace, t.priority, count(*) FROM ",
+        steps_of_tasks_in_progress!("s.status = 'enqueued'"),
+        " JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id \
+          WHERE t.status = 'in_progress' \
+          GROUP BY ns.namespace, t.priority"
+    ))
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db("counting enqueued steps by priority"))?;
     let mut by_namespace: std::collections::BTreeMap<String, crate::telemetry::NamespaceStatus> = Default::default();
     for (namespace, pending, in_progress) in tasks {
         let entry =
@@ -101,6 +111,11 @@ pub(crate) async fn namespace_counts(
         entry.steps_waiting_for_retry = waiting;
         entry.steps_stuck_in_progress = stale;
         entry.steps_stuck_enqueued = stuck_enqueued;
+    }
+    for (namespace, priority, enqueued) in by_priority {
+        let entry =
+            by_namespace.entry(namespace.clone()).or_insert_with(|| crate::telemetry::NamespaceStatus::new(namespace));
+        entry.steps_enqueued_by_priority.insert(priority, enqueued);
     }
     Ok(by_namespace.into_values().collect())
 }

@@ -43,7 +43,7 @@ pub(crate) async fn uninstall_queue(pool: &PgPool, queue: &str) -> Result<()> {
 }
 
 pub(crate) async fn pgmq_queue_stats(pool: &PgPool, queue: &str) -> Result<QueueStats> {
-    let row = sqlx::query("SELECT depth, visible, total_sent, oldest_age_seconds FROM tasker_queue_metrics($1)")
+    let row = sqlx::query("SELECT depth, visible, total_sent, oldest_age_seconds FROM tasker_queue_stats($1)")
         .bind(queue)
         .fetch_one(pool)
         .await
@@ -260,7 +260,9 @@ pub(crate) async fn create_task<'e>(
     send_messages: bool,
     traceparent: Option<&str>,
 ) -> Result<(Uuid, bool)> {
-    sqlx::query_as("SELECT task_uuid, created FROM tasker_create_task($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+    // The aging step for the messages' keys is the session's (see
+    // db::connect), hence no p_priority_aging_ms.
+    sqlx::query_as("SELECT task_uuid, created FROM tasker_create_task($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
         .bind(&request.namespace)
         .bind(&request.name)
         .bind(&request.version)
@@ -270,6 +272,7 @@ pub(crate) async fn create_task<'e>(
         .bind(traceparent)
         .bind(request.run_at)
         .bind(request.timeout_seconds.map(|t| i32::try_from(t).unwrap_or(i32::MAX)))
+        .bind(request.priority)
         .fetch_one(executor)
         .await
         .map_err(Error::db(format!("creating a {key} task")))
@@ -514,7 +517,7 @@ pub(crate) async fn stalled_tasks(pool: &PgPool, quiet_for: std::time::Duration,
 
 const TASK_COLUMNS: &str =
     "task_uuid, namespace, name, version, context, status, identity_key, correlation_id, traceparent, created_at, \
-     completed_at";
+     completed_at, priority";
 
 pub(crate) async fn task_status(pool: &PgPool, task_uuid: Uuid) -> Result<Option<String>> {
     sqlx::query_scalar("SELECT status FROM tasker_tasks WHERE task_uuid = $1")
@@ -591,6 +594,25 @@ pub(crate) async fn dispatch_messages(conn: &mut PgConnection, steps: &[Uuid], s
         .fetch_all(conn)
         .await
         .map_err(Error::db(format!("sending the messages of {} steps", steps.len())))?;
+    Ok(rows.into_iter().map(|(queue, message, delay_ms)| Outbox { queue, message, delay_ms }).collect())
+}
+
+/// Queues outside PostgreSQL: the steps of `tasks` whose message waited
+/// past their priority's aging bound, sent again at the top priority (see
+/// `tasker_raise_priorities`); their messages, to send after commit.
+pub(crate) async fn raise_priorities(
+    conn: &mut PgConnection,
+    tasks: &[Uuid],
+    aging: std::time::Duration,
+    limit: i32,
+) -> Result<Vec<Outbox>> {
+    let rows: Vec<(String, Value, i64)> = sqlx::query_as("SELECT * FROM tasker_raise_priorities($1, $2, $3)")
+        .bind(tasks)
+        .bind(i64::try_from(aging.as_millis()).unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::db("raising the priority of waiting steps"))?;
     Ok(rows.into_iter().map(|(queue, message, delay_ms)| Outbox { queue, message, delay_ms }).collect())
 }
 

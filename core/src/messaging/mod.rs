@@ -31,6 +31,9 @@ pub struct StepMessage {
     pub task_uuid: Uuid,
     pub step_uuid: Uuid,
     pub correlation_id: Uuid,
+    /// Its task's priority (-5..5): the queue's order (see `priority`).
+    #[serde(default)]
+    pub priority: i32,
 }
 
 /// A message that committed state promises and that could not be sent in

@@ -152,12 +152,24 @@ impl MessagingService for PgmqProvider {
         // so it never outlives a read it depends on. Idle, a synchronous
         // commit here cost 0.25 ms of every hop. set_config's `true` keeps
         // the setting to the statement's own transaction.
+        //
+        //
+        // Messages are read in order of vt, which is also their priority's
+        // aged key (see tasker_install_queue), through PGMQ's own index on
+        // it: a range scan from the oldest key up to now (`now()`, the
+        // statement's start: an index condition, where clock_timestamp()
+        // would be a filter over every message in flight) that stops at the
+        // first `max` visible ones. A delayed message's key is earlier than
+        // its visibility (it keeps its priority's credit), which its
+        // `tasker_visible_at` header holds.
         let sql = format!(
             "UPDATE {table} m SET last_read_at = clock_timestamp(), read_ct = m.read_ct + 1, \
                     vt = clock_timestamp() + make_interval(secs => $2) \
                FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit \
-             WHERE m.msg_id = ANY(ARRAY(SELECT msg_id FROM {table} WHERE vt <= clock_timestamp() \
-                                        ORDER BY msg_id LIMIT $1 FOR UPDATE SKIP LOCKED)) \
+             WHERE m.msg_id = ANY(ARRAY(SELECT msg_id FROM {table} WHERE vt <= now() \
+                                          AND coalesce((headers ->> 'tasker_visible_at')::timestamptz, '-infinity') \
+                                              <= clock_timestamp() \
+                                        ORDER BY vt LIMIT $1 FOR UPDATE SKIP LOCKED)) \
              RETURNING m.msg_id, m.read_ct, m.message"
         );
         let mut rows: Vec<(i64, i32, Option<Value>)> = sqlx::query_as(&sql)
@@ -166,7 +178,12 @@ impl MessagingService for PgmqProvider {
             .fetch_all(&self.pool)
             .await
             .map_err(Error::messaging(format!("receiving from queue {queue}")))?;
-        rows.sort_unstable_by_key(|r| r.0);
+        // Every message of a batch came before those left in the queue; it
+        // is handed over highest priority first, then in sending order.
+        rows.sort_unstable_by_key(|(msg_id, _, message)| {
+            let priority = message.as_ref().and_then(|m| m.get("priority")).and_then(Value::as_i64).unwrap_or(0);
+            (std::cmp::Reverse(priority), *msg_id)
+        });
         Ok(rows
             .into_iter()
             .map(|(msg_id, read_ct, message)| ReceivedMessage {

@@ -30,6 +30,18 @@
 //!   not yet settled stay until settled.
 //! - `send` returns a sequence number this provider assigns (carried as the
 //!   message_id property); receipts are separate handles.
+//! - Priorities: every queue is declared with `x-max-priority` 10, and a
+//!   message whose payload has a `priority` (-5..5: a step message, its
+//!   task's) is published with AMQP priority `priority + 5` (a delayed
+//!   copy keeps it). The broker's priorities are strict; the engine's
+//!   sweep ages them (see `tasker_raise_priorities`). Priorities apply to
+//!   the messages waiting in the broker, not to those already pushed to a
+//!   consumer (up to `prefetch` per queue).
+//! - A queue declared earlier without `x-max-priority` cannot be declared
+//!   again with it (PRECONDITION_FAILED): `create_queue` deletes it and
+//!   declares it anew when it is empty and has no consumer (checked by the
+//!   broker in the delete), and otherwise fails naming the queue and what
+//!   to do.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -77,6 +89,8 @@ struct Held {
     data: Vec<u8>,
     /// Its delivery_count, carried on by a delayed nack's copy.
     deliveries: u32,
+    /// Its AMQP priority, carried on by a delayed nack's copy.
+    priority: Option<u8>,
 }
 
 /// A delivery pushed by the broker that no `receive` has taken yet.
@@ -179,6 +193,34 @@ fn table(entries: &[(&str, &str)]) -> FieldTable {
         table.insert(ShortString::from(*key), AMQPValue::LongString(LongString::from(*value)));
     }
     table
+}
+
+/// The arguments of a queue the engine reads: dead-lettering to `dlx`,
+/// and priorities (see the module's notes).
+fn queue_arguments(dlx: &str) -> FieldTable {
+    let mut arguments = table(&[("x-dead-letter-exchange", dlx)]);
+    arguments.insert(ShortString::from("x-max-priority"), AMQPValue::LongInt(i32::from(crate::priority::RABBITMQ_MAX)));
+    arguments
+}
+
+/// Whether the broker refused a declaration because the queue exists with
+/// other arguments.
+fn precondition_failed(e: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp)
+        if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
+}
+
+/// Persistent properties with the payload's priority (a step message's).
+fn properties_for(payload: &Value) -> BasicProperties {
+    with_priority(persistent(), crate::priority::rabbitmq_priority(payload))
+}
+
+fn with_priority(properties: BasicProperties, priority: Option<u8>) -> BasicProperties {
+    match priority {
+        Some(priority) => properties.with_priority(priority),
+        None => properties,
+    }
 }
 
 impl RabbitMqProvider {
@@ -338,6 +380,7 @@ impl RabbitMqProvider {
                 queue: queue.to_owned(),
                 acker: delivery.acker,
                 generation,
+                priority: *delivery.properties.priority(),
                 data: delivery.data,
                 deliveries: delivery_count,
             },
@@ -362,6 +405,66 @@ impl RabbitMqProvider {
                 ),
             )),
         }
+    }
+
+    /// Declares the queue `queue` with [`queue_arguments`], each attempt on
+    /// a channel of its own (a refused declaration closes its channel). A
+    /// queue declared without priorities by an earlier version is deleted
+    /// and declared again when it is empty and has no consumer (the broker
+    /// checks both in the delete, so no message can be lost to a race);
+    /// otherwise the error names the queue and what to do.
+    async fn declare_with_priorities(&self, link: &Link, queue: &str, dlx: &str) -> Result<()> {
+        let doing = || format!("creating queue {queue}");
+        let declare = || async {
+            let channel = link.connection.create_channel().await?;
+            let declared = channel
+                .queue_declare(ShortString::from(queue), QueueDeclareOptions::durable(), queue_arguments(dlx))
+                .await;
+            if declared.is_ok() {
+                let _ = channel.close(200, ShortString::from("declared")).await;
+            }
+            declared.map(|_| ())
+        };
+        match declare().await {
+            Ok(()) => return Ok(()),
+            Err(e) if !precondition_failed(&e) => return Err(rabbit_error(doing())(e)),
+            Err(_) => {}
+        }
+        let channel = link.connection.create_channel().await.map_err(rabbit_error(doing()))?;
+        let only_if_idle = QueueDeleteOptions { if_unused: true, if_empty: true, nowait: false };
+        if channel.queue_delete(ShortString::from(queue), only_if_idle).await.is_err() {
+            let (messages, consumers) = match link.connection.create_channel().await {
+                Ok(channel) => channel
+                    .queue_declare(
+                        ShortString::from(queue),
+                        QueueDeclareOptions { passive: true, ..Default::default() },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map(|q| (q.message_count().to_string(), q.consumer_count().to_string()))
+                    .unwrap_or_else(|_| ("?".to_owned(), "?".to_owned())),
+                Err(_) => ("?".to_owned(), "?".to_owned()),
+            };
+            return Err(Error::new(
+                ErrorKind::Messaging,
+                format!(
+                    "queue {queue} exists without priorities (no x-max-priority argument: it was declared by a \
+                     tasker_core from before priorities) and holds {messages} messages with {consumers} consumers, \
+                     so it cannot be replaced: stop the processes still running that version, let the queue drain, \
+                     and start again (an empty, unused queue is replaced by itself), or delete it (rabbitmqctl \
+                     delete_queue {queue}; the sweep sends the messages of its enqueued steps again after \
+                     orchestration.stuck_enqueued_seconds)"
+                ),
+            ));
+        }
+        let _ = channel.close(200, ShortString::from("replaced")).await;
+        declare().await.map_err(rabbit_error(doing()))?;
+        tracing::warn!(
+            queue,
+            "queue declared again with priorities (x-max-priority 10): an earlier version had \
+                               declared it without them; it was empty and unused"
+        );
+        Ok(())
     }
 
     fn held_count(&self, queue: &str) -> i64 {
@@ -407,13 +510,7 @@ impl MessagingService for RabbitMqProvider {
         )
         .await
         .map_err(rabbit_error(doing("binding the dead-letter queue")))?;
-        ch.queue_declare(
-            ShortString::from(queue),
-            QueueDeclareOptions::durable(),
-            table(&[("x-dead-letter-exchange", dlx.as_str())]),
-        )
-        .await
-        .map_err(rabbit_error(doing("queue")))?;
+        self.declare_with_priorities(&link, queue, &dlx).await?;
         ch.queue_declare(
             ShortString::from(delay.as_str()),
             QueueDeclareOptions::durable(),
@@ -476,8 +573,8 @@ impl MessagingService for RabbitMqProvider {
     async fn send(&self, queue: &str, payload: &Value) -> Result<i64> {
         let body = serde_json::to_vec(payload).expect("JSON serializes");
         let id = self.next_message_id.fetch_add(1, Ordering::SeqCst);
-        self.publish("", queue, &body, persistent().with_message_id(ShortString::from(id.to_string().as_str())))
-            .await?;
+        let properties = properties_for(payload).with_message_id(ShortString::from(id.to_string().as_str()));
+        self.publish("", queue, &body, properties).await?;
         Ok(id)
     }
 
@@ -496,8 +593,9 @@ impl MessagingService for RabbitMqProvider {
         let body = serde_json::to_vec(payload).expect("JSON serializes");
         let id = self.next_message_id.fetch_add(1, Ordering::SeqCst);
         let expiration = ShortString::from(delay.as_millis().max(1).to_string().as_str());
-        let properties =
-            persistent().with_message_id(ShortString::from(id.to_string().as_str())).with_expiration(expiration);
+        let properties = properties_for(payload)
+            .with_message_id(ShortString::from(id.to_string().as_str()))
+            .with_expiration(expiration);
         self.publish("", &format!("{queue}.delay"), &body, properties).await?;
         Ok(id)
     }
@@ -537,8 +635,9 @@ impl MessagingService for RabbitMqProvider {
             return Ok(());
         }
         let expiration = ShortString::from(delay.as_millis().max(1).to_string().as_str());
-        let properties =
-            persistent().with_expiration(expiration).with_headers(dead_letters::deliveries_header(held.deliveries));
+        let properties = with_priority(persistent(), held.priority)
+            .with_expiration(expiration)
+            .with_headers(dead_letters::deliveries_header(held.deliveries));
         self.publish("", &format!("{queue}.delay"), &held.data, properties).await?;
         held.acker
             .ack(BasicAckOptions::default())

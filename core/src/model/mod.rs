@@ -19,6 +19,8 @@ pub struct Task {
     pub traceparent: Option<String>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// -5..5, higher runs first (see `priority`).
+    pub priority: i16,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]

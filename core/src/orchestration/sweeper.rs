@@ -30,7 +30,11 @@ const SWEEP_TASKS: i32 = 2_000;
 ///   enqueued and sent again, and the claim's compare-and-swap makes a
 ///   duplicate harmless;
 /// - advances tasks in progress with nothing in flight and no change for a
-///   visibility timeout (an operator's change or a crash left them so).
+///   visibility timeout (an operator's change or a crash left them so);
+/// - with queues outside PostgreSQL (RabbitMQ, whose priorities are
+///   strict), sends the message of a step that waited past its priority's
+///   aging bound again at the top priority (`tasker_raise_priorities`).
+///   PGMQ's queues age priorities by themselves.
 pub(crate) struct Sweeper {
     ctx: Arc<Context>,
     /// The last task the previous recovery pass looked at.
@@ -106,7 +110,20 @@ impl Sweeper {
             tracing::warn!(%task_uuid, %step_uuid, was, "recovering a stuck step: enqueuing it again");
         }
         let steps: Vec<Uuid> = recovered.iter().map(|(_, step, _)| *step).collect();
-        let outbox = queries::dispatch_messages(&mut tx, &steps, self.ctx.messaging().queues_in_database()).await?;
+        let in_database = self.ctx.messaging().queues_in_database();
+        let mut outbox = queries::dispatch_messages(&mut tx, &steps, in_database).await?;
+        let raised = if in_database {
+            Vec::new()
+        } else {
+            let aging = Duration::from_millis(config.messaging.priority_aging_ms);
+            queries::raise_priorities(&mut tx, &tasks, aging, SWEEP_LIMIT).await?
+        };
+        for message in &raised {
+            tracing::debug!(queue = message.queue, message = %message.message,
+                            "a step waited past its priority's aging bound: sending it again at the top priority");
+        }
+        crate::telemetry::metrics::priorities_raised(raised.len());
+        outbox.extend(raised);
         tx.commit().await.map_err(Error::db("recovering stuck steps"))?;
         *self.cursor.lock().expect("sweep cursor lock") = next;
         self.ctx.send_outbox(outbox).await;

@@ -89,6 +89,10 @@ fn describe() {
         "Steps the sweep enqueued again, by the state they were in"
     );
     describe_counter!("tasker_sweep_advanced_tasks_total", "Stalled tasks the sweep advanced");
+    describe_counter!(
+        "tasker_sweep_priority_raised_steps_total",
+        "RabbitMQ: steps whose message waited past their priority's aging bound, sent again at the top priority"
+    );
     describe_counter!("tasker_dead_letters_total", "Messages moved to a dead-letter store by this process, by reason");
     describe_gauge!("tasker_queue_depth", "Messages in the queue, in flight or not");
     describe_gauge!("tasker_queue_visible_messages", "Messages a receive would get now");
@@ -272,6 +276,12 @@ impl StepMetrics {
 }
 
 /// Counts steps the sweep recovered, by the state they were in.
+/// Steps whose message the sweep sent again at the top priority (RabbitMQ's
+/// aging: see `tasker_raise_priorities`).
+pub(crate) fn priorities_raised(n: usize) {
+    counter!("tasker_sweep_priority_raised_steps_total").increment(n as u64);
+}
+
 pub(crate) fn sweep_recovered<'a>(states: impl IntoIterator<Item = &'a str>) {
     for was in states {
         let was: &'static str = match was {

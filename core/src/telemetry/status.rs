@@ -35,6 +35,8 @@ pub struct NamespaceStatus {
     pub steps_stuck_in_progress: i64,
     /// Enqueued for longer than `orchestration.stuck_enqueued_seconds`.
     pub steps_stuck_enqueued: i64,
+    /// The enqueued steps by their task's priority (only those with any).
+    pub steps_enqueued_by_priority: std::collections::BTreeMap<i16, i64>,
 }
 
 impl NamespaceStatus {

@@ -40,6 +40,10 @@ pub struct TaskTemplate {
     /// of `key`; the others wait pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<ConcurrencySpec>,
+    /// The priority of each task of this template (`create_task(priority:)`
+    /// overrides it): -5..5, higher runs first, 0 when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
 }
 
 /// One cron schedule of a template (`schedules:` in the YAML).
@@ -377,6 +381,9 @@ impl TaskTemplate {
         self.validate_fan_outs(&mut problems);
         if self.timeout_seconds == Some(0) {
             problems.push("timeout_seconds 0; it must be at least 1".to_owned());
+        }
+        if let Some(problem) = self.priority.and_then(|p| crate::priority::problem("priority", i64::from(p))) {
+            problems.push(problem);
         }
         if self.timeout_seconds.is_some_and(|t| t > i32::MAX as u32) {
             problems.push(format!("timeout_seconds {} is too large", self.timeout_seconds.unwrap_or_default()));
@@ -716,6 +723,28 @@ mod tests {
         let msg =
             err(&template("  - {name: a, handler: {callable: A}}\nschedules: [{cron: '* * * * *', when: now}]\n"));
         assert!(msg.contains("unknown field `when`"), "{msg}");
+    }
+
+    #[test]
+    fn reads_a_priority_and_refuses_one_out_of_range_naming_it() {
+        let t = TaskTemplate::from_yaml(
+            &format!("priority: -5\n{}", template("  - {name: a, handler: {callable: A}}\n")),
+            "t.yml",
+        )
+        .unwrap();
+        assert_eq!(t.priority, Some(-5));
+        let stored: TaskTemplate = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+        assert_eq!(stored, t);
+        assert_eq!(
+            TaskTemplate::from_yaml(&template("  - {name: a, handler: {callable: A}}\n"), "t.yml").unwrap().priority,
+            None
+        );
+        assert_eq!(
+            err(&format!("priority: 9\n{}", template("  - {name: a, handler: {callable: A}}\n"))),
+            "template demo/flow@1.0.0: priority 9 is outside -5..5 (higher runs first; 0 is the default)"
+        );
+        let msg = err(&format!("priority: high\n{}", template("  - {name: a, handler: {callable: A}}\n")));
+        assert!(msg.starts_with("template test.yml: priority: invalid type: string \"high\""), "{msg}");
     }
 
     #[test]

@@ -65,6 +65,7 @@ async fn over_delivered_message_is_dead_lettered_and_replay_runs_the_step(overri
         traceparent: None,
         run_at: None,
         timeout_seconds: None,
+        priority: None,
     };
     let task = client.create_task(&request).await.unwrap();
     bounce(messaging.as_ref(), &queue, 2).await;

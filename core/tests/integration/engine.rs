@@ -493,6 +493,7 @@ async fn a_duplicate_delivery_never_reruns_a_finished_step_and_a_poison_message_
         task_uuid: task.task_uuid,
         step_uuid: step_one.step_uuid,
         correlation_id: task.correlation_id,
+        priority: 0,
     };
     ctx.messaging().send(&queue, &serde_json::to_value(duplicate).unwrap()).await.unwrap();
     ctx.messaging().send(&queue, &json!({"not": "a step message"})).await.unwrap();

@@ -20,6 +20,7 @@ mod limits;
 mod messaging_conformance;
 mod orchestration;
 mod poison_task;
+mod priorities;
 mod retention;
 mod templates;
 mod worker_lifecycle;

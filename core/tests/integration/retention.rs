@@ -60,6 +60,7 @@ fn request(namespace: &str, n: i64) -> CreateTask {
         traceparent: None,
         run_at: None,
         timeout_seconds: None,
+        priority: None,
     }
 }
 

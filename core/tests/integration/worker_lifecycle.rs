@@ -109,8 +109,18 @@ async fn step_messages_a_worker_can_never_run_are_archived_not_run() {
     let other_step = client.steps(other.task_uuid).await.unwrap()[0].step_uuid;
     let queue = ctx.router().step_queue(&served);
     let strays = [
-        StepMessage { task_uuid: other.task_uuid, step_uuid: other_step, correlation_id: other.correlation_id },
-        StepMessage { task_uuid: Uuid::now_v7(), step_uuid: Uuid::now_v7(), correlation_id: Uuid::now_v7() },
+        StepMessage {
+            task_uuid: other.task_uuid,
+            step_uuid: other_step,
+            correlation_id: other.correlation_id,
+            priority: 0,
+        },
+        StepMessage {
+            task_uuid: Uuid::now_v7(),
+            step_uuid: Uuid::now_v7(),
+            correlation_id: Uuid::now_v7(),
+            priority: 0,
+        },
     ];
     for stray in &strays {
         ctx.messaging().send(&queue, &serde_json::to_value(stray).unwrap()).await.unwrap();

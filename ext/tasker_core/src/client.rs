@@ -78,6 +78,12 @@ impl Client {
         to_ruby(ruby, &rb_self.ctx().config().redacted_json())
     }
 
+    /// messaging.priority_aging_ms, for the task creations on ActiveRecord's
+    /// connection (cheaper than the whole `config`).
+    fn priority_aging_ms(&self) -> u64 {
+        self.ctx().config().messaging.priority_aging_ms
+    }
+
     /// The resolved database URL (with its password), for ActiveRecord.
     fn database_url(&self) -> String {
         self.ctx().config().database_url.clone()
@@ -219,6 +225,7 @@ pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_singleton_method("check_templates", function!(Client::check_templates, 2))?;
     class.define_method("config", method!(Client::config, 0))?;
     class.define_method("database_url", method!(Client::database_url, 0))?;
+    class.define_method("priority_aging_ms", method!(Client::priority_aging_ms, 0))?;
     class.define_method("migrate", method!(Client::migrate, 0))?;
     class.define_method("register_templates", method!(Client::register_templates, 0))?;
     class.define_method("register_template_yaml", method!(Client::register_template_yaml, 2))?;

@@ -85,6 +85,10 @@ impl MessageService {
         gvl::run(self.messaging.dead_letter_because(&queue, receipt, &reason))
     }
 
+    fn close(&self) -> Result<(), Error> {
+        gvl::run(self.messaging.close())
+    }
+
     fn stats(ruby: &Ruby, rb_self: &Self, queue: String) -> Result<Value, Error> {
         to_ruby(ruby, &gvl::run(rb_self.messaging.stats(&queue))?)
     }
@@ -105,5 +109,6 @@ pub(crate) fn init(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     class.define_method("dead_letter", method!(MessageService::dead_letter, 2))?;
     class.define_method("dead_letter_because", method!(MessageService::dead_letter_because, 3))?;
     class.define_method("stats", method!(MessageService::stats, 1))?;
+    class.define_method("close", method!(MessageService::close, 0))?;
     Ok(())
 }

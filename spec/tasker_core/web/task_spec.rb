@@ -17,6 +17,7 @@ RSpec.describe "TaskerCore::Web task page", :web do
     edges = html.scan(/<path class="edge (edge-\w+)"/).flatten
     expect(edges.sort).to eq(%w[edge-blocked edge-done edge-done edge-done])
     expect(html).to include('id="task-status">error<')
+    expect(html).to include('<dt>Priority</dt><dd><span id="task-priority">0</span>')
     right = html[%r{<section class="step state-error" id="step-right".*?</section>}m]
     expect(right).to include('<strong class="error-class">TaskerCore::PermanentError</strong>',
                              '<span class="error-message">right failed: card declined</span>', "web_handlers.rb:")
@@ -29,6 +30,14 @@ RSpec.describe "TaskerCore::Web task page", :web do
     expect(html[%r{<section class="step state-complete" id="step-left".*?</section>}m])
       .to include("&quot;step&quot;: &quot;left&quot;", "&quot;note&quot;: &quot;card declined&quot;")
     expect(html).not_to include("id=\"cancel-task\"")
+  end
+
+  it "shows the priority the task was created with" do
+    task = TaskerCore.create_task(namespace: "webui", name: "diamond_order", version: "1.0.0",
+                                  context: { "note" => "urgent" }, priority: 5)
+    task.wait(timeout: 15)
+
+    expect(page_html("/tasks/#{task.task_uuid}")).to include('<dt>Priority</dt><dd><span id="task-priority">5</span>')
   end
 
   it "retries a failed step: it runs again and the task completes" do

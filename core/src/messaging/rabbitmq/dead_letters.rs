@@ -160,6 +160,7 @@ impl RabbitMqProvider {
     }
 
     async fn send_raw(&self, queue: &str, body: &[u8]) -> Result<()> {
-        self.publish("", queue, body, persistent()).await
+        let priority = serde_json::from_slice::<Value>(body).ok().and_then(|p| crate::priority::rabbitmq_priority(&p));
+        self.publish("", queue, body, super::with_priority(persistent(), priority)).await
     }
 }

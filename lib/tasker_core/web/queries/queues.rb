@@ -42,14 +42,13 @@ module TaskerCore
 
         private
 
-        # PGMQ's own metrics, on this connection. MessageService#stats runs
-        # the same function on the engine's pool, whose sessions disable
-        # sequential scans: there it takes 130-250 ms a queue (catalog
-        # lookups planned without them), here under a millisecond.
+        # The queue's numbers (tasker_queue_stats: PGMQ's metrics, a delayed
+        # message visible only once due), on this connection. MessageService
+        # #stats runs the same function on the engine's pool.
         def pgmq_metrics(queue)
-          row = rows("SELECT queue_length, queue_visible_length, oldest_msg_age_sec FROM pgmq.metrics(?)", queue).first
-          { depth: row["queue_length"].to_i, visible: row["queue_visible_length"].to_i,
-            oldest_age_seconds: row["oldest_msg_age_sec"]&.to_i }
+          row = rows("SELECT depth, visible, oldest_age_seconds FROM tasker_queue_stats(?)", queue).first
+          { depth: row["depth"].to_i, visible: row["visible"].to_i,
+            oldest_age_seconds: row["oldest_age_seconds"]&.to_i }
         end
       end
     end
