@@ -21,7 +21,7 @@ BEGIN
   RETURNING transitions INTO v_sort;
   INSERT INTO tasker_workflow_step_transitions (step_uuid, sort_key, from_state, to_state, metadata)
   VALUES (p_step, v_sort, v_from, p_to, coalesce(p_meta, '{}'));
-  IF v_slot IS NOT NULL THEN
+  IF v_slot IS NOT NULL AND p_to IN ('complete', 'error', 'cancelled', 'resolved_manually', 'skipped') THEN
     PERFORM tasker_give_back_slots(ARRAY[p_step]);
   END IF;
   RETURN v_from;
