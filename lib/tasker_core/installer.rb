@@ -47,6 +47,7 @@ module TaskerCore
           provider: pgmq                  # or rabbitmq (with rabbitmq_url)
           visibility_timeout_seconds: 30
           prefetch: 16                    # rabbitmq: deliveries pushed ahead of acks, per queue
+          priority_aging_ms: 10000        # a step waits behind newer higher-priority ones at most (difference) x this
         worker:
           namespaces: []                  # what `rake tasker:worker` works on without NAMESPACES=
           concurrency: 4                  # keep at most database.yml's pool

@@ -46,7 +46,10 @@ RSpec.describe "task priorities" do
   # broker connection first: with RabbitMQ its consumers would otherwise go
   # on taking deliveries (up to the prefetch) that nobody reads. The
   # restored client registers the templates again, as spec_helper's did: a
-  # worker checks the handlers of the templates its client registered.
+  # worker checks the handlers of the templates its client registered. The
+  # clients left behind are collected at once, and their connection pools
+  # closed with them, so the rest of the run does not hold their
+  # connections.
   def with_settings(priority_aging_ms:, file_settings:)
     config = TaskerCore.configuration
     saved = [config.priority_aging_ms, config.file_settings]
@@ -60,6 +63,7 @@ RSpec.describe "task priorities" do
     TaskerCore.message_service.close
     TaskerCore.configure { |c| c.priority_aging_ms, c.file_settings = saved }
     TaskerCore.register_templates!
+    GC.start
   end
 
   it "takes the priority from create_task, else the template, and refuses one out of range" do
