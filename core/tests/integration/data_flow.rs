@@ -18,7 +18,6 @@ fn request(namespace: &str, name: &str, n: i64) -> CreateTask {
     CreateTask::new(namespace, name, "1.0.0", json!({"n": n}))
 }
 
-/// Each step's (from, to, worker named in the claim) in order.
 /// A step's history: (from, to, the worker named), oldest first.
 async fn history(client: &TaskerClient, task: Uuid, step: &str) -> Vec<(String, String, Value)> {
     let rows = common::step_history(client, task, step).await.into_iter();

@@ -55,18 +55,7 @@ async fn over_delivered_message_is_dead_lettered_and_replay_runs_the_step(overri
     let client = TaskerClient::new(ctx.clone());
     // RabbitMQ: an orchestrator sends a new task's first message.
     let orchestrator = OrchestratorHandle::start(ctx.clone()).await.unwrap();
-    let request = CreateTask {
-        namespace: namespace.clone(),
-        name: "one".into(),
-        version: "1.0.0".into(),
-        context: json!({}),
-        identity_key: None,
-        derive_identity_key: false,
-        traceparent: None,
-        run_at: None,
-        timeout_seconds: None,
-        priority: None,
-    };
+    let request = CreateTask::new(&namespace, "one", "1.0.0", json!({}));
     let task = client.create_task(&request).await.unwrap();
     bounce(messaging.as_ref(), &queue, 2).await;
 

@@ -50,18 +50,7 @@ async fn orphans(pool: &sqlx::PgPool) -> (i64, i64, i64, i64) {
 }
 
 fn request(namespace: &str, n: i64) -> CreateTask {
-    CreateTask {
-        namespace: namespace.to_owned(),
-        name: "two".into(),
-        version: "1.0.0".into(),
-        context: json!({ "n": n }),
-        identity_key: None,
-        derive_identity_key: false,
-        traceparent: None,
-        run_at: None,
-        timeout_seconds: None,
-        priority: None,
-    }
+    CreateTask::new(namespace, "two", "1.0.0", json!({ "n": n }))
 }
 
 #[tokio::test]
