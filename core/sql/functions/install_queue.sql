@@ -13,9 +13,9 @@
 -- it), and vt is a message's key as well as its visibility time: the time
 -- it becomes visible minus a credit of (priority + 5) aging steps, the
 -- message's `priority` (-5..5, its task's; 0 when it has none) and the
--- aging step `tasker.priority_aging_ms` (the sender's
--- messaging.priority_aging_ms, which the engine's connections set; 10 s
--- when unset). A message of priority p sent at t is read before one of
+-- aging step (tasker_priority_credit). Every message sent to a queue gets
+-- it: the send functions installed here, and what the engine sends from
+-- outside them (the sweep's re-sends, dead-letter replays). A message of priority p sent at t is read before one of
 -- priority q sent at u exactly when t - p * aging < u - q * aging: newer
 -- work of higher priority goes first, but a waiting message is passed
 -- only by messages sent less than (q - p) * aging after it, so nothing
@@ -41,9 +41,8 @@ BEGIN
     'CREATE OR REPLACE FUNCTION pgmq.%I(p_messages jsonb[], p_delays_ms bigint[]) RETURNS void '
     'LANGUAGE plpgsql AS $body$ BEGIN '
     '  INSERT INTO pgmq.%I (vt, message, headers) '
-    '  SELECT clock_timestamp() + make_interval(secs => (coalesce(u.d, 0) '
-    '           - (coalesce((u.m ->> ''priority'')::integer, 0) + 5) '
-    '             * coalesce(nullif(current_setting(''tasker.priority_aging_ms'', true), '''')::float8, 10000)) / 1000.0), '
+    '  SELECT clock_timestamp() + make_interval(secs => coalesce(u.d, 0) / 1000.0) '
+    '           - tasker_priority_credit((u.m ->> ''priority'')::integer), '
     '         u.m, '
     '         CASE WHEN u.d > 0 THEN jsonb_build_object(''tasker_visible_at'', '
     '                                                   clock_timestamp() + make_interval(secs => u.d / 1000.0)) END '

@@ -61,9 +61,16 @@ async fn insert_messages(conn: &mut PgConnection, queue: &str, payloads: &[Value
     insert_delayed(conn, queue, payloads, Duration::ZERO).await
 }
 
+/// Keyed as the queue's own send function keys them (see
+/// `tasker_install_queue`): visible after `delay`, minus the credit of the
+/// payload's priority, with the time it really becomes visible in its
+/// headers when it is delayed.
 async fn insert_delayed(conn: &mut PgConnection, queue: &str, payloads: &[Value], delay: Duration) -> Result<Vec<i64>> {
     let sql = format!(
-        "INSERT INTO {} (vt, message) SELECT clock_timestamp() + make_interval(secs => $2), m \
+        "INSERT INTO {} (vt, message, headers) \
+         SELECT clock_timestamp() + make_interval(secs => $2) - tasker_priority_credit((m ->> 'priority')::integer), m, \
+                CASE WHEN $2 > 0 THEN jsonb_build_object('tasker_visible_at', \
+                                                         clock_timestamp() + make_interval(secs => $2)) END \
          FROM unnest($1::jsonb[]) WITH ORDINALITY AS u(m, i) ORDER BY i RETURNING msg_id",
         queue_table(queue)?
     );
@@ -208,10 +215,24 @@ impl MessagingService for PgmqProvider {
         }
     }
 
+    /// The message goes back keyed as when it was sent (see
+    /// `insert_delayed`): a worker handing back what it had read does not
+    /// send it to the back of its priority.
     async fn nack(&self, queue: &str, receipt: i64, delay: Duration) -> Result<()> {
-        let secs = i32::try_from(delay.as_secs()).unwrap_or(i32::MAX);
-        self.pgmq
-            .set_vt::<Value>(queue, receipt, secs)
+        let sql = format!(
+            "UPDATE {} SET vt = clock_timestamp() + make_interval(secs => $2) \
+                                - tasker_priority_credit((message ->> 'priority')::integer), \
+                           headers = CASE WHEN $2 > 0 \
+                                          THEN coalesce(headers, '{{}}') || jsonb_build_object('tasker_visible_at', \
+                                                 clock_timestamp() + make_interval(secs => $2)) \
+                                          ELSE headers - 'tasker_visible_at' END \
+              WHERE msg_id = $1",
+            queue_table(queue)?
+        );
+        sqlx::query(&sql)
+            .bind(receipt)
+            .bind(delay.as_secs_f64())
+            .execute(&self.pool)
             .await
             .map_err(Error::messaging(format!("nacking message {receipt} on queue {queue}")))?;
         Ok(())

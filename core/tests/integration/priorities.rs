@@ -190,6 +190,57 @@ async fn pgmq_a_delayed_message_waits_for_its_time_and_then_keeps_its_priority()
     ctx.messaging().delete_queue(&queue).await.unwrap();
 }
 
+/// What the engine sends to a PGMQ queue from outside its send functions
+/// (the sweep's re-sends and task requests: `send`, `send_delayed`), a
+/// message a worker hands back (`nack`) and a replayed dead letter are keyed
+/// by their priority as the send functions key theirs. Aging a = 200 ms:
+/// each high-priority message below was sent or put back 1.5 s (7.5 a)
+/// after the low-priority one waiting, and goes first, as it is within the
+/// bound of 10 a.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgmq_engine_sends_handed_back_messages_and_replayed_dead_letters_keep_their_priority() {
+    let ctx = common::context_with(json!({"messaging": {"priority_aging_ms": 200}})).await;
+    let mq = ctx.messaging();
+    let queue = common::unique_namespace("prio_q");
+    mq.create_queue(&queue).await.unwrap();
+    let pause = || tokio::time::sleep(Duration::from_millis(1500));
+
+    mq.send(&queue, &json!({"n": "low1", "priority": -5})).await.unwrap();
+    pause().await;
+    mq.send(&queue, &json!({"n": "sent", "priority": 5})).await.unwrap();
+    assert_eq!(next(&ctx, &queue).await.as_deref(), Some("sent"));
+
+    mq.send_delayed(&queue, &json!({"n": "delayed", "priority": 5}), Duration::from_millis(300)).await.unwrap();
+    assert_eq!(next(&ctx, &queue).await.as_deref(), Some("low1"), "the delayed message is not visible yet");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(next(&ctx, &queue).await.as_deref(), Some("delayed"));
+
+    // A worker hands back a message it read (as at shutdown).
+    mq.send(&queue, &json!({"n": "handed_back", "priority": 5})).await.unwrap();
+    let read = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
+    mq.send(&queue, &json!({"n": "low2", "priority": -5})).await.unwrap();
+    pause().await;
+    mq.nack(&queue, read[0].receipt, Duration::ZERO).await.unwrap();
+    assert_eq!(next(&ctx, &queue).await.as_deref(), Some("handed_back"));
+
+    // A dead letter replayed.
+    mq.send(&queue, &json!({"n": "replayed", "priority": 5})).await.unwrap();
+    let read = mq.receive(&queue, 1, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(read[0].payload["n"], "replayed");
+    mq.dead_letter(&queue, read[0].receipt).await.unwrap();
+    mq.send(&queue, &json!({"n": "low3", "priority": -5})).await.unwrap();
+    pause().await;
+    let letter = mq.dead_letters(&queue, 10).await.unwrap().remove(0);
+    assert!(mq.replay_dead_letter(&queue, &letter.id).await.unwrap());
+    let mut order = Vec::new();
+    while let Some(n) = next(&ctx, &queue).await {
+        order.push(n);
+    }
+    // low2 has waited 3 s (15 a) by now: more than the bound, so it is not passed.
+    assert_eq!(order, ["low2", "replayed", "low3"]);
+    mq.delete_queue(&queue).await.unwrap();
+}
+
 async fn last_history(ctx: &Context, step: Uuid) -> (String, String, Value) {
     sqlx::query_as(
         "SELECT from_state, to_state, metadata FROM tasker_workflow_step_transitions \

@@ -85,12 +85,14 @@ pub(super) async fn count(pool: &PgPool, queue: &str) -> Result<i64> {
         .map_err(Error::messaging(format!("counting the dead letters of queue {queue}")))
 }
 
-/// Moves the message back into its queue, visible at once, in one
-/// statement (the queue's NOTIFY trigger wakes its readers).
+/// Moves the message back into its queue, visible at once and keyed by its
+/// priority like a new message, in one statement (the queue's NOTIFY
+/// trigger wakes its readers).
 pub(super) async fn replay(pool: &PgPool, queue: &str, id: &str) -> Result<bool> {
     let sql = format!(
         "WITH moved AS (DELETE FROM {} WHERE msg_id = $1 RETURNING message) \
-         INSERT INTO {} (vt, message) SELECT clock_timestamp(), message FROM moved",
+         INSERT INTO {} (vt, message) \
+         SELECT clock_timestamp() - tasker_priority_credit((message ->> 'priority')::integer), message FROM moved",
         archive_table(queue)?,
         queue_table(queue)?
     );
