@@ -280,15 +280,19 @@ CREATE TABLE tasker_concurrency_slots (
   updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The tasks (pending, not started) and steps (pending, ready) waiting for a
--- slot, oldest first: a holder giving its slot back hands it to the oldest
--- in the same transaction. A waiter that moved on meanwhile (cancelled,
--- resolved) is dropped when its turn comes.
+-- slot, in order of `turn`: when it began to wait minus its task's
+-- priority credit (tasker_priority_credit), so a holder giving its slot
+-- back hands it, in the same transaction, to the waiter of highest
+-- priority, and among equals to the oldest, as the queues serve messages.
+-- A waiter that moved on meanwhile (cancelled, resolved) is dropped when
+-- its turn comes.
 CREATE TABLE tasker_concurrency_waiters (
   slot      text NOT NULL,
   holder    uuid NOT NULL UNIQUE, -- the waiting task's or step's uuid
   task_uuid uuid NOT NULL,
   since     timestamptz NOT NULL DEFAULT clock_timestamp(),
-  PRIMARY KEY (slot, since, holder)
+  turn      timestamptz NOT NULL,
+  PRIMARY KEY (slot, turn, holder)
 );
 
 -- Rate limits: one bucket per step's limit and key value ('rate:<ns>/

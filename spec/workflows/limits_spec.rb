@@ -108,6 +108,31 @@ RSpec.describe "concurrency limits" do
     Limits::Tally.open!("slow_#{suffix}")
   end
 
+  # Waiters take their turn as the queues serve messages: by priority, and
+  # among equal priorities the oldest first (a waiter is passed only by
+  # higher-priority ones that came less than the difference x
+  # messaging.priority_aging_ms after it: 10 s a level here).
+  it "hands freed slots to the waiting tasks of highest priority first, then the oldest" do
+    customer = "ranked_#{suffix}"
+    holders = Array.new(2) do
+      TaskerCore.create_task(namespace: "limits", name: "per_customer_task", version: "1.0.0",
+                             context: { customer: customer, hold: true })
+    end
+    waiters = [0, -5, 5, 0].each_with_index.map do |priority, i|
+      TaskerCore.create_task(namespace: "limits", name: "per_customer_task", version: "1.0.0",
+                             context: { customer: customer, n: i }, priority: priority)
+    end
+    expect((holders + waiters).map(&:status)).to eq(%w[in_progress in_progress pending pending pending pending])
+    Limits::Tally.open!(customer)
+    (holders + waiters).each { |t| t.wait(timeout: 30) }
+    expect((holders + waiters).map(&:status).uniq).to eq(["complete"])
+    started = waiters.sort_by { |t| t.transitions.second.created_at }
+    expect(started.map { |t| [t.context["n"], t.priority] }).to eq([[2, 5], [0, 0], [3, 0], [1, -5]])
+    expect(limit_waits).to eq({})
+  ensure
+    Limits::Tally.open!("ranked_#{suffix}")
+  end
+
   it "hands a cancelled task's slot to the next waiting task" do
     first, second = Array.new(2) do
       TaskerCore.create_task(namespace: "limits", name: "per_customer_task", version: "1.0.0",

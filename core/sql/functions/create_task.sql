@@ -89,7 +89,7 @@ BEGIN
   -- takes its slot when it is due (tasker_release_due_tasks).
   IF v_limit IS NOT NULL AND NOT v_delayed THEN
     v_slot := tasker_task_slot(p_namespace, p_name, v_limit, coalesce(p_context, '{}'));
-    v_held := tasker_take_slot(v_slot, (v_limit ->> 'max')::integer, v_task, v_task) <> 'taken';
+    v_held := tasker_take_slot(v_slot, (v_limit ->> 'max')::integer, v_task, v_task, v_priority) <> 'taken';
     v_delayed := v_held;
   END IF;
   INSERT INTO tasker_tasks (task_uuid, template_id, namespace, name, version, context, identity_key, correlation_id,

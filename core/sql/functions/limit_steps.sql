@@ -4,7 +4,7 @@
 --     slots locked in name order) or stays pending, waiting for one (left
 --     out); its history says so once (pending -> pending, {waiting_for:
 --     concurrency, slot, max}). A holder ending hands its slot to the
---     oldest waiter (tasker_release_slot).
+--     next waiter, by priority then age (tasker_release_slot).
 --   rate_limit: a step going now takes a token (tasker_take_token); when
 --     its token is due later, the step goes all the same, with retry_at set
 --     to that time, so its message becomes visible then (see
@@ -25,7 +25,7 @@ BEGIN
            (ns.concurrency ->> 'max')::integer AS max_slots,
            (ns.concurrency ->> 'scope') || '='
              || coalesce(t.context #>> ARRAY(SELECT jsonb_array_elements_text(ns.concurrency -> 'path')), '') AS slot,
-           ns.rate_limit, t.context
+           ns.rate_limit, t.context, t.priority
       FROM tasker_workflow_steps s
       JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id
       JOIN tasker_tasks t ON t.task_uuid = s.task_uuid
@@ -34,7 +34,7 @@ BEGIN
      ORDER BY 5, s.step_uuid
   LOOP
     IF r.needs_slot THEN
-      CASE tasker_take_slot(r.slot, r.max_slots, r.step_uuid, r.task_uuid)
+      CASE tasker_take_slot(r.slot, r.max_slots, r.step_uuid, r.task_uuid, r.priority)
         WHEN 'taken' THEN
           UPDATE tasker_workflow_steps SET concurrency_slot = r.slot WHERE step_uuid = r.step_uuid;
         WHEN 'waiting' THEN

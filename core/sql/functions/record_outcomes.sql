@@ -172,7 +172,7 @@ BEGIN
   RETURN QUERY SELECT 'outcome', u.s, NULL::uuid, u.st, NULL::jsonb FROM unnest(p_steps, v_states) AS u(s, st);
 
   -- Steps that held a concurrency slot and ended give it back, which hands
-  -- it to the oldest waiter (see tasker_give_back_slots).
+  -- it to the next waiter (see tasker_give_back_slots).
   IF cardinality(v_slotted) > 0 THEN
     PERFORM tasker_give_back_slots(v_slotted);
   END IF;

@@ -12,7 +12,7 @@ DECLARE
   v_roots uuid[];
   v_slot text;
 BEGIN
-  FOR r IN SELECT t.task_uuid, t.run_at, t.namespace, t.name, t.context,
+  FOR r IN SELECT t.task_uuid, t.run_at, t.namespace, t.name, t.context, t.priority,
                   (SELECT tt.definition -> 'concurrency' FROM tasker_task_templates tt
                     WHERE tt.template_id = t.template_id) AS concurrency
              FROM tasker_tasks t
@@ -24,7 +24,7 @@ BEGIN
     -- to it, see tasker_release_slot).
     IF r.concurrency IS NOT NULL THEN
       v_slot := tasker_task_slot(r.namespace, r.name, r.concurrency, r.context);
-      IF tasker_take_slot(v_slot, (r.concurrency ->> 'max')::integer, r.task_uuid, r.task_uuid) <> 'taken' THEN
+      IF tasker_take_slot(v_slot, (r.concurrency ->> 'max')::integer, r.task_uuid, r.task_uuid, r.priority) <> 'taken' THEN
         UPDATE tasker_tasks SET run_at = NULL WHERE task_uuid = r.task_uuid;
         CONTINUE;
       END IF;

@@ -1,6 +1,6 @@
--- Gives back one place of slot p_slot (its holder ended: the trigger
--- tasker_give_back_slot of the baseline) and hands the free places to the
--- oldest waiters, with the slot's row locked, in the same transaction: a
+-- Gives back one place of slot p_slot (its holder ended: see
+-- tasker_give_back_slots) and hands the free places to the next waiters
+-- (highest priority, then oldest: see tasker_concurrency_waiters), with the slot's row locked, in the same transaction: a
 -- waiting step is enqueued (its message sent), a waiting task starts. A
 -- waiter that moved on meanwhile (cancelled, resolved, deleted) is dropped.
 -- The messages go into PGMQ here when the step's queue is a PGMQ queue of
@@ -20,7 +20,7 @@ BEGIN
   WHILE coalesce(v_free, 0) > 0 LOOP
     DELETE FROM tasker_concurrency_waiters c
      WHERE c.holder = (SELECT o.holder FROM tasker_concurrency_waiters o WHERE o.slot = p_slot
-                        ORDER BY o.since, o.holder LIMIT 1)
+                        ORDER BY o.turn, o.holder LIMIT 1)
     RETURNING c.holder, c.task_uuid INTO v_waiter;
     EXIT WHEN NOT FOUND;
     IF v_waiter.holder = v_waiter.task_uuid THEN

@@ -1,10 +1,11 @@
 -- Takes one of slot p_slot's p_max places for p_holder (a task, or a step
--- of task p_task) with the slot's row locked, so the count is exact across
--- processes: 'taken' (in_use + 1; the caller records p_slot on the
--- holder's row), or, when all are in use, 'waiting' (p_holder joins the
--- slot's waiters, oldest first) or 'still_waiting' (it already waited).
--- A limit lowered by a new registration applies to the next taker.
-CREATE FUNCTION tasker_take_slot(p_slot text, p_max integer, p_holder uuid, p_task uuid)
+-- of task p_task, whose priority is p_priority) with the slot's row
+-- locked, so the count is exact across processes: 'taken' (in_use + 1;
+-- the caller records p_slot on the holder's row), or, when all are in use,
+-- 'waiting' (p_holder joins the slot's waiters, in order of priority and
+-- age: see tasker_concurrency_waiters) or 'still_waiting' (it already
+-- waited). A limit lowered by a new registration applies to the next taker.
+CREATE FUNCTION tasker_take_slot(p_slot text, p_max integer, p_holder uuid, p_task uuid, p_priority integer)
 RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
   v_in_use integer;
@@ -17,7 +18,8 @@ BEGIN
     DELETE FROM tasker_concurrency_waiters WHERE holder = p_holder;
     RETURN 'taken';
   END IF;
-  INSERT INTO tasker_concurrency_waiters (slot, holder, task_uuid) VALUES (p_slot, p_holder, p_task)
+  INSERT INTO tasker_concurrency_waiters (slot, holder, task_uuid, turn)
+  VALUES (p_slot, p_holder, p_task, clock_timestamp() - tasker_priority_credit(p_priority))
   ON CONFLICT (holder) DO NOTHING;
   RETURN CASE WHEN FOUND THEN 'waiting' ELSE 'still_waiting' END;
 END $$;
