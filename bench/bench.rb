@@ -21,6 +21,8 @@ module Bench
   SCENARIOS = {
     "pgmq_raw" => ["pgmq_raw.rb", {}],
     "sidekiq_chain" => ["sidekiq_chain.rb", {}],
+    "sidekiq_chain_durable" => ["sidekiq_chain.rb", { "BENCH_REDIS_FSYNC" => "always" }],
+    "flow_floor" => ["flow_floor.rb", {}],
     "tasker_pgmq_latency" => ["tasker_latency.rb", {}],
     "tasker_pgmq_latency_diamond4" => ["tasker_latency.rb",
                                        { "BENCH_LATENCY_TEMPLATE" => "diamond4", "BENCH_LATENCY_REPS" => "300" }],

@@ -6,7 +6,10 @@
 # to the last chain done, median of BENCH_BATCHES batches. Latency: one
 # chain at a time, from perform_async to the last job's push, as seen by a
 # BLPOP.
-#   ruby bench/sidekiq_chain.rb
+# BENCH_REDIS_FSYNC=always (the scenario sidekiq_chain_durable) runs it
+# with Redis's append-only file synced on every write, as durable as a
+# PostgreSQL commit, and restores Redis's settings after.
+#   [BENCH_REDIS_FSYNC=always] ruby bench/sidekiq_chain.rb
 require_relative "support"
 
 ENV["REDIS_URL"] ||= "redis://127.0.0.1:6379/15"
@@ -40,8 +43,19 @@ def run_chains(count, key, timeout:)
   elapsed
 end
 
+fsync = ENV["BENCH_REDIS_FSYNC"]
+part = fsync ? "sidekiq_chain_durable" : "sidekiq_chain"
+saved_config = redis do |r|
+  %w[appendonly appendfsync].to_h { |key| [key, r.config(:get, key)[key]] }
+end
+if fsync
+  redis do |r|
+    r.config(:set, "appendfsync", fsync)
+    r.config(:set, "appendonly", "yes")
+  end
+end
 redis(&:flushdb)
-sidekiq_log = File.join(Bench::OUT, "sidekiq.log")
+sidekiq_log = File.join(Bench::OUT, "#{part}.log")
 pid = Process.spawn({ "REDIS_URL" => ENV.fetch("REDIS_URL") }, "sidekiq", "-r", File.join(__dir__, "sidekiq_jobs.rb"),
                     "-c", concurrency.to_s, "-q", "bench", "-e", "production",
                     out: sidekiq_log, err: %i[child out])
@@ -70,7 +84,7 @@ begin
 
   Bench.stop_cleanly(pid, "sidekiq")
   pid = nil
-  Bench.write_part("sidekiq_chain", {
+  Bench.write_part(part, {
                      sidekiq_version: Sidekiq::VERSION, concurrency: concurrency, batches: throughput,
                      jobs_per_s: Bench.median(throughput.map { |r| r[:jobs_per_s] }),
                      latency_repetitions: repetitions, p50_ms: Bench.percentile(times, 50).round(2),
@@ -80,4 +94,5 @@ begin
                    })
 ensure
   Bench.stop_process(pid, "sidekiq") if pid
+  redis { |r| saved_config.each { |key, value| r.config(:set, key, value) } } if fsync && saved_config
 end
