@@ -189,7 +189,7 @@ RSpec.describe "TaskerCore::Web overview", :web do
       # The decision skipped ship_by_post and post_label; the first payment
       # failed an attempt (its retry is in an hour).
       expect(html[%r{<p class="muted" id="steps-last-hour">.*?</p>}m].gsub(/<[^>]+>/, "")).to eq(
-        "In the last hour: 2 steps completed, 1 attempts failed, 2 steps skipped."
+        "In the last hour: 2 steps completed, 1 attempt failed, 2 steps skipped."
       )
       expect(html.scan(/(\d+) completed, (\d+) failed, (\d+) skipped/).map { |m| m.map(&:to_i) }.transpose.map(&:sum))
         .to eq([2, 1, 2])
