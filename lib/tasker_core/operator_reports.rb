@@ -67,7 +67,18 @@ module TaskerCore
              "stuck_in_progress=%d stuck_enqueued=%d",
              *counts.values_at("namespace", "tasks_pending", "tasks_in_progress", "steps_enqueued",
                                "steps_in_progress", "steps_waiting_for_retry", "steps_stuck_in_progress",
-                               "steps_stuck_enqueued"))
+                               "steps_stuck_enqueued")) + limit_waits(counts)
+    end
+
+    LIMIT_WAITS = %w[steps_waiting_for_rate_limit steps_waiting_for_slot tasks_waiting_for_slot].freeze
+
+    # What waits for a limit (rate limit tokens, concurrency slots), when
+    # anything does: the counts that are not 0.
+    def limit_waits(counts)
+      waits = LIMIT_WAITS.map { |key| [key, counts.fetch(key, 0)] }.reject { |_, n| n.zero? }
+      return "" if waits.empty?
+
+      " | waiting for a limit: #{waits.map { |key, n| "#{key}=#{n}" }.join(' ')}"
     end
 
     # The enqueued steps by priority, highest first, when any is not 0.

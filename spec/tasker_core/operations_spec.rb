@@ -4,6 +4,7 @@ require "spec_helper"
 require "net/http"
 require "time"
 require_relative "../support/prometheus_text"
+require_relative "../fixtures/handlers/decision_handlers"
 
 # /metrics and /health served by the Rust core: a workflow runs in this
 # process, then the endpoints are scraped over HTTP and parsed.
@@ -93,6 +94,51 @@ RSpec.describe "Operations: metrics and health" do
     expect(TaskerCore.metrics_text).to include("tasker_steps_started_total{namespace=\"#{namespace}\"")
   ensure
     server&.stop
+  end
+
+  it "counts the steps decisions skipped, by namespace and template, exactly" do
+    decide = unique_name("opsdecide")
+    TaskerCore.client.register_template_yaml(<<~YAML, "operations_decide.yaml")
+      namespace: #{decide}
+      name: shipping
+      version: 1.0.0
+      steps:
+        - { name: validate, handler: { callable: Decisions::Record } }
+        - name: choose_carrier
+          dependencies: [validate]
+          decision: true
+          handler: { callable: Decisions::ChooseFromContext }
+        - { name: ship_by_courier, dependencies: [choose_carrier], handler: { callable: Decisions::Record } }
+        - { name: ship_by_post, dependencies: [choose_carrier], handler: { callable: Decisions::Record } }
+        - { name: post_label, dependencies: [ship_by_post], handler: { callable: Decisions::Record } }
+        - name: notify
+          dependencies: [ship_by_courier, ship_by_post]
+          handler: { callable: Decisions::Notify }
+    YAML
+    runtime = TaskerCore.start(orchestrator: true, worker: { namespaces: [decide], concurrency: 4 })
+    # The courier skips ship_by_post and post_label (2 each), the post skips
+    # ship_by_courier (1), both skip nothing: 5.
+    choices = [%w[ship_by_courier], %w[ship_by_courier], %w[ship_by_post], %w[ship_by_courier ship_by_post]]
+    tasks = choices.map do |choose|
+      TaskerCore.create_task(namespace: decide, name: "shipping", version: "1.0.0", context: { "choose" => choose })
+    end
+    tasks.each { |task| expect(task.wait(timeout: 30).status).to eq("complete") }
+    expect(tasks.map { |t| t.workflow_steps.reload.count { |s| s.status == "skipped" } }).to eq([2, 2, 1, 0])
+
+    metrics = PrometheusText.parse(TaskerCore.metrics_text)
+    expect(metrics.value("tasker_steps_skipped_total", namespace: decide, template: "shipping")).to eq(5)
+    expect(metrics.select("tasker_steps_skipped_total", namespace: decide).size).to eq(1)
+    expect(metrics.types).to include("tasker_steps_skipped_total" => "counter",
+                                     "tasker_steps_waiting_for_limit" => "gauge",
+                                     "tasker_tasks_waiting_for_limit" => "gauge")
+    expect(metrics.help.keys).to include("tasker_steps_skipped_total", "tasker_steps_waiting_for_limit",
+                                         "tasker_tasks_waiting_for_limit")
+    # Nothing of this namespace waits for a limit: its gauges say 0.
+    expect(metrics.value("tasker_steps_waiting_for_limit", namespace: decide, limit: "rate_limit")).to eq(0)
+    expect(metrics.value("tasker_steps_waiting_for_limit", namespace: decide, limit: "concurrency")).to eq(0)
+    expect(metrics.value("tasker_tasks_waiting_for_limit", namespace: decide)).to eq(0)
+  ensure
+    runtime&.stop(timeout: 10)
   end
 
   it "parses with a parser that refuses what Prometheus refuses" do

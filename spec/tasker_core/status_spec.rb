@@ -59,7 +59,8 @@ RSpec.describe "Operations: status and dead letters" do
     expect(namespace_status).to eq(
       "namespace" => namespace, "tasks_pending" => 0, "tasks_in_progress" => 4, "steps_enqueued" => 4,
       "steps_in_progress" => 0, "steps_waiting_for_retry" => 0, "steps_stuck_in_progress" => 0,
-      "steps_stuck_enqueued" => 0, "steps_enqueued_by_priority" => { "0" => 4 }
+      "steps_stuck_enqueued" => 0, "steps_enqueued_by_priority" => { "0" => 4 },
+      "steps_waiting_for_rate_limit" => 0, "steps_waiting_for_slot" => 0, "tasks_waiting_for_slot" => 0
     )
     queue_status = TaskerCore.status["queues"].find { |q| q["queue"] == queue }
     expect(queue_status).to include("depth" => 4, "visible" => 4, "dead_letters" => 0, "error" => nil)

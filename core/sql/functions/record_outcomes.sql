@@ -36,14 +36,18 @@
 -- step is enqueued again when its parent runs again. A task's end is what
 -- a caller waits for and sees, so that commit waits for the flush: nobody
 -- sees a task end that a crash could take back.
--- Returns rows of four kinds:
+-- Returns rows of five kinds:
 --   'outcome'  step_uuid, state: the step's new state, NULL when not applied;
 --   'claimed'  step_uuid, task_uuid, detail: the eager claim (as
 --              tasker_claim_steps returns it);
 --   'unsent'   detail {queue, message, delay_ms}: to send after commit
 --              (p_send false: queues outside PostgreSQL);
 --   'finished' task_uuid, state: a task that ended; detail {namespace,
---              correlation_id}.
+--              correlation_id};
+--   'skipped'  detail {namespace, template, count}: steps a decision
+--              recorded here skipped, per step namespace and template
+--              (for tasker_steps_skipped_total; only when a decision
+--              applied, so an outcome without one pays nothing for it).
 CREATE FUNCTION tasker_record_outcomes(
   p_steps uuid[], p_attempts integer[], p_completed boolean[], p_payloads jsonb[], p_retryable boolean[],
   p_delays_ms bigint[], p_meta jsonb[], p_worker text, p_namespaces text[], p_eager_slots integer,
@@ -181,6 +185,16 @@ BEGIN
   -- no longer run below them, end skipped (see tasker_apply_decisions).
   IF cardinality(v_deciding) > 0 AND cardinality(v_done) > 0 THEN
     v_skipped := tasker_apply_decisions(ARRAY(SELECT u.s FROM unnest(v_done) AS u(s) WHERE u.s = ANY (v_deciding)));
+    IF cardinality(v_skipped) > 0 THEN
+      RETURN QUERY SELECT 'skipped', NULL::uuid, NULL::uuid, NULL::text,
+                          jsonb_build_object('namespace', ns.namespace, 'template', t.name, 'count', count(*))
+                     FROM tasker_workflow_steps s
+                     JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id
+                     JOIN tasker_tasks t ON t.task_uuid = s.task_uuid
+                    WHERE s.step_uuid = ANY (v_skipped)
+                    GROUP BY ns.namespace, t.name
+                    ORDER BY ns.namespace, t.name;
+    END IF;
   END IF;
 
   -- Fan-out steps that completed make their children, which step 4 then

@@ -31,6 +31,29 @@ macro_rules! steps_of_tasks_in_progress {
     };
 }
 
+/// The waiters of the concurrency slots still waiting, each with its
+/// namespace (`x.namespace`) and whether it is a task (`x.task`: its
+/// holder is its task, which waits to start) or a step: a step pending in
+/// a task in progress, a task pending. A waiter that moved on meanwhile
+/// (cancelled, resolved) stays in the table until its turn comes and is
+/// not counted (see tasker_release_slot). The table holds only waiters,
+/// and each one's step and task are looked up by key (the task in a
+/// subquery on the step's: joined, a planner that thinks few tasks run
+/// would walk every task in progress for each waiter).
+macro_rules! slot_waiters {
+    () => {
+        "tasker_concurrency_waiters w \
+         JOIN LATERAL (SELECT ns.namespace, false AS task FROM tasker_workflow_steps s \
+                         JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id \
+                        WHERE w.holder <> w.task_uuid AND s.step_uuid = w.holder AND s.status = 'pending' \
+                          AND EXISTS (SELECT 1 FROM tasker_tasks t \
+                                       WHERE t.task_uuid = s.task_uuid AND t.status = 'in_progress') \
+                       UNION ALL \
+                       SELECT t.namespace, true FROM tasker_tasks t \
+                        WHERE w.holder = w.task_uuid AND t.task_uuid = w.holder AND t.status = 'pending') x ON true"
+    };
+}
+
 /// Per queue, how long its oldest enqueued step has waited, in seconds.
 pub(crate) async fn oldest_enqueued_ages(pool: &PgPool) -> Result<HashMap<String, f64>> {
     let rows: Vec<(String, f64)> = sqlx::query_as(
@@ -53,13 +76,23 @@ pub(crate) async fn oldest_enqueued_ages(pool: &PgPool) -> Result<HashMap<String
 /// Per namespace: tasks pending and in progress, and steps in flight by
 /// state; a step in progress whose heartbeat is older than `stale_after`,
 /// or enqueued for longer than `stuck_enqueued_after`, is stuck. Both reads
-/// start from the partial index of the tasks not finished.
+/// start from the partial index of the tasks not finished. Steps and tasks
+/// waiting for a concurrency slot are read from the slots' waiters.
+///
+/// A step waiting for its rate limit's token is enqueued with `retry_at`
+/// later than now: tasker_limit_steps sets it (the token's time) while the
+/// step is pending, tasker_enqueue_steps keeps it only for a step that was
+/// pending, and its message is sent delayed until then. A retry scheduled
+/// by a failure is `waiting_for_retry` (retry_at is its backoff) and is
+/// enqueued with retry_at cleared (tasker_enqueue_steps, the sweep), so it
+/// is never counted here; nor is a step whose token came due (retry_at
+/// past).
 pub(crate) async fn namespace_counts(
     pool: &PgPool,
     stale_after: std::time::Duration,
     stuck_enqueued_after: std::time::Duration,
 ) -> Result<Vec<crate::telemetry::NamespaceStatus>> {
-    let steps: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(concat!(
+    let steps: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(concat!(
         "SELECT ns.namespace, \
                 count(*) FILTER (WHERE s.status = 'enqueued'), \
                 count(*) FILTER (WHERE s.status = 'in_progress'), \
@@ -67,7 +100,8 @@ pub(crate) async fn namespace_counts(
                 count(*) FILTER (WHERE s.status = 'in_progress' \
                                    AND coalesce(s.heartbeat_at, s.started_at) < clock_timestamp() - make_interval(secs => $1)), \
                 count(*) FILTER (WHERE s.status = 'enqueued' \
-                                   AND s.enqueued_at < clock_timestamp() - make_interval(secs => $2)) \
+                                   AND s.enqueued_at < clock_timestamp() - make_interval(secs => $2)), \
+                count(*) FILTER (WHERE s.status = 'enqueued' AND s.retry_at > clock_timestamp()) \
            FROM ",
             steps_of_tasks_in_progress!("s.status IN ('enqueued', 'in_progress', 'waiting_for_retry')"),
             " JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id \
@@ -96,6 +130,7 @@ pub(crate) async fn namespace_counts(
     .fetch_all(pool)
     .await
     .map_err(Error::db("counting enqueued steps by priority"))?;
+    let slots = slot_waits(pool).await?;
     let mut by_namespace: std::collections::BTreeMap<String, crate::telemetry::NamespaceStatus> = Default::default();
     for (namespace, pending, in_progress) in tasks {
         let entry =
@@ -103,7 +138,7 @@ pub(crate) async fn namespace_counts(
         entry.tasks_pending = pending;
         entry.tasks_in_progress = in_progress;
     }
-    for (namespace, enqueued, in_progress, waiting, stale, stuck_enqueued) in steps {
+    for (namespace, enqueued, in_progress, waiting, stale, stuck_enqueued, rate_limited) in steps {
         let entry =
             by_namespace.entry(namespace.clone()).or_insert_with(|| crate::telemetry::NamespaceStatus::new(namespace));
         entry.steps_enqueued = enqueued;
@@ -111,6 +146,13 @@ pub(crate) async fn namespace_counts(
         entry.steps_waiting_for_retry = waiting;
         entry.steps_stuck_in_progress = stale;
         entry.steps_stuck_enqueued = stuck_enqueued;
+        entry.steps_waiting_for_rate_limit = rate_limited;
+    }
+    for (namespace, steps, tasks) in slots {
+        let entry =
+            by_namespace.entry(namespace.clone()).or_insert_with(|| crate::telemetry::NamespaceStatus::new(namespace));
+        entry.steps_waiting_for_slot = steps;
+        entry.tasks_waiting_for_slot = tasks;
     }
     for (namespace, priority, enqueued) in by_priority {
         let entry =
@@ -162,4 +204,61 @@ pub(crate) async fn concurrency_limits(pool: &PgPool) -> Result<Vec<crate::telem
     .fetch_all(pool)
     .await
     .map_err(Error::db("reading concurrency limits"))
+}
+
+/// Per namespace (steps by their own, tasks by theirs), the steps and the
+/// tasks waiting for a concurrency slot.
+async fn slot_waits(pool: &PgPool) -> Result<Vec<(String, i64, i64)>> {
+    sqlx::query_as(concat!(
+        "SELECT x.namespace, count(*) FILTER (WHERE NOT x.task), count(*) FILTER (WHERE x.task) FROM ",
+        slot_waiters!(),
+        " GROUP BY x.namespace"
+    ))
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db("counting waiters for concurrency slots"))
+}
+
+/// What waits for a limit in one namespace (see [`limit_waits`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LimitWaits {
+    /// Enqueued, their rate limit's token due later.
+    pub(crate) steps_rate_limit: i64,
+    /// Pending, waiting for a concurrency slot.
+    pub(crate) steps_slot: i64,
+    /// Pending, waiting for their template's concurrency slot to start.
+    pub(crate) tasks_slot: i64,
+}
+
+/// For every registered namespace (0 when nothing waits), the steps
+/// waiting for a rate limit's token and the steps and tasks waiting for a
+/// concurrency slot, in one statement: the gauges of the metrics, which
+/// must fall back to 0 when the last waiter goes. The same reads as
+/// [`namespace_counts`].
+pub(crate) async fn limit_waits(pool: &PgPool) -> Result<Vec<(String, LimitWaits)>> {
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(concat!(
+        "WITH rate AS (SELECT ns.namespace, count(*) AS n FROM ",
+        steps_of_tasks_in_progress!("s.status = 'enqueued' AND s.retry_at > clock_timestamp()"),
+        " JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id \
+           WHERE t.status = 'in_progress' GROUP BY ns.namespace), \
+         slots AS (SELECT x.namespace, count(*) FILTER (WHERE NOT x.task) AS steps, \
+                          count(*) FILTER (WHERE x.task) AS tasks FROM ",
+        slot_waiters!(),
+        " GROUP BY x.namespace) \
+         SELECT n.name AS namespace, coalesce(r.n, 0) AS steps_rate_limit, coalesce(w.steps, 0) AS steps_slot, \
+                coalesce(w.tasks, 0) AS tasks_slot \
+           FROM tasker_namespaces n \
+           LEFT JOIN rate r ON r.namespace = n.name \
+           LEFT JOIN slots w ON w.namespace = n.name \
+          ORDER BY n.name"
+    ))
+    .fetch_all(pool)
+    .await
+    .map_err(Error::db("counting what waits for a limit"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(namespace, steps_rate_limit, steps_slot, tasks_slot)| {
+            (namespace, LimitWaits { steps_rate_limit, steps_slot, tasks_slot })
+        })
+        .collect())
 }

@@ -411,6 +411,15 @@ pub(crate) struct FinishedTask {
     pub(crate) correlation_id: Uuid,
 }
 
+/// Steps a decision recorded by an outcome transaction skipped, of one
+/// step namespace and template.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct SkippedSteps {
+    pub(crate) namespace: String,
+    pub(crate) template: String,
+    pub(crate) count: u64,
+}
+
 /// What [`record_outcomes`] did.
 #[derive(Debug, Default)]
 pub(crate) struct Recorded {
@@ -420,6 +429,8 @@ pub(crate) struct Recorded {
     pub(crate) unsent: Vec<Outbox>,
     /// Tasks that ended.
     pub(crate) finished: Vec<FinishedTask>,
+    /// Steps the decisions recorded skipped (empty without a decision).
+    pub(crate) skipped: Vec<SkippedSteps>,
 }
 
 /// A worker's outcome transaction for a batch, in one statement (see
@@ -488,6 +499,9 @@ pub(crate) async fn record_outcomes(
                     .map_err(|e| malformed(format!("finished task {task_uuid} is malformed: {e}")))?;
                 recorded.finished.push(FinishedTask { task_uuid, status: row.state.unwrap_or_default(), ..finished });
             }
+            ("skipped", _, _, Some(detail)) => recorded.skipped.push(
+                serde_json::from_value(detail).map_err(|e| malformed(format!("a skipped count is malformed: {e}")))?,
+            ),
             (kind, ..) => return Err(malformed(format!("an unexpected {kind:?} row"))),
         }
     }

@@ -20,6 +20,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::Value;
 
 use crate::context::Context;
+use crate::db::ops_queries;
 use crate::error::Result;
 
 use super::registry;
@@ -82,6 +83,11 @@ fn describe() {
         Unit::Seconds,
         "From a step being enqueued (or its retry coming due) to its claim"
     );
+    describe_counter!(
+        "tasker_steps_skipped_total",
+        "Steps skipped by decisions whose outcome this process's workers recorded (not chosen, or below only \
+         skipped steps), by step namespace and template"
+    );
     describe_counter!("tasker_tasks_finished_total", "Tasks finalized by this process's workers, by status");
     describe_histogram!("tasker_task_duration_seconds", Unit::Seconds, "From task creation to its end, by status");
     describe_counter!(
@@ -103,6 +109,15 @@ fn describe() {
     );
     describe_gauge!("tasker_queue_dead_letters", "Messages in the queue's dead-letter store");
     describe_gauge!("tasker_queue_scrape_errors", "1 when the queue's stats could not be read at the last scrape");
+    describe_gauge!(
+        "tasker_steps_waiting_for_limit",
+        "Steps waiting for a limit, deployment-wide, by namespace and limit: concurrency (pending, waiting for a \
+         slot) or rate_limit (enqueued, their token due later)"
+    );
+    describe_gauge!(
+        "tasker_tasks_waiting_for_limit",
+        "Tasks pending, waiting for their template's concurrency slot to start, deployment-wide, by namespace"
+    );
     describe_gauge!("tasker_worker_steps_in_flight", "Steps claimed by this process's workers and not yet recorded");
     describe_gauge!("tasker_worker_concurrency", "Slots of this process's workers");
     describe_counter!(
@@ -134,7 +149,7 @@ pub async fn metrics_text(ctx: &Context) -> Result<String> {
 
 /// Reads the gauges: each queue's stats (a queue that cannot be read is
 /// flagged by `tasker_queue_scrape_errors` and keeps its last values), the
-/// pool, the workers' slots.
+/// pool, the workers' slots, what waits for a limit in each namespace.
 async fn refresh_gauges(ctx: &Context) {
     let pool = ctx.pool();
     let size = f64::from(pool.size());
@@ -145,9 +160,13 @@ async fn refresh_gauges(ctx: &Context) {
     let (in_flight, concurrency) = registry::worker_totals();
     gauge!("tasker_worker_steps_in_flight").set(in_flight as f64);
     gauge!("tasker_worker_concurrency").set(concurrency as f64);
-    // While a dependency is known to be down, the queue gauges keep their
-    // last values: a scrape answers at once instead of waiting for it.
-    if ctx.breakers().check_database().is_err() || ctx.breakers().check_broker().is_err() {
+    // While a dependency is known to be down, the gauges read from it keep
+    // their last values: a scrape answers at once instead of waiting for it.
+    if ctx.breakers().check_database().is_err() {
+        return;
+    }
+    refresh_limit_waits(ctx).await;
+    if ctx.breakers().check_broker().is_err() {
         return;
     }
     let queues = match super::queues::deployment_queues(ctx).await {
@@ -184,6 +203,27 @@ async fn refresh_gauges(ctx: &Context) {
             Err(e) => {
                 tracing::debug!(queue, error = %e, "reading queue stats for metrics failed");
                 gauge!("tasker_queue_scrape_errors", "queue" => queue).set(1.0);
+            }
+        }
+    }
+}
+
+/// The steps and tasks waiting for a limit, per registered namespace (0
+/// when none waits, so a gauge falls back when its last waiter goes).
+async fn refresh_limit_waits(ctx: &Context) {
+    match ops_queries::limit_waits(ctx.pool()).await {
+        Ok(namespaces) => {
+            for (namespace, waits) in namespaces {
+                gauge!("tasker_steps_waiting_for_limit", "namespace" => namespace.clone(), "limit" => "concurrency")
+                    .set(waits.steps_slot as f64);
+                gauge!("tasker_steps_waiting_for_limit", "namespace" => namespace.clone(), "limit" => "rate_limit")
+                    .set(waits.steps_rate_limit as f64);
+                gauge!("tasker_tasks_waiting_for_limit", "namespace" => namespace).set(waits.tasks_slot as f64);
+            }
+        }
+        Err(e) => {
+            if ctx.breakers().observe(&e).is_none() {
+                tracing::warn!(error = %e, "counting what waits for a limit for metrics failed");
             }
         }
     }
@@ -275,13 +315,20 @@ impl StepMetrics {
     }
 }
 
-/// Counts steps the sweep recovered, by the state they were in.
+/// Counts the steps an outcome transaction of this process skipped (its
+/// decisions: see `tasker_apply_decisions`).
+pub(crate) fn steps_skipped(namespace: &str, template: &str, count: u64) {
+    counter!("tasker_steps_skipped_total", "namespace" => namespace.to_owned(), "template" => template.to_owned())
+        .increment(count);
+}
+
 /// Steps whose message the sweep sent again at the top priority (RabbitMQ's
 /// aging: see `tasker_raise_priorities`).
 pub(crate) fn priorities_raised(n: usize) {
     counter!("tasker_sweep_priority_raised_steps_total").increment(n as u64);
 }
 
+/// Counts steps the sweep recovered, by the state they were in.
 pub(crate) fn sweep_recovered<'a>(states: impl IntoIterator<Item = &'a str>) {
     for was in states {
         let was: &'static str = match was {
@@ -294,12 +341,12 @@ pub(crate) fn sweep_recovered<'a>(states: impl IntoIterator<Item = &'a str>) {
     }
 }
 
-/// Counts a stalled task the sweep advanced.
 /// A claim took a step over from a worker that stopped heartbeating.
 pub(crate) fn step_taken_over(namespace: &str) {
     counter!("tasker_steps_taken_over_total", "namespace" => namespace.to_owned()).increment(1);
 }
 
+/// Counts a stalled task the sweep advanced.
 pub(crate) fn sweep_advanced() {
     counter!("tasker_sweep_advanced_tasks_total").increment(1);
 }

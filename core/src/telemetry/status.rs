@@ -37,6 +37,15 @@ pub struct NamespaceStatus {
     pub steps_stuck_enqueued: i64,
     /// The enqueued steps by their task's priority (only those with any).
     pub steps_enqueued_by_priority: std::collections::BTreeMap<i16, i64>,
+    /// Enqueued steps whose rate limit's token is due later (their message
+    /// becomes visible then); among `steps_enqueued`.
+    pub steps_waiting_for_rate_limit: i64,
+    /// Pending steps (ready, of tasks in progress) waiting for a
+    /// concurrency slot.
+    pub steps_waiting_for_slot: i64,
+    /// Pending tasks waiting for their template's concurrency slot to start;
+    /// among `tasks_pending`.
+    pub tasks_waiting_for_slot: i64,
 }
 
 impl NamespaceStatus {

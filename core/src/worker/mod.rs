@@ -27,7 +27,7 @@ use crate::messaging::dead_letters::drop_overdelivered;
 use crate::messaging::{decode_or_dead_letter, ReceivedMessage, StepMessage, Wakeups};
 use crate::orchestration::backoff_delay;
 use crate::resilience::{outage, LoopRetry};
-use crate::telemetry::metrics::{dead_lettered, step_taken_over, DeadLetterReason, StepMetrics};
+use crate::telemetry::metrics::{dead_lettered, step_taken_over, steps_skipped, DeadLetterReason, StepMetrics};
 use crate::telemetry::registry;
 use crate::template::check_identifier;
 
@@ -607,6 +607,9 @@ impl Recorder {
         // from the Ruby thread that runs them.
         self.hand_over_eager(recorded.claimed, &mut slots).await;
         drop(slots);
+        for skipped in &recorded.skipped {
+            steps_skipped(&skipped.namespace, &skipped.template, skipped.count);
+        }
         for task in &recorded.finished {
             if let Some(record) = batch.iter().find(|r| r.flight.job.task_uuid == task.task_uuid) {
                 record.flight.metrics.task_finished(&task.status);

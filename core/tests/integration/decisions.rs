@@ -27,6 +27,8 @@ fn template(namespace: &str, name: &str, steps: &[(&str, &[&str], bool)]) -> Tas
 }
 
 struct Bench {
+    ns: String,
+    ctx: std::sync::Arc<tasker_core::Context>,
     client: TaskerClient,
     worker: WorkerHandle,
     task: Uuid,
@@ -39,7 +41,7 @@ async fn bench(steps: &[(&str, &[&str], bool)]) -> Bench {
     let client = TaskerClient::new(ctx.clone());
     let worker = WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 4).await.unwrap();
     let task = client.create_task(&CreateTask::new(&ns, "flow", "1.0.0", json!({}))).await.unwrap().task_uuid;
-    Bench { client, worker, task }
+    Bench { ns, ctx, client, worker, task }
 }
 
 impl Bench {
@@ -84,6 +86,14 @@ impl Bench {
         skips
     }
 
+    /// This process's `tasker_steps_skipped_total` of the bench's
+    /// namespace (None when it counted none).
+    async fn skipped_total(&self) -> Option<f64> {
+        let metrics = tasker_core::metrics_text(&self.ctx).await.unwrap();
+        let sample = format!("tasker_steps_skipped_total{{namespace=\"{}\",template=\"flow\"}} ", self.ns);
+        metrics.lines().find_map(|l| l.strip_prefix(&sample)).map(|v| v.parse().unwrap())
+    }
+
     async fn finished(self, status: &str) {
         let done = self.client.wait_for_task(self.task, Duration::from_secs(10)).await.unwrap();
         assert_eq!(done.status, status);
@@ -114,7 +124,10 @@ async fn the_skip_cascades_through_every_step_left_with_only_skipped_dependencie
         ("e", &["a3"], false),
     ])
     .await;
+    assert_eq!(b.skipped_total().await, None);
     b.run("d", json!({"run": ["b"]})).await;
+    // d's outcome skipped a, a2, a3 and e, and this process counted them.
+    assert_eq!(b.skipped_total().await, Some(4.0));
     assert_eq!(
         b.states().await,
         pairs(&[
@@ -136,6 +149,7 @@ async fn the_skip_cascades_through_every_step_left_with_only_skipped_dependencie
     }
     b.run("b", json!("b")).await;
     b.run("c", json!("c")).await;
+    assert_eq!(b.skipped_total().await, Some(4.0), "outcomes without a decision skip nothing");
     b.finished("complete").await;
 }
 

@@ -29,6 +29,7 @@ module TaskerCore
         namespace = @request.GET["namespace"].to_s.strip
         namespace = nil if namespace.empty?
         render(:overview, "Overview", overview: Queries::Overview.new(namespace: namespace),
+                                      limit_waits: Queries::LimitWaits.new(namespace: namespace),
                                       queues: Queries::Queues.new(namespace: namespace).stats,
                                       namespaces: Queries::Queues.new.names.values.compact,
                                       schedules: schedules(namespace), limits: limits(namespace))

@@ -2,6 +2,8 @@
 
 require "spec_helper"
 require_relative "../../support/web"
+require_relative "../../fixtures/handlers/limits_handlers"
+require_relative "../../fixtures/handlers/decision_handlers"
 
 # Rack-level: the overview filtered to the specs' own namespace, so every
 # count is exact. An orchestrator and a worker run in this process.
@@ -107,6 +109,123 @@ RSpec.describe "TaskerCore::Web overview", :web do
       expect(page_html("/?namespace=webui")).not_to include(%(data-schedule="timing/#{name}))
     ensure
       register("2.0.0", "") # no schedule runs once this spec is done
+    end
+  end
+
+  # A namespace of this example's own (the page filtered to it): steps
+  # waiting for a rate limit's token, steps and tasks waiting for a
+  # concurrency slot, steps a decision skipped.
+  context "with limits and a decision in a namespace of its own" do
+    let(:namespace) { unique_name("weblimits") }
+    let(:key) { SecureRandom.hex(4) }
+
+    before do
+      TaskerCore.client.register_template_yaml(<<~YAML, "web_rated.yaml")
+        namespace: #{namespace}
+        name: rated
+        version: 1.0.0
+        steps:
+          - name: pay
+            handler: { callable: Limits::RetryInAnHour }
+            retry: { retryable: true, max_attempts: 2 }
+            rate_limit: { key: context.merchant, per_second: 0.01, burst: 1 }
+      YAML
+      TaskerCore.client.register_template_yaml(<<~YAML, "web_step_slot.yaml")
+        namespace: #{namespace}
+        name: step_slot
+        version: 1.0.0
+        steps:
+          - { name: charge, handler: { callable: Limits::Measure }, concurrency: { key: context.customer, max: 1 } }
+      YAML
+      TaskerCore.client.register_template_yaml(<<~YAML, "web_task_slot.yaml")
+        namespace: #{namespace}
+        name: task_slot
+        version: 1.0.0
+        concurrency: { key: context.customer, max: 1 }
+        steps:
+          - { name: open, handler: { callable: Limits::Open } }
+          - { name: close, dependencies: [open], handler: { callable: Limits::Close } }
+      YAML
+      TaskerCore.client.register_template_yaml(<<~YAML, "web_decide.yaml")
+        namespace: #{namespace}
+        name: shipping
+        version: 1.0.0
+        steps:
+          - { name: choose_carrier, decision: true, handler: { callable: Decisions::ChooseFromContext } }
+          - { name: ship_by_courier, dependencies: [choose_carrier], handler: { callable: Decisions::Record } }
+          - { name: ship_by_post, dependencies: [choose_carrier], handler: { callable: Decisions::Record } }
+          - { name: post_label, dependencies: [ship_by_post], handler: { callable: Decisions::Record } }
+      YAML
+      @runtime = TaskerCore.start(orchestrator: true, worker: { namespaces: [namespace], concurrency: 4 })
+    end
+
+    after do
+      Limits::Tally.open!(key)
+      @runtime&.stop(timeout: 10)
+      @tasks&.each { |task| TaskerCore.cancel_task(task) }
+      TaskerCore.message_service.purge_queue(TaskerCore.queue_name(namespace))
+    end
+
+    def create(name, count, context)
+      Array.new(count) do |i|
+        TaskerCore.create_task(namespace: namespace, name: name, version: "1.0.0", context: context.merge("i" => i))
+      end
+    end
+
+    it "shows the steps waiting for a token, the steps and tasks waiting for a slot, and the skipped steps" do
+      shipped = create("shipping", 1, "choose" => ["ship_by_courier"]).first
+      expect(shipped.wait(timeout: 20).status).to eq("complete")
+      rated = create("rated", 4, "merchant" => key)
+      charges = create("step_slot", 3, "customer" => key, "hold" => true)
+      opened = create("task_slot", 3, "customer" => key, "hold" => true)
+      @tasks = rated + charges + opened
+      eventually(what: "the first of each to run") do
+        [step_of(rated.first, "pay").status, step_of(charges.first, "charge").status,
+         step_of(opened.first, "open").status] == %w[waiting_for_retry in_progress in_progress]
+      end
+
+      html = page_html("/?namespace=#{namespace}")
+
+      # The decision skipped ship_by_post and post_label; the first payment
+      # failed an attempt (its retry is in an hour).
+      expect(html[%r{<p class="muted" id="steps-last-hour">.*?</p>}m].gsub(/<[^>]+>/, "")).to eq(
+        "In the last hour: 2 steps completed, 1 attempt failed, 2 steps skipped."
+      )
+      expect(html.scan(/(\d+) completed, (\d+) failed, (\d+) skipped/).map { |m| m.map(&:to_i) }.transpose.map(&:sum))
+        .to eq([2, 1, 2])
+
+      # Three payments wait for their token, 100 s apart, in that order.
+      expect(html).to include('<span class="count">3</span> steps wait for their rate limit')
+      rows = html[%r{<table class="grid" id="rate-limited">.*?</table>}m].scan(%r{<tr data-step="([^"]+)">(.*?)</tr>}m)
+      expect(rows.map(&:first)).to eq(rated.drop(1).map { |t| step_of(t, "pay").step_uuid })
+      bucket = "rate:#{namespace}/rated/pay=#{key}"
+      rated.drop(1).zip(rows) do |task, (_, row)|
+        wait = step_of(task, "pay").transitions.reverse.find { |t| t.metadata["waiting_for"] == "rate_limit" }
+        cells = row.scan(%r{<td>(.*?)</td>}m).flatten.map { |c| c.gsub(/<[^>]+>/, "").strip }
+        expect(cells).to eq(["pay", "#{namespace}/rated", bucket,
+                             "#{Time.iso8601(wait.metadata['until']).utc.strftime('%H:%M:%S')} UTC"])
+      end
+
+      # Two charges and two tasks wait for their key's one slot, beside
+      # the limits' table.
+      waits = html[%r{<p class="muted" id="slot-waits">.*?</p>}m].gsub(/<[^>]+>/, "")
+      expect(waits).to eq("2 steps (ready, pending) and 2 tasks (not started) wait for a concurrency slot.")
+      waiters = html[%r{<table class="grid" id="slot-waiters">.*?</table>}m]
+      expect(waiters.scan(/<tr data-waiter="(\w+)">/).flatten.tally).to eq("step" => 2, "task" => 2)
+      expect(waiters).to include("step:#{namespace}/step_slot/charge=#{key}", "task:#{namespace}/task_slot=#{key}",
+                                 "#{namespace}/step_slot · charge", "#{namespace}/task_slot")
+      limits = html[%r{<table class="grid" id="limits">.*?</table>}m]
+      expect(limits.scan(/<tr data-slot="([^"]+)">/).flatten).to eq(
+        ["step:#{namespace}/step_slot/charge=#{key}", "task:#{namespace}/task_slot=#{key}"]
+      )
+      expect(html.index('id="limits"')).to be < html.index('id="slot-waiters"')
+
+      # Once they ran, nothing waits for a slot and the section says so.
+      Limits::Tally.open!(key)
+      (charges + opened).each { |task| expect(task.wait(timeout: 30).status).to eq("complete") }
+      html = page_html("/?namespace=#{namespace}")
+      expect(html).not_to include('id="slot-waiters"')
+      expect(html).to include('<span class="count">3</span> steps wait for their rate limit')
     end
   end
 end

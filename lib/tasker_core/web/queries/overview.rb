@@ -17,12 +17,13 @@ module TaskerCore
         CLOCK_SLACK_SECONDS = 60
 
         include Sql
+        include InFlight
 
         WINDOW = 3600
         IN_FLIGHT = %w[pending in_progress].freeze
         LIST_LIMIT = 20
 
-        Minute = Struct.new(:at, :complete, :failed, keyword_init: true)
+        Minute = Struct.new(:at, :complete, :failed, :skipped, keyword_init: true)
 
         # namespace: only that namespace's tasks, steps and queue.
         def initialize(namespace: nil, now: Time.now, config: TaskerCore.client.config)
@@ -55,24 +56,25 @@ module TaskerCore
           value("SELECT reltuples::bigint FROM pg_class WHERE oid = 'tasker_tasks'::regclass").to_i
         end
 
-        # Steps that completed, and attempts that failed (error or waiting
-        # for a retry), per minute over the last hour, oldest first.
+        # Steps that completed, attempts that failed (error or waiting for a
+        # retry), and steps a decision skipped, per minute over the last
+        # hour, oldest first.
         def steps_per_minute
-          counts = Hash.new { |hash, key| hash[key] = Hash.new(0) }
-          step_window_rows(<<~SQL).each { |r| counts[r["minute"].to_i][r["to_state"]] += r["n"].to_i }
-            SELECT floor(extract(epoch FROM tr.created_at) / 60)::bigint AS minute, tr.to_state, count(*) AS n
-              FROM tasker_workflow_step_transitions tr
-              #{namespace_join}
-             WHERE tr.created_at >= to_timestamp(?)
-               AND tr.to_state IN ('complete', 'error', 'waiting_for_retry') #{namespace_filter}
-             GROUP BY 1, 2
-          SQL
-          last = (@now.to_f / 60).floor
-          ((last - 59)..last).map do |minute|
-            c = counts[minute]
-            Minute.new(at: Time.at(minute * 60).utc, complete: c["complete"],
-                       failed: c["error"] + c["waiting_for_retry"])
+          @steps_per_minute ||= begin
+            counts = minute_counts
+            last = (@now.to_f / 60).floor
+            ((last - 59)..last).map do |minute|
+              c = counts[minute]
+              Minute.new(at: Time.at(minute * 60).utc, complete: c["complete"],
+                         failed: c["error"] + c["waiting_for_retry"], skipped: c["skipped"])
+            end
           end
+        end
+
+        # The last hour's totals of steps_per_minute.
+        def steps_last_hour
+          minutes = steps_per_minute
+          %i[complete failed skipped].to_h { |outcome| [outcome, minutes.sum(&outcome)] }
         end
 
         # Steps that failed for good in the last hour, newest first, with
@@ -148,49 +150,30 @@ module TaskerCore
 
         private
 
+        # { minute => { state => steps } } of the last hour's history.
+        def minute_counts
+          counts = Hash.new { |hash, key| hash[key] = Hash.new(0) }
+          step_window_rows(<<~SQL).each { |r| counts[r["minute"].to_i][r["to_state"]] += r["n"].to_i }
+            SELECT floor(extract(epoch FROM tr.created_at) / 60)::bigint AS minute, tr.to_state, count(*) AS n
+              FROM tasker_workflow_step_transitions tr
+              #{namespace_join}
+             WHERE tr.created_at >= to_timestamp(?)
+               AND tr.to_state IN ('complete', 'error', 'waiting_for_retry', 'skipped') #{namespace_filter}
+             GROUP BY 1, 2
+          SQL
+          counts
+        end
+
         # The last hour's step history, read through the BRIN index on
         # created_at.
         def step_window_rows(sql)
           rows(sql, @since.to_f, *namespace_bind)
         end
 
-        # The tasks in progress (t, through their partial index) joined to
-        # their steps (s) that meet the condition: a lateral subquery, so
-        # each task's steps are read through the task's key whatever the
-        # statistics say.
-        def steps_of_tasks_in_progress(condition)
-          <<~SQL.strip
-            tasker_tasks t
-            JOIN LATERAL (SELECT * FROM tasker_workflow_steps s
-                           WHERE s.task_uuid = t.task_uuid AND #{condition} OFFSET 0) s ON true
-            WHERE t.status = 'in_progress' #{namespace_filter}
-          SQL
-        end
-
-        # Every query aliases tasker_tasks as t.
-        def namespace_filter
-          @namespace ? "AND t.namespace = ?" : ""
-        end
-
-        def namespace_bind
-          @namespace ? [@namespace] : []
-        end
-
         def namespace_join
           return "" unless @namespace
 
           "JOIN tasker_workflow_steps s ON s.step_uuid = tr.step_uuid JOIN tasker_tasks t ON t.task_uuid = s.task_uuid"
-        end
-
-        def step_row(row)
-          row.to_h do |key, value|
-            key = key.to_sym
-            case key
-            when :beat_at, :started_at, :retry_at, :enqueued_at then [key, epoch(value)]
-            when :fresh then [key, truthy(value)]
-            else [key, value]
-            end
-          end
         end
       end
     end
