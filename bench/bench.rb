@@ -15,14 +15,15 @@ module Bench
   # the report.
   MARGIN_S = 60
 
-  # name => [script, extra environment]. The PGMQ throughput run goes last:
+  # name => [script, extra environment]. The flow's floor goes after the
+  # latency scenarios (its WAL would have them wait on a checkpoint). The
+  # PGMQ throughput run goes last:
   # it is the long run (100k steps) and stops early, with as many steps as
   # fit, when the 25-minute budget would be exceeded.
   SCENARIOS = {
     "pgmq_raw" => ["pgmq_raw.rb", {}],
     "sidekiq_chain" => ["sidekiq_chain.rb", {}],
     "sidekiq_chain_durable" => ["sidekiq_chain.rb", { "BENCH_REDIS_FSYNC" => "always" }],
-    "flow_floor" => ["flow_floor.rb", {}],
     "tasker_pgmq_latency" => ["tasker_latency.rb", {}],
     "tasker_pgmq_latency_diamond4" => ["tasker_latency.rb",
                                        { "BENCH_LATENCY_TEMPLATE" => "diamond4", "BENCH_LATENCY_REPS" => "300" }],
@@ -34,6 +35,7 @@ module Bench
     "tasker_pgmq_throughput_no_orchestrator" => ["tasker_throughput.rb",
                                                  { "PROVIDER" => "pgmq", "BENCH_ORCHESTRATOR" => "0",
                                                    "BENCH_TASKS" => "1000", "BENCH_TOTAL_STEPS" => "12000" }],
+    "flow_floor" => ["flow_floor.rb", {}],
     "tasker_pgmq_throughput" => ["tasker_throughput.rb", { "PROVIDER" => "pgmq" }]
   }.freeze
 
