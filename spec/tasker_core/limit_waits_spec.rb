@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 require "spec_helper"
-require_relative "../fixtures/handlers/limits_handlers"
+require_relative "../support/limit_waits"
 require_relative "../support/prometheus_text"
 
 # What waits for a limit, in TaskerCore.status, rake tasker:status's report
@@ -9,56 +9,7 @@ require_relative "../support/prometheus_text"
 # waiting for a concurrency slot. A namespace of this example's own, a
 # worker and an orchestrator in this process; exact counts.
 RSpec.describe "Operations: what waits for a limit" do
-  let(:namespace) { unique_name("waits") }
-  let(:key) { SecureRandom.hex(4) }
-
-  before do
-    # pay: one start per 100 s per key (a token comes back 100 s after it
-    # is taken), its first attempt failing with a retry an hour later.
-    TaskerCore.client.register_template_yaml(<<~YAML, "waits_rated.yaml")
-      namespace: #{namespace}
-      name: rated
-      version: 1.0.0
-      steps:
-        - name: pay
-          handler: { callable: Limits::RetryInAnHour }
-          retry: { retryable: true, max_attempts: 2 }
-          rate_limit: { key: context.merchant, per_second: 0.01, burst: 1 }
-        - { name: confirm, dependencies: [pay], handler: { callable: Probe::Echo } }
-    YAML
-    TaskerCore.client.register_template_yaml(<<~YAML, "waits_step_slot.yaml")
-      namespace: #{namespace}
-      name: step_slot
-      version: 1.0.0
-      steps:
-        - name: charge
-          handler: { callable: Limits::Measure }
-          concurrency: { key: context.customer, max: 1 }
-        - { name: receipt, dependencies: [charge], handler: { callable: Limits::Receipt } }
-    YAML
-    TaskerCore.client.register_template_yaml(<<~YAML, "waits_task_slot.yaml")
-      namespace: #{namespace}
-      name: task_slot
-      version: 1.0.0
-      concurrency: { key: context.customer, max: 1 }
-      steps:
-        - { name: open, handler: { callable: Limits::Open } }
-        - { name: close, dependencies: [open], handler: { callable: Limits::Close } }
-    YAML
-  end
-
-  after do
-    Limits::Tally.open!(key)
-    @runtime&.stop(timeout: 10)
-    @tasks&.each { |task| TaskerCore.cancel_task(task) }
-    TaskerCore.message_service.purge_queue(TaskerCore.queue_name(namespace))
-  end
-
-  def create(name, count, context)
-    Array.new(count) do |i|
-      TaskerCore.create_task(namespace: namespace, name: name, version: "1.0.0", context: context.merge("i" => i))
-    end
-  end
+  include_context "limit waits"
 
   def eventually(what, timeout: 20)
     deadline = Time.now + timeout

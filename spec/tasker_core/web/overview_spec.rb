@@ -2,7 +2,7 @@
 
 require "spec_helper"
 require_relative "../../support/web"
-require_relative "../../fixtures/handlers/limits_handlers"
+require_relative "../../support/limit_waits"
 require_relative "../../fixtures/handlers/decision_handlers"
 
 # Rack-level: the overview filtered to the specs' own namespace, so every
@@ -116,36 +116,10 @@ RSpec.describe "TaskerCore::Web overview", :web do
   # waiting for a rate limit's token, steps and tasks waiting for a
   # concurrency slot, steps a decision skipped.
   context "with limits and a decision in a namespace of its own" do
+    include_context "limit waits"
     let(:namespace) { unique_name("weblimits") }
-    let(:key) { SecureRandom.hex(4) }
 
     before do
-      TaskerCore.client.register_template_yaml(<<~YAML, "web_rated.yaml")
-        namespace: #{namespace}
-        name: rated
-        version: 1.0.0
-        steps:
-          - name: pay
-            handler: { callable: Limits::RetryInAnHour }
-            retry: { retryable: true, max_attempts: 2 }
-            rate_limit: { key: context.merchant, per_second: 0.01, burst: 1 }
-      YAML
-      TaskerCore.client.register_template_yaml(<<~YAML, "web_step_slot.yaml")
-        namespace: #{namespace}
-        name: step_slot
-        version: 1.0.0
-        steps:
-          - { name: charge, handler: { callable: Limits::Measure }, concurrency: { key: context.customer, max: 1 } }
-      YAML
-      TaskerCore.client.register_template_yaml(<<~YAML, "web_task_slot.yaml")
-        namespace: #{namespace}
-        name: task_slot
-        version: 1.0.0
-        concurrency: { key: context.customer, max: 1 }
-        steps:
-          - { name: open, handler: { callable: Limits::Open } }
-          - { name: close, dependencies: [open], handler: { callable: Limits::Close } }
-      YAML
       TaskerCore.client.register_template_yaml(<<~YAML, "web_decide.yaml")
         namespace: #{namespace}
         name: shipping
@@ -157,19 +131,6 @@ RSpec.describe "TaskerCore::Web overview", :web do
           - { name: post_label, dependencies: [ship_by_post], handler: { callable: Decisions::Record } }
       YAML
       @runtime = TaskerCore.start(orchestrator: true, worker: { namespaces: [namespace], concurrency: 4 })
-    end
-
-    after do
-      Limits::Tally.open!(key)
-      @runtime&.stop(timeout: 10)
-      @tasks&.each { |task| TaskerCore.cancel_task(task) }
-      TaskerCore.message_service.purge_queue(TaskerCore.queue_name(namespace))
-    end
-
-    def create(name, count, context)
-      Array.new(count) do |i|
-        TaskerCore.create_task(namespace: namespace, name: name, version: "1.0.0", context: context.merge("i" => i))
-      end
     end
 
     it "shows the steps waiting for a token, the steps and tasks waiting for a slot, and the skipped steps" do
