@@ -100,7 +100,7 @@ pub(crate) async fn namespace_counts(
                 count(*) FILTER (WHERE s.status = 'in_progress' \
                                    AND coalesce(s.heartbeat_at, s.started_at) < clock_timestamp() - make_interval(secs => $1)), \
                 count(*) FILTER (WHERE s.status = 'enqueued' \
-                                   AND s.enqueued_at < clock_timestamp() - make_interval(secs => $2)), \
+                                   AND greatest(s.enqueued_at, s.retry_at) < clock_timestamp() - make_interval(secs => $2)), \
                 count(*) FILTER (WHERE s.status = 'enqueued' AND s.retry_at > clock_timestamp()) \
            FROM ",
             steps_of_tasks_in_progress!("s.status IN ('enqueued', 'in_progress', 'waiting_for_retry')"),

@@ -33,7 +33,8 @@ pub struct NamespaceStatus {
     pub steps_waiting_for_retry: i64,
     /// In progress with no heartbeat for a visibility timeout.
     pub steps_stuck_in_progress: i64,
-    /// Enqueued for longer than `orchestration.stuck_enqueued_seconds`.
+    /// Enqueued for longer than `orchestration.stuck_enqueued_seconds`
+    /// (a step waiting for its rate limit's token: since the token came due).
     pub steps_stuck_enqueued: i64,
     /// The enqueued steps by their task's priority (only those with any).
     pub steps_enqueued_by_priority: std::collections::BTreeMap<i16, i64>,

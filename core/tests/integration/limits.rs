@@ -1,7 +1,8 @@
 //! Concurrency limits in SQL: the slot count is exact however many
 //! transactions take slots at once, waiters start in order as holders end,
 //! a step held by a dead worker keeps nothing stuck, and a template's limit
-//! holds tasks pending until a task of their key ends.
+//! holds tasks pending until a task of their key ends. A step waiting for
+//! its rate limit's token is not taken for a stuck one.
 
 use crate::common;
 
@@ -257,4 +258,65 @@ async fn a_token_bucket_gives_burst_tokens_at_once_and_each_back_burst_over_rate
     // Seven taken with 3 tokens of 3 s: at 0, 0, 0, 3, 4, 5, 6; the tokens
     // are back at 9, 7 and 8; the one kept is 9, next free at that time.
     assert_eq!((after - before[0]).num_milliseconds(), 9_000);
+}
+
+/// A step waiting for its rate limit's token is enqueued with a delayed
+/// message (retry_at: when the token comes due). It has waited in its queue
+/// only since then: however long ago it was enqueued, the sweep does not
+/// send its message again, and status does not count it stuck, until it is
+/// `stuck_enqueued_seconds` past its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_waiting_for_its_rate_limits_token_is_stuck_only_once_long_past_the_token() {
+    let ns = common::unique_namespace("tokenwait");
+    let ctx = common::context().await;
+    ctx.register_template(common::template(&ns, "one", "Squares", &[("work", &[])])).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let task = client.create_task(&CreateTask::new(&ns, "one", "1.0.0", json!({"n": 2}))).await.unwrap().task_uuid;
+    let step = client.steps(task).await.unwrap()[0].step_uuid;
+    let set = |sql: &'static str| {
+        let ctx = ctx.clone();
+        async move { sqlx::query(sql).bind(step).execute(ctx.pool()).await.unwrap() }
+    };
+    let recovered = || {
+        let ctx = ctx.clone();
+        async move {
+            sqlx::query_as::<_, (Uuid, String)>(
+                "SELECT step_uuid, was FROM tasker_recover_stuck_steps($1, interval '1 hour', interval '10 minutes', 100)",
+            )
+            .bind(vec![task])
+            .fetch_all(ctx.pool())
+            .await
+            .unwrap()
+        }
+    };
+    let stuck_enqueued = || {
+        let ctx = ctx.clone();
+        let ns = ns.clone();
+        async move {
+            let status = tasker_core::status(&ctx).await.unwrap();
+            let counts = status.namespaces.into_iter().find(|n| n.namespace == ns).expect("the namespace is in flight");
+            (counts.steps_stuck_enqueued, counts.steps_waiting_for_rate_limit)
+        }
+    };
+    let config_stuck = ctx.config().orchestration.stuck_enqueued_seconds;
+    assert_eq!(config_stuck, 600, "the test ages the step against the default");
+
+    // Enqueued 20 minutes ago, its token due in 5: waiting, not stuck.
+    set("UPDATE tasker_workflow_steps SET enqueued_at = clock_timestamp() - interval '20 minutes', \
+                                          retry_at = clock_timestamp() + interval '5 minutes' WHERE step_uuid = $1")
+    .await;
+    assert_eq!(recovered().await, []);
+    assert_eq!(stuck_enqueued().await, (0, 1));
+
+    // Its token came due 9 minutes ago: not yet past the 10.
+    set("UPDATE tasker_workflow_steps SET retry_at = clock_timestamp() - interval '9 minutes' WHERE step_uuid = $1")
+        .await;
+    assert_eq!(recovered().await, []);
+    assert_eq!(stuck_enqueued().await, (0, 0));
+
+    // 11 minutes: its message may be lost, and is sent again.
+    set("UPDATE tasker_workflow_steps SET retry_at = clock_timestamp() - interval '11 minutes' WHERE step_uuid = $1")
+        .await;
+    assert_eq!(stuck_enqueued().await, (1, 0));
+    assert_eq!(recovered().await, [(step, "enqueued".to_owned())]);
 }
