@@ -76,6 +76,8 @@ DECLARE
   v_finished boolean := false;
   v_fan_outs uuid[];
   v_slotted uuid[];
+  v_task_slots boolean;
+  v_collecting boolean;
   r record;
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
@@ -98,7 +100,7 @@ BEGIN
       FROM tasker_workflow_steps s JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id
      WHERE s.step_uuid = ANY (p_steps)
   ), locked AS MATERIALIZED (
-    SELECT t.task_uuid, t.status, t.has_failed_step FROM tasker_tasks t
+    SELECT t.task_uuid, t.status, t.has_failed_step, t.concurrency_slot FROM tasker_tasks t
      WHERE t.task_uuid IN (SELECT s.task_uuid FROM steps s)
      ORDER BY t.task_uuid FOR NO KEY UPDATE
   )
@@ -106,9 +108,15 @@ BEGIN
          coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress' AND l.has_failed_step), '{}'),
          (SELECT coalesce(array_agg(s.step_uuid), '{}') FROM steps s WHERE s.decision),
          ARRAY(SELECT s.step_uuid FROM steps s WHERE s.fans_out),
-         ARRAY(SELECT s.step_uuid FROM steps s WHERE s.holds_slot)
-    INTO v_live, v_flagged, v_deciding, v_fan_outs, v_slotted
+         ARRAY(SELECT s.step_uuid FROM steps s WHERE s.holds_slot),
+         coalesce(bool_or(l.concurrency_slot IS NOT NULL), false)
+    INTO v_live, v_flagged, v_deciding, v_fan_outs, v_slotted, v_task_slots
     FROM locked l;
+  -- With queues outside PostgreSQL, the messages of waiters that slots
+  -- given back here are handed to are this worker's to send after commit
+  -- (see tasker_handed_messages): steps holding a slot, decisions (which
+  -- may skip one) and tasks holding one (which may end here) collect them.
+  v_collecting := NOT p_send AND (cardinality(v_slotted) > 0 OR cardinality(v_deciding) > 0 OR v_task_slots);
 
   -- A decision's result is checked before it is recorded: one that is not
   -- a decision, or names a step that is not a dependent, fails the step
@@ -176,15 +184,30 @@ BEGIN
   RETURN QUERY SELECT 'outcome', u.s, NULL::uuid, u.st, NULL::jsonb FROM unnest(p_steps, v_states) AS u(s, st);
 
   -- Steps that held a concurrency slot and ended give it back, which hands
-  -- it to the next waiter (see tasker_give_back_slots).
+  -- it to the next waiter (see tasker_give_back_slots); with queues outside
+  -- PostgreSQL, the waiters' messages are this worker's to send (see
+  -- tasker_handed_messages), as are those of slots given back below.
+  IF v_collecting THEN
+    PERFORM tasker_collect_handed();
+  END IF;
   IF cardinality(v_slotted) > 0 THEN
     PERFORM tasker_give_back_slots(v_slotted);
+    IF v_collecting THEN
+      RETURN QUERY SELECT 'unsent', NULL::uuid, NULL::uuid, NULL::text,
+                          jsonb_build_object('queue', m.queue, 'message', m.message, 'delay_ms', m.delay_ms)
+                     FROM tasker_handed_messages() AS m;
+    END IF;
   END IF;
 
   -- Decisions recorded: the dependents they did not choose, and what can
   -- no longer run below them, end skipped (see tasker_apply_decisions).
   IF cardinality(v_deciding) > 0 AND cardinality(v_done) > 0 THEN
     v_skipped := tasker_apply_decisions(ARRAY(SELECT u.s FROM unnest(v_done) AS u(s) WHERE u.s = ANY (v_deciding)));
+    IF v_collecting THEN
+      RETURN QUERY SELECT 'unsent', NULL::uuid, NULL::uuid, NULL::text,
+                          jsonb_build_object('queue', m.queue, 'message', m.message, 'delay_ms', m.delay_ms)
+                     FROM tasker_handed_messages() AS m;
+    END IF;
     IF cardinality(v_skipped) > 0 THEN
       RETURN QUERY SELECT 'skipped', NULL::uuid, NULL::uuid, NULL::text,
                           jsonb_build_object('namespace', ns.namespace, 'template', t.name, 'count', count(*))
@@ -339,6 +362,11 @@ BEGIN
     RETURN QUERY SELECT 'finished', NULL::uuid, r.task_uuid, r.status,
                         jsonb_build_object('namespace', r.namespace, 'correlation_id', r.correlation_id);
   END LOOP;
+  IF v_collecting AND v_task_slots THEN
+    RETURN QUERY SELECT 'unsent', NULL::uuid, NULL::uuid, NULL::text,
+                        jsonb_build_object('queue', m.queue, 'message', m.message, 'delay_ms', m.delay_ms)
+                   FROM tasker_handed_messages() AS m;
+  END IF;
   IF v_finished THEN
     PERFORM set_config('synchronous_commit', v_synchronous_commit, true);
   END IF;

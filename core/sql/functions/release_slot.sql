@@ -4,9 +4,12 @@
 -- waiting step is enqueued (its message sent), a waiting task starts. A
 -- waiter that moved on meanwhile (cancelled, resolved, deleted) is dropped.
 -- The messages go into PGMQ here when the step's queue is a PGMQ queue of
--- this database; otherwise the task is announced on tasker_task_created,
--- whose listener (an orchestrator) sends its enqueued steps' messages on
--- commit, and the sweep resends what that misses.
+-- this database. Otherwise, inside an outcome transaction that collects
+-- them (tasker_collect_handed), the steps are added to its collection and
+-- the worker sends their messages after commit (tasker_handed_messages);
+-- elsewhere the task is announced on tasker_task_created, whose listener
+-- (an orchestrator) sends its enqueued steps' messages on commit. The
+-- sweep resends what either misses.
 CREATE FUNCTION tasker_release_slot(p_slot text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
   v_free integer;
@@ -56,7 +59,12 @@ BEGIN
        WHERE s.step_uuid = v_ready[1]);
     PERFORM tasker_enqueue_steps(v_ready, v_in_db);
     IF NOT v_in_db AND cardinality(v_ready) > 0 THEN
-      PERFORM pg_notify('tasker_task_created', v_waiter.task_uuid::text);
+      IF coalesce(current_setting('tasker.handed_steps', true), '') <> '' THEN
+        PERFORM set_config('tasker.handed_steps',
+                           (current_setting('tasker.handed_steps')::uuid[] || v_ready)::text, true);
+      ELSE
+        PERFORM pg_notify('tasker_task_created', v_waiter.task_uuid::text);
+      END IF;
     END IF;
   END LOOP;
 END $$;
