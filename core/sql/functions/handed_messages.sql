@@ -8,10 +8,10 @@
 -- (tasker_collect_handed: the transaction's setting
 -- tasker.handed_steps, '{}'), tasker_release_slot appends the steps it
 -- enqueued instead of announcing them, and tasker_handed_messages returns
--- their messages for the worker to send (its 'unsent' rows) and empties
--- the collection.
-CREATE FUNCTION tasker_handed_messages() RETURNS TABLE (queue text, message jsonb, delay_ms bigint)
-LANGUAGE plpgsql AS $$
+-- their messages for the worker to send, as tasker_record_outcomes' own
+-- 'unsent' rows, and empties the collection.
+CREATE FUNCTION tasker_handed_messages()
+RETURNS TABLE (kind text, step_uuid uuid, task_uuid uuid, state text, detail jsonb) LANGUAGE plpgsql AS $$
 DECLARE
   v_steps uuid[] := nullif(current_setting('tasker.handed_steps', true), '')::uuid[];
 BEGIN
@@ -19,5 +19,7 @@ BEGIN
     RETURN;
   END IF;
   PERFORM set_config('tasker.handed_steps', '{}', true);
-  RETURN QUERY SELECT * FROM tasker_dispatch_messages(v_steps, NULL, false);
+  RETURN QUERY SELECT 'unsent', NULL::uuid, NULL::uuid, NULL::text,
+                      jsonb_build_object('queue', m.queue, 'message', m.message, 'delay_ms', m.delay_ms)
+                 FROM tasker_dispatch_messages(v_steps, NULL, false) AS m;
 END $$;

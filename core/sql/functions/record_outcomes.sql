@@ -192,22 +192,12 @@ BEGIN
   END IF;
   IF cardinality(v_slotted) > 0 THEN
     PERFORM tasker_give_back_slots(v_slotted);
-    IF v_collecting THEN
-      RETURN QUERY SELECT 'unsent', NULL::uuid, NULL::uuid, NULL::text,
-                          jsonb_build_object('queue', m.queue, 'message', m.message, 'delay_ms', m.delay_ms)
-                     FROM tasker_handed_messages() AS m;
-    END IF;
   END IF;
 
   -- Decisions recorded: the dependents they did not choose, and what can
   -- no longer run below them, end skipped (see tasker_apply_decisions).
   IF cardinality(v_deciding) > 0 AND cardinality(v_done) > 0 THEN
     v_skipped := tasker_apply_decisions(ARRAY(SELECT u.s FROM unnest(v_done) AS u(s) WHERE u.s = ANY (v_deciding)));
-    IF v_collecting THEN
-      RETURN QUERY SELECT 'unsent', NULL::uuid, NULL::uuid, NULL::text,
-                          jsonb_build_object('queue', m.queue, 'message', m.message, 'delay_ms', m.delay_ms)
-                     FROM tasker_handed_messages() AS m;
-    END IF;
     IF cardinality(v_skipped) > 0 THEN
       RETURN QUERY SELECT 'skipped', NULL::uuid, NULL::uuid, NULL::text,
                           jsonb_build_object('namespace', ns.namespace, 'template', t.name, 'count', count(*))
@@ -218,6 +208,10 @@ BEGIN
                     GROUP BY ns.namespace, t.name
                     ORDER BY ns.namespace, t.name;
     END IF;
+  END IF;
+
+  IF v_collecting THEN
+    RETURN QUERY SELECT * FROM tasker_handed_messages();
   END IF;
 
   -- Fan-out steps that completed make their children, which step 4 then
@@ -362,10 +356,9 @@ BEGIN
     RETURN QUERY SELECT 'finished', NULL::uuid, r.task_uuid, r.status,
                         jsonb_build_object('namespace', r.namespace, 'correlation_id', r.correlation_id);
   END LOOP;
+  -- Tasks that ended here gave back their slots (tasker_transition_task).
   IF v_collecting AND v_task_slots THEN
-    RETURN QUERY SELECT 'unsent', NULL::uuid, NULL::uuid, NULL::text,
-                        jsonb_build_object('queue', m.queue, 'message', m.message, 'delay_ms', m.delay_ms)
-                   FROM tasker_handed_messages() AS m;
+    RETURN QUERY SELECT * FROM tasker_handed_messages();
   END IF;
   IF v_finished THEN
     PERFORM set_config('synchronous_commit', v_synchronous_commit, true);
