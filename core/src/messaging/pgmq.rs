@@ -61,18 +61,34 @@ async fn insert_messages(conn: &mut PgConnection, queue: &str, payloads: &[Value
     insert_delayed(conn, queue, payloads, Duration::ZERO).await
 }
 
-/// Keyed as the queue's own send function keys them (see
-/// `tasker_install_queue`): visible after `delay`, minus the credit of the
-/// payload's priority, with the time it really becomes visible in its
-/// headers when it is delayed.
+/// A message's `vt` as the queue's own send function keys it (see
+/// `tasker_install_queue`): visible after `$2` seconds, minus the credit of
+/// the priority in its payload `message`.
+fn keyed_vt(message: &str) -> String {
+    format!(
+        "clock_timestamp() + make_interval(secs => $2) - tasker_priority_credit(({message} ->> 'priority')::integer)"
+    )
+}
+
+/// A message's `headers` (now `headers`) with the time it really becomes
+/// visible when it is delayed by `$2` seconds (the read checks it: its
+/// `vt` is earlier), without it when it is not.
+fn delayed_headers(headers: &str) -> String {
+    format!(
+        "CASE WHEN $2 > 0 THEN coalesce({headers}, '{{}}') || jsonb_build_object('tasker_visible_at', \
+                                   clock_timestamp() + make_interval(secs => $2)) \
+              ELSE {headers} - 'tasker_visible_at' END"
+    )
+}
+
+/// Keyed as the queue's own send function keys them (see [`keyed_vt`]).
 async fn insert_delayed(conn: &mut PgConnection, queue: &str, payloads: &[Value], delay: Duration) -> Result<Vec<i64>> {
     let sql = format!(
-        "INSERT INTO {} (vt, message, headers) \
-         SELECT clock_timestamp() + make_interval(secs => $2) - tasker_priority_credit((m ->> 'priority')::integer), m, \
-                CASE WHEN $2 > 0 THEN jsonb_build_object('tasker_visible_at', \
-                                                         clock_timestamp() + make_interval(secs => $2)) END \
+        "INSERT INTO {} (vt, message, headers) SELECT {}, m, {} \
          FROM unnest($1::jsonb[]) WITH ORDINALITY AS u(m, i) ORDER BY i RETURNING msg_id",
-        queue_table(queue)?
+        queue_table(queue)?,
+        keyed_vt("m"),
+        delayed_headers("NULL::jsonb")
     );
     let what = match payloads.len() {
         1 => format!("sending to queue {queue}"),
@@ -215,19 +231,15 @@ impl MessagingService for PgmqProvider {
         }
     }
 
-    /// The message goes back keyed as when it was sent (see
-    /// `insert_delayed`): a worker handing back what it had read does not
-    /// send it to the back of its priority.
+    /// The message goes back keyed as a message sent now (see
+    /// [`keyed_vt`]): a worker handing back what it had read does not send
+    /// it to the back of its priority.
     async fn nack(&self, queue: &str, receipt: i64, delay: Duration) -> Result<()> {
         let sql = format!(
-            "UPDATE {} SET vt = clock_timestamp() + make_interval(secs => $2) \
-                                - tasker_priority_credit((message ->> 'priority')::integer), \
-                           headers = CASE WHEN $2 > 0 \
-                                          THEN coalesce(headers, '{{}}') || jsonb_build_object('tasker_visible_at', \
-                                                 clock_timestamp() + make_interval(secs => $2)) \
-                                          ELSE headers - 'tasker_visible_at' END \
-              WHERE msg_id = $1",
-            queue_table(queue)?
+            "UPDATE {} SET vt = {}, headers = {} WHERE msg_id = $1",
+            queue_table(queue)?,
+            keyed_vt("message"),
+            delayed_headers("headers")
         );
         sqlx::query(&sql)
             .bind(receipt)

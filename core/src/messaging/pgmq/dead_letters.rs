@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use sqlx::{PgPool, Row};
 
-use super::queue_table;
+use super::{keyed_vt, queue_table};
 use crate::error::{Error, ErrorKind, Result};
 use crate::messaging::dead_letters::{AT_HEADER, REASON_HEADER};
 use crate::messaging::DeadLetter;
@@ -86,18 +86,19 @@ pub(super) async fn count(pool: &PgPool, queue: &str) -> Result<i64> {
 }
 
 /// Moves the message back into its queue, visible at once and keyed by its
-/// priority like a new message, in one statement (the queue's NOTIFY
-/// trigger wakes its readers).
+/// priority like a new message (no delay: $2 = 0), in one statement (the
+/// queue's NOTIFY trigger wakes its readers).
 pub(super) async fn replay(pool: &PgPool, queue: &str, id: &str) -> Result<bool> {
     let sql = format!(
         "WITH moved AS (DELETE FROM {} WHERE msg_id = $1 RETURNING message) \
-         INSERT INTO {} (vt, message) \
-         SELECT clock_timestamp() - tasker_priority_credit((message ->> 'priority')::integer), message FROM moved",
+         INSERT INTO {} (vt, message) SELECT {}, message FROM moved",
         archive_table(queue)?,
-        queue_table(queue)?
+        queue_table(queue)?,
+        keyed_vt("message")
     );
     let done = sqlx::query(&sql)
         .bind(parse_id(queue, id)?)
+        .bind(0.0_f64)
         .execute(pool)
         .await
         .map_err(Error::messaging(format!("replaying dead letter {id} of queue {queue}")))?;
