@@ -22,7 +22,7 @@ pub(crate) async fn namespace_queues(pool: &PgPool) -> Result<Vec<String>> {
 /// each task's steps through its key, in a lateral subquery so the plan
 /// does not depend on the statistics.
 macro_rules! steps_of_tasks_in_progress {
-    ($condition:literal) => {
+    ($condition:expr) => {
         concat!(
             "tasker_tasks t JOIN LATERAL (SELECT * FROM tasker_workflow_steps s WHERE s.task_uuid = t.task_uuid AND ",
             $condition,
@@ -54,6 +54,13 @@ macro_rules! slot_waiters {
     };
 }
 
+/// A step waiting for its rate limit's token (see [`namespace_counts`]).
+macro_rules! waiting_for_token {
+    () => {
+        "s.status = 'enqueued' AND s.retry_at > clock_timestamp()"
+    };
+}
+
 /// Per queue, how long its oldest enqueued step has waited, in seconds.
 pub(crate) async fn oldest_enqueued_ages(pool: &PgPool) -> Result<HashMap<String, f64>> {
     let rows: Vec<(String, f64)> = sqlx::query_as(
@@ -71,6 +78,26 @@ pub(crate) async fn oldest_enqueued_ages(pool: &PgPool) -> Result<HashMap<String
     .await
     .map_err(Error::db("reading the oldest enqueued steps"))?;
     Ok(rows.into_iter().collect())
+}
+
+/// The steps in flight of one namespace's tasks of one priority.
+#[derive(sqlx::FromRow)]
+struct StepCounts {
+    namespace: String,
+    priority: i16,
+    enqueued: i64,
+    in_progress: i64,
+    waiting_for_retry: i64,
+    stuck_in_progress: i64,
+    stuck_enqueued: i64,
+    waiting_for_token: i64,
+}
+
+fn namespace_entry(
+    by_namespace: &mut std::collections::BTreeMap<String, crate::telemetry::NamespaceStatus>,
+    namespace: String,
+) -> &mut crate::telemetry::NamespaceStatus {
+    by_namespace.entry(namespace.clone()).or_insert_with(|| crate::telemetry::NamespaceStatus::new(namespace))
 }
 
 /// Per namespace: tasks pending and in progress, and steps in flight by
@@ -92,21 +119,26 @@ pub(crate) async fn namespace_counts(
     stale_after: std::time::Duration,
     stuck_enqueued_after: std::time::Duration,
 ) -> Result<Vec<crate::telemetry::NamespaceStatus>> {
-    let steps: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(concat!(
-        "SELECT ns.namespace, \
-                count(*) FILTER (WHERE s.status = 'enqueued'), \
-                count(*) FILTER (WHERE s.status = 'in_progress'), \
-                count(*) FILTER (WHERE s.status = 'waiting_for_retry'), \
+    // By namespace and task priority: the enqueued steps by priority come
+    // from the same read.
+    let steps: Vec<StepCounts> = sqlx::query_as(concat!(
+        "SELECT ns.namespace, t.priority, \
+                count(*) FILTER (WHERE s.status = 'enqueued') AS enqueued, \
+                count(*) FILTER (WHERE s.status = 'in_progress') AS in_progress, \
+                count(*) FILTER (WHERE s.status = 'waiting_for_retry') AS waiting_for_retry, \
                 count(*) FILTER (WHERE s.status = 'in_progress' \
-                                   AND coalesce(s.heartbeat_at, s.started_at) < clock_timestamp() - make_interval(secs => $1)), \
+                                   AND coalesce(s.heartbeat_at, s.started_at) < clock_timestamp() - make_interval(secs => $1)) \
+                  AS stuck_in_progress, \
                 count(*) FILTER (WHERE s.status = 'enqueued' \
-                                   AND greatest(s.enqueued_at, s.retry_at) < clock_timestamp() - make_interval(secs => $2)), \
-                count(*) FILTER (WHERE s.status = 'enqueued' AND s.retry_at > clock_timestamp()) \
-           FROM ",
-            steps_of_tasks_in_progress!("s.status IN ('enqueued', 'in_progress', 'waiting_for_retry')"),
-            " JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id \
+                                   AND greatest(s.enqueued_at, s.retry_at) < clock_timestamp() - make_interval(secs => $2)) \
+                  AS stuck_enqueued, \
+                count(*) FILTER (WHERE ",
+        waiting_for_token!(),
+        ") AS waiting_for_token FROM ",
+        steps_of_tasks_in_progress!("s.status IN ('enqueued', 'in_progress', 'waiting_for_retry')"),
+        " JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id \
           WHERE t.status = 'in_progress' \
-          GROUP BY ns.namespace"
+          GROUP BY ns.namespace, t.priority"
     ))
     .bind(stale_after.as_secs_f64())
     .bind(stuck_enqueued_after.as_secs_f64())
@@ -120,44 +152,29 @@ pub(crate) async fn namespace_counts(
     .fetch_all(pool)
     .await
     .map_err(Error::db("counting tasks in flight"))?;
-    let by_priority: Vec<(String, i16, i64)> = sqlx::query_as(concat!(
-        "SELECT ns.namespace, t.priority, count(*) FROM ",
-        steps_of_tasks_in_progress!("s.status = 'enqueued'"),
-        " JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id \
-          WHERE t.status = 'in_progress' \
-          GROUP BY ns.namespace, t.priority"
-    ))
-    .fetch_all(pool)
-    .await
-    .map_err(Error::db("counting enqueued steps by priority"))?;
     let slots = slot_waits(pool).await?;
     let mut by_namespace: std::collections::BTreeMap<String, crate::telemetry::NamespaceStatus> = Default::default();
     for (namespace, pending, in_progress) in tasks {
-        let entry =
-            by_namespace.entry(namespace.clone()).or_insert_with(|| crate::telemetry::NamespaceStatus::new(namespace));
+        let entry = namespace_entry(&mut by_namespace, namespace);
         entry.tasks_pending = pending;
         entry.tasks_in_progress = in_progress;
     }
-    for (namespace, enqueued, in_progress, waiting, stale, stuck_enqueued, rate_limited) in steps {
-        let entry =
-            by_namespace.entry(namespace.clone()).or_insert_with(|| crate::telemetry::NamespaceStatus::new(namespace));
-        entry.steps_enqueued = enqueued;
-        entry.steps_in_progress = in_progress;
-        entry.steps_waiting_for_retry = waiting;
-        entry.steps_stuck_in_progress = stale;
-        entry.steps_stuck_enqueued = stuck_enqueued;
-        entry.steps_waiting_for_rate_limit = rate_limited;
+    for counts in steps {
+        let entry = namespace_entry(&mut by_namespace, counts.namespace);
+        entry.steps_enqueued += counts.enqueued;
+        entry.steps_in_progress += counts.in_progress;
+        entry.steps_waiting_for_retry += counts.waiting_for_retry;
+        entry.steps_stuck_in_progress += counts.stuck_in_progress;
+        entry.steps_stuck_enqueued += counts.stuck_enqueued;
+        entry.steps_waiting_for_rate_limit += counts.waiting_for_token;
+        if counts.enqueued > 0 {
+            entry.steps_enqueued_by_priority.insert(counts.priority, counts.enqueued);
+        }
     }
     for (namespace, steps, tasks) in slots {
-        let entry =
-            by_namespace.entry(namespace.clone()).or_insert_with(|| crate::telemetry::NamespaceStatus::new(namespace));
+        let entry = namespace_entry(&mut by_namespace, namespace);
         entry.steps_waiting_for_slot = steps;
         entry.tasks_waiting_for_slot = tasks;
-    }
-    for (namespace, priority, enqueued) in by_priority {
-        let entry =
-            by_namespace.entry(namespace.clone()).or_insert_with(|| crate::telemetry::NamespaceStatus::new(namespace));
-        entry.steps_enqueued_by_priority.insert(priority, enqueued);
     }
     Ok(by_namespace.into_values().collect())
 }
@@ -238,7 +255,7 @@ pub(crate) struct LimitWaits {
 pub(crate) async fn limit_waits(pool: &PgPool) -> Result<Vec<(String, LimitWaits)>> {
     let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(concat!(
         "WITH rate AS (SELECT ns.namespace, count(*) AS n FROM ",
-        steps_of_tasks_in_progress!("s.status = 'enqueued' AND s.retry_at > clock_timestamp()"),
+        steps_of_tasks_in_progress!(waiting_for_token!()),
         " JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id \
            WHERE t.status = 'in_progress' GROUP BY ns.namespace), \
          slots AS (SELECT x.namespace, count(*) FILTER (WHERE NOT x.task) AS steps, \
