@@ -43,7 +43,8 @@ module TaskerCore
 
         # Steps (pending, of a task in progress) and tasks (pending, not
         # started) waiting for a concurrency slot: how many of each, and the
-        # first LIST_LIMIT, oldest first. Read from the slots' waiters (the
+        # first LIST_LIMIT in the order a freed slot goes to them (their
+        # turn: priority, then age; see tasker_concurrency_waiters). Read from the slots' waiters (the
         # table holds only waiters; each one's step and task are found by
         # primary key); a waiter that moved on meanwhile (cancelled,
         # resolved) stays until its turn comes and is not counted.
@@ -58,7 +59,7 @@ module TaskerCore
               SELECT w.slot, extract(epoch FROM w.since) AS since, t.task_uuid, t.namespace, t.name AS task_name,
                      x.step_name
                 FROM #{slot_waiters}
-               ORDER BY w.since, w.holder
+               ORDER BY w.turn, w.holder
                LIMIT #{LIST_LIMIT}
             SQL
             { steps: counts["steps"].to_i, tasks: counts["tasks"].to_i, waiters: waiters }
