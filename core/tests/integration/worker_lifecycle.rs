@@ -1,13 +1,16 @@
 //! Components that must stop, and messages that must never wedge a worker:
 //! a dropped worker gives its steps back, shutdown is not held up by jobs
 //! waiting in the hand-over channel, stray step messages are archived with
-//! a reason, and a sweep goes on past a task it cannot advance.
+//! a reason, and a sweep goes on past a task it cannot advance. And what a
+//! worker claims: queued steps only for idle runners, eager dependents
+//! beyond them, and outcomes reported without waiting still committed
+//! before shutdown returns.
 
 use crate::common;
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 use tasker_core::{CreateTask, OrchestratorHandle, StepMessage, TaskerClient, WorkerHandle};
 use uuid::Uuid;
 
@@ -187,4 +190,80 @@ async fn a_sweep_goes_on_past_a_task_it_cannot_advance() {
     // Once it can be advanced, a later pass finishes it too.
     assert_eq!(client.wait_for_task(stuck, Duration::from_secs(15)).await.unwrap().status, "complete");
     orchestrator.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A worker claims a queued step only for a runner that would otherwise
+/// wait: while its one runner holds a step, the next stays in its queue for
+/// any other worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_claims_queued_steps_only_for_idle_runners() {
+    let ctx = common::context().await;
+    let ns = one_step_namespace(&ctx, "idle_runners").await;
+    let client = TaskerClient::new(ctx.clone());
+    let worker = WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 1).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        tasks.push(client.create_task(&CreateTask::new(&ns, "one", "1.0.0", json!({}))).await.unwrap().task_uuid);
+    }
+    let first = worker.next_job(Duration::from_secs(10)).await.unwrap().expect("a step is claimed");
+    let other = *tasks.iter().find(|t| **t != first.task_uuid).expect("two tasks");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(step_status(&client, other).await, "enqueued", "claimed while the only runner was busy");
+
+    worker.complete(first.step_uuid, json!(1)).await.unwrap();
+    let second = worker.next_job(Duration::from_secs(10)).await.unwrap().expect("the other step is claimed");
+    assert_eq!(second.task_uuid, other);
+    worker.complete(second.step_uuid, json!(2)).await.unwrap();
+    for task in &tasks {
+        assert_eq!(client.wait_for_task(*task, Duration::from_secs(10)).await.unwrap().status, "complete");
+    }
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A runner that reports without waiting for the commit goes on at once;
+/// the dependents its outcome makes ready are claimed eagerly beyond the
+/// number of runners (both branches of a diamond for one runner), and
+/// shutdown returns only once the outcomes handed over are committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_reported_without_waiting_are_committed_before_shutdown_returns() {
+    let ctx = common::context().await;
+    let ns = common::unique_namespace("detached");
+    ctx.register_template(common::diamond_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let worker = WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 1).await.unwrap();
+    let task = client.create_task(&CreateTask::new(&ns, "diamond", "1.0.0", json!({}))).await.unwrap().task_uuid;
+
+    let start = worker.next_job(Duration::from_secs(10)).await.unwrap().expect("the root is claimed");
+    worker.complete_detached(start.step_uuid, json!(1)).await.unwrap();
+    let mut branches = Vec::new();
+    for _ in 0..2 {
+        branches.push(worker.next_job(Duration::from_secs(10)).await.unwrap().expect("both branches are claimed"));
+    }
+    let transitions = client.step_transitions(task).await.unwrap();
+    for branch in &branches {
+        let claim = transitions
+            .iter()
+            .find(|t| t.step_uuid == branch.step_uuid && t.to_state == "in_progress")
+            .expect("the branch's claim is in its history");
+        assert_eq!((claim.from_state.as_str(), &claim.metadata["eager"]), ("pending", &json!(true)));
+    }
+    for (i, branch) in branches.iter().enumerate() {
+        worker.complete_detached(branch.step_uuid, json!(i + 2)).await.unwrap();
+    }
+    let finish = worker.next_job(Duration::from_secs(10)).await.unwrap().expect("the join is claimed");
+    assert_eq!(finish.step_name, "finish");
+    worker.complete_detached(finish.step_uuid, json!(4)).await.unwrap();
+    // No wait for the task: shutdown itself waits for the last outcome.
+    worker.shutdown(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(client.task(task).await.unwrap().status, "complete");
+    let mut results: Vec<(String, Value)> =
+        client.steps(task).await.unwrap().into_iter().map(|s| (s.name, s.results.unwrap_or(Value::Null))).collect();
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected = vec![("finish".to_owned(), json!(4)), ("start".to_owned(), json!(1))];
+    let names: Vec<&str> = branches.iter().map(|b| b.step_name.as_str()).collect();
+    for (i, name) in names.iter().enumerate() {
+        expected.push(((*name).to_owned(), json!(i + 2)));
+    }
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(results, expected);
 }

@@ -41,7 +41,9 @@ impl Worker {
         }
     }
 
-    /// Records the result; returns the step's new state. A result that
+    /// Hands the result to the recorder and returns "complete" at once: the
+    /// thread runs its next step while the outcome is committed (see
+    /// `WorkerHandle::complete_detached`; shutdown waits for it). A result that
     /// cannot be converted (the Ruby facade checks first; this is the
     /// backstop) is recorded as a permanent failure instead of raising with
     /// the step still claimed, which would hold its slot for good.
@@ -49,7 +51,9 @@ impl Worker {
         let uuid = parse_uuid(&step_uuid)?;
         let handle = rb_self.handle.clone();
         match from_ruby::<serde_json::Value>(ruby, result) {
-            Ok(result) => gvl::run(async move { handle.complete(uuid, result).await.map(|()| "complete".to_owned()) }),
+            Ok(result) => {
+                gvl::run(async move { handle.complete_detached(uuid, result).await.map(|()| "complete".to_owned()) })
+            }
             Err(e) => {
                 let failure = StepFailure {
                     error_class: "TaskerCore::ValidationError".to_owned(),
