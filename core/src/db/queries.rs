@@ -737,15 +737,16 @@ pub(crate) async fn step_task(pool: &PgPool, step_uuid: Uuid) -> Result<Option<U
         .map_err(Error::db(format!("reading step {step_uuid}")))
 }
 
-/// A task's steps that are enqueued (their messages are due).
-pub(crate) async fn enqueued_steps(pool: &PgPool, task_uuid: Uuid) -> Result<Vec<Uuid>> {
+/// The tasks' steps that are enqueued (their messages are due).
+pub(crate) async fn enqueued_steps(pool: &PgPool, tasks: &[Uuid]) -> Result<Vec<Uuid>> {
     sqlx::query_scalar(
-        "SELECT step_uuid FROM tasker_workflow_steps WHERE task_uuid = $1 AND status = 'enqueued' ORDER BY position",
+        "SELECT step_uuid FROM tasker_workflow_steps WHERE task_uuid = ANY($1) AND status = 'enqueued' \
+         ORDER BY task_uuid, position",
     )
-    .bind(task_uuid)
+    .bind(tasks)
     .fetch_all(pool)
     .await
-    .map_err(Error::db(format!("reading the enqueued steps of task {task_uuid}")))
+    .map_err(Error::db(format!("reading the enqueued steps of {} new tasks", tasks.len())))
 }
 
 /// (template key, step name, handler callable) of every active step of the
