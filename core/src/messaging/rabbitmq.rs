@@ -223,6 +223,21 @@ fn with_priority(properties: BasicProperties, priority: Option<u8>) -> BasicProp
     }
 }
 
+/// What the broker's confirm of a message for `routing_key` says.
+fn confirmed(routing_key: &str, confirm: &lapin::Confirmation) -> Result<()> {
+    match confirm {
+        lapin::Confirmation::Ack(Some(_)) => Err(Error::new(
+            ErrorKind::Messaging,
+            format!("sending to queue {routing_key}: no such queue (the message was returned)"),
+        )),
+        confirm if confirm.is_ack() => Ok(()),
+        _ => Err(Error::new(
+            ErrorKind::Messaging,
+            format!("RabbitMQ refused a message for queue {routing_key} (negative confirm)"),
+        )),
+    }
+}
+
 impl RabbitMqProvider {
     /// Connects now, so a wrong URL or a stopped broker fails at start-up.
     /// `prefetch` bounds the unacked deliveries of each queue's consumer.
@@ -302,23 +317,19 @@ impl RabbitMqProvider {
             }
             .await;
             match attempt {
-                Ok(lapin::Confirmation::Ack(Some(_))) => {
-                    return Err(Error::new(
-                        ErrorKind::Messaging,
-                        format!("sending to queue {routing_key}: no such queue (the message was returned)"),
-                    ))
-                }
-                Ok(confirm) if confirm.is_ack() => return Ok(()),
-                Ok(_) => {
-                    return Err(Error::new(
-                        ErrorKind::Messaging,
-                        format!("RabbitMQ refused a message for queue {routing_key} (negative confirm)"),
-                    ))
-                }
+                Ok(confirm) => return confirmed(routing_key, &confirm),
                 Err(e) => last = Some(e),
             }
         }
         Err(Error::messaging(format!("sending to queue {routing_key}"))(last.expect("an attempt failed")))
+    }
+
+    /// A message's id, body and properties (persistent, its priority).
+    fn outgoing(&self, payload: &Value) -> (i64, Vec<u8>, BasicProperties) {
+        let body = serde_json::to_vec(payload).expect("JSON serializes");
+        let id = self.next_message_id.fetch_add(1, Ordering::SeqCst);
+        let properties = properties_for(payload).with_message_id(ShortString::from(id.to_string().as_str()));
+        (id, body, properties)
     }
 
     /// Starts a consumer of `queue` on `link` unless one runs there already.
@@ -571,17 +582,52 @@ impl MessagingService for RabbitMqProvider {
     }
 
     async fn send(&self, queue: &str, payload: &Value) -> Result<i64> {
-        let body = serde_json::to_vec(payload).expect("JSON serializes");
-        let id = self.next_message_id.fetch_add(1, Ordering::SeqCst);
-        let properties = properties_for(payload).with_message_id(ShortString::from(id.to_string().as_str()));
+        let (id, body, properties) = self.outgoing(payload);
         self.publish("", queue, &body, properties).await?;
         Ok(id)
     }
 
+    /// Publishes every message, then waits for their confirms: the broker
+    /// writes and confirms them together, where waiting for each confirm
+    /// before the next publish cost a disk write per message (about 2 ms).
+    /// A message whose publish or confirm failed for the connection is sent
+    /// again on its own (see `publish`); one the broker refused fails the
+    /// batch.
     async fn send_batch(&self, queue: &str, payloads: &[Value]) -> Result<Vec<i64>> {
-        let mut ids = Vec::with_capacity(payloads.len());
+        if payloads.len() < 2 {
+            let mut ids = Vec::with_capacity(payloads.len());
+            for payload in payloads {
+                ids.push(self.send(queue, payload).await?);
+            }
+            return Ok(ids);
+        }
+        let link = self.link().await?;
+        let mut published = Vec::with_capacity(payloads.len());
         for payload in payloads {
-            ids.push(self.send(queue, payload).await?);
+            let (id, body, properties) = self.outgoing(payload);
+            let confirm = link
+                .publisher
+                .basic_publish(
+                    ShortString::from(""),
+                    ShortString::from(queue),
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    &body,
+                    properties.clone(),
+                )
+                .await;
+            published.push((id, body, properties, confirm));
+        }
+        let mut ids = Vec::with_capacity(payloads.len());
+        for (id, body, properties, confirm) in published {
+            let confirm = match confirm {
+                Ok(confirm) => confirm.await,
+                Err(e) => Err(e),
+            };
+            match confirm {
+                Ok(confirm) => confirmed(queue, &confirm)?,
+                Err(_) => self.publish("", queue, &body, properties).await?,
+            }
+            ids.push(id);
         }
         Ok(ids)
     }
@@ -590,12 +636,9 @@ impl MessagingService for RabbitMqProvider {
         if delay.is_zero() {
             return self.send(queue, payload).await;
         }
-        let body = serde_json::to_vec(payload).expect("JSON serializes");
-        let id = self.next_message_id.fetch_add(1, Ordering::SeqCst);
+        let (id, body, properties) = self.outgoing(payload);
         let expiration = ShortString::from(delay.as_millis().max(1).to_string().as_str());
-        let properties = properties_for(payload)
-            .with_message_id(ShortString::from(id.to_string().as_str()))
-            .with_expiration(expiration);
+        let properties = properties.with_expiration(expiration);
         self.publish("", &format!("{queue}.delay"), &body, properties).await?;
         Ok(id)
     }

@@ -106,6 +106,26 @@ async fn batch_send_keeps_order(provider: &str) {
     assert_eq!(mq.send_batch(&queue, &payloads).await.unwrap().len(), 5);
     let got = receive_until(&mq, &queue, 10, 5).await;
     assert_eq!(numbers(&got), vec![0, 1, 2, 3, 4]);
+    for message in &got {
+        mq.ack(&queue, message.receipt).await.unwrap();
+    }
+    // A larger batch (RabbitMQ publishes it all before waiting for the
+    // confirms): every message once, in order, each with its own id.
+    let payloads: Vec<Value> = (0..200).map(|i| json!({"i": i})).collect();
+    let mut ids = mq.send_batch(&queue, &payloads).await.unwrap();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 200);
+    // Acked as they come: RabbitMQ delivers no more than its prefetch unacked.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.len() < 200 && std::time::Instant::now() < deadline {
+        for message in mq.receive(&queue, 50, Duration::from_secs(30)).await.unwrap() {
+            mq.ack(&queue, message.receipt).await.unwrap();
+            got.push(message);
+        }
+    }
+    assert_eq!(numbers(&got), (0..200).collect::<Vec<i64>>());
     mq.delete_queue(&queue).await.unwrap();
 }
 
