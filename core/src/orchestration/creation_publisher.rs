@@ -1,5 +1,4 @@
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgNotification};
@@ -32,7 +31,7 @@ impl CreationPublisher {
         // that we listen, anything committed later is announced to us, and
         // anything before is in this query. A message another orchestrator
         // already sent is duplicated, which the claim makes harmless.
-        let window = std::time::Duration::from_secs(ctx.config().orchestration.stuck_enqueued_seconds);
+        let window = Duration::from_secs(ctx.config().orchestration.stuck_enqueued_seconds);
         for tasks in queries::tasks_with_enqueued_steps_since(ctx.pool(), window).await?.chunks(MAX_TASKS) {
             publish_enqueued(&ctx, tasks).await?;
         }
