@@ -23,12 +23,14 @@ module TaskerCore
     # own connections carry it as a session setting, ActiveRecord's do not).
     def create_task(namespace:, name:, version:, context:, identity_key:, send:, traceparent: nil, run_at: nil,
                     delay_seconds: nil, timeout_seconds: nil, priority: nil, priority_aging_ms: nil)
-      sql = "SELECT task_row FROM tasker_create_task(?, ?, ?, ?::jsonb, ?, ?, ?, " \
-            "coalesce(?::timestamptz, clock_timestamp() + make_interval(secs => ?::float8)), ?::integer, " \
-            "?::integer, ?::integer)"
-      parse(select_value(sql, namespace, name, version, JSON.generate(context), identity_key, send, traceparent,
-                         run_at&.utc&.iso8601(6), delay_seconds, timeout_seconds, priority, priority_aging_ms))
+      parse(prepared_value(CREATE_TASK, [namespace, name, version, JSON.generate(context), identity_key, send,
+                                         traceparent, run_at&.utc&.iso8601(6), delay_seconds, timeout_seconds,
+                                         priority, priority_aging_ms]))
     end
+
+    CREATE_TASK = "SELECT task_row FROM tasker_create_task($1, $2, $3, $4::jsonb, $5, $6::boolean, $7, " \
+                  "coalesce($8::timestamptz, clock_timestamp() + make_interval(secs => $9::float8)), " \
+                  "$10::integer, $11::integer, $12::integer)"
 
     # tasker_claim_steps: claims the steps (enqueued, a retry that is due,
     # or a stale claim) for `worker`, in `namespaces`. Returns one Hash per
@@ -67,6 +69,14 @@ module TaskerCore
 
     def select_value(sql, *binds)
       connection.select_value(sanitize(sql, *binds))
+    end
+
+    # With the values bound, not quoted into the text (quoting them cost
+    # 0.1 ms of a creation's 0.35 ms of Ruby), and as a prepared statement
+    # where the connection allows them (database.yml's
+    # prepared_statements), so PostgreSQL parses it once per connection.
+    def prepared_value(sql, binds)
+      connection.select_all(sql, "TaskerCore", binds, preparable: true).rows.dig(0, 0)
     end
 
     def select_all(sql, *binds)
