@@ -594,13 +594,6 @@ impl MessagingService for RabbitMqProvider {
     /// again on its own (see `publish`); one the broker refused fails the
     /// batch.
     async fn send_batch(&self, queue: &str, payloads: &[Value]) -> Result<Vec<i64>> {
-        if payloads.len() < 2 {
-            let mut ids = Vec::with_capacity(payloads.len());
-            for payload in payloads {
-                ids.push(self.send(queue, payload).await?);
-            }
-            return Ok(ids);
-        }
         let link = self.link().await?;
         let mut published = Vec::with_capacity(payloads.len());
         for payload in payloads {
