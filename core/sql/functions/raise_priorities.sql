@@ -3,9 +3,9 @@
 -- priority would wait forever. The sweep's pass over a slice of the tasks
 -- in progress (p_tasks, as for tasker_recover_stuck_steps) finds each step
 -- whose message has waited in its queue for (5 - priority) aging steps
--- (p_aging_ms): enqueued since enqueued_at (or since its rate limit's
--- token came due, retry_at, when later), or a retry whose delayed message
--- came due at retry_at. Each gets one history row (a self-transition:
+-- (p_aging_ms): enqueued since tasker_queued_since (a step waiting for its
+-- rate limit's token: since the token came due), or a retry whose delayed
+-- message came due at retry_at. Each gets one history row (a self-transition:
 -- {"priority_raised": {"from": p, "to": 5}, "waited_ms": ...}) and a new
 -- message at the top priority, returned for the caller to send; the first
 -- message, when it comes, finds the step claimed and is dropped as a
@@ -26,7 +26,7 @@ BEGIN
        WHERE t.task_uuid = ANY (p_tasks) AND t.status = 'in_progress' AND t.priority < 5
     ), waiting AS MATERIALIZED (
       SELECT s.step_uuid, s.task_uuid, s.status, s.named_step_id, t.priority, t.correlation_id,
-             CASE WHEN s.status = 'enqueued' THEN greatest(s.enqueued_at, coalesce(s.retry_at, s.enqueued_at))
+             CASE WHEN s.status = 'enqueued' THEN tasker_queued_since(s.enqueued_at, s.retry_at)
                   ELSE s.retry_at END AS since
         FROM tasks t JOIN tasker_workflow_steps s ON s.task_uuid = t.task_uuid
        WHERE s.status IN ('enqueued', 'waiting_for_retry')

@@ -6,10 +6,9 @@
 -- retry more than p_enqueued_after past its time (the delayed message was
 -- lost outside PostgreSQL) -> enqueued; enqueued for longer than
 -- p_enqueued_after (a message lost outside PostgreSQL) -> its message is
--- sent again. An enqueued step waiting for its rate limit's token has
--- waited in its queue only since the token came due (retry_at): until
--- then its delayed message is not visible, and a long wait is not a lost
--- message. Returns them (the caller sends their messages); a claim's
+-- sent again. An enqueued step has waited since tasker_queued_since: one
+-- waiting for its rate limit's token, only since the token came due (a
+-- long wait for a token is not a lost message). Returns them (the caller sends their messages); a claim's
 -- compare-and-swap makes a duplicate harmless. Steps have no index on
 -- their state (see the baseline): they are read through their task's key.
 CREATE FUNCTION tasker_recover_stuck_steps(p_tasks uuid[], p_stale_after interval, p_enqueued_after interval,
@@ -27,7 +26,7 @@ BEGIN
     SELECT s.task_uuid, s.step_uuid, s.status
       FROM tasks t JOIN tasker_workflow_steps s ON s.task_uuid = t.task_uuid
      WHERE (s.status = 'in_progress' AND coalesce(s.heartbeat_at, s.started_at) < v_now - p_stale_after)
-        OR (s.status = 'enqueued' AND greatest(s.enqueued_at, s.retry_at) < v_now - p_enqueued_after)
+        OR (s.status = 'enqueued' AND tasker_queued_since(s.enqueued_at, s.retry_at) < v_now - p_enqueued_after)
         OR (s.status = 'waiting_for_retry' AND s.retry_at < v_now - p_enqueued_after)
      ORDER BY s.updated_at
      LIMIT p_limit

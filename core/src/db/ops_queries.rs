@@ -61,19 +61,20 @@ macro_rules! waiting_for_token {
     };
 }
 
-/// Per queue, how long its oldest enqueued step has waited, in seconds.
+/// Per queue, how long its oldest enqueued step has waited in it, in
+/// seconds (see `tasker_queued_since`: a step waiting for its rate limit's
+/// token has waited only since the token came due, and 0 before).
 pub(crate) async fn oldest_enqueued_ages(pool: &PgPool) -> Result<HashMap<String, f64>> {
-    let rows: Vec<(String, f64)> = sqlx::query_as(
-        concat!(
-            "SELECT n.queue_name, extract(epoch FROM clock_timestamp() - min(coalesce(s.enqueued_at, s.updated_at)))::float8 \
+    let rows: Vec<(String, f64)> = sqlx::query_as(concat!(
+        "SELECT n.queue_name, greatest(extract(epoch FROM clock_timestamp() \
+                        - min(coalesce(tasker_queued_since(s.enqueued_at, s.retry_at), s.updated_at))), 0)::float8 \
                FROM ",
-            steps_of_tasks_in_progress!("s.status = 'enqueued'"),
-            " JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id \
+        steps_of_tasks_in_progress!("s.status = 'enqueued'"),
+        " JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id \
               JOIN tasker_namespaces n ON n.name = ns.namespace \
              WHERE t.status = 'in_progress' \
              GROUP BY n.queue_name"
-        ),
-    )
+    ))
     .fetch_all(pool)
     .await
     .map_err(Error::db("reading the oldest enqueued steps"))?;
@@ -130,7 +131,7 @@ pub(crate) async fn namespace_counts(
                                    AND coalesce(s.heartbeat_at, s.started_at) < clock_timestamp() - make_interval(secs => $1)) \
                   AS stuck_in_progress, \
                 count(*) FILTER (WHERE s.status = 'enqueued' \
-                                   AND greatest(s.enqueued_at, s.retry_at) < clock_timestamp() - make_interval(secs => $2)) \
+                                   AND tasker_queued_since(s.enqueued_at, s.retry_at) < clock_timestamp() - make_interval(secs => $2)) \
                   AS stuck_enqueued, \
                 count(*) FILTER (WHERE ",
         waiting_for_token!(),

@@ -385,3 +385,46 @@ async fn step_results(client: &TaskerClient, tasks: &[Uuid], step: &str) -> Vec<
     }
     results
 }
+
+/// With RabbitMQ, status's oldest enqueued step of a queue (its
+/// `oldest_age_seconds`, the metric `tasker_queue_oldest_message_age_seconds`)
+/// counts a step waiting for its rate limit's token from when the token came
+/// due, as the sweep does: a step enqueued 20 minutes ago whose token is due
+/// in 5 has waited 0 s; once the token came due 9 minutes ago, 540 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_a_step_waiting_for_its_token_is_not_the_oldest_in_its_queue_before_the_token() {
+    let ns = common::unique_namespace("tokenage");
+    let ctx = common::context_with(common::one_deployment(common::rabbitmq_overrides())).await;
+    ctx.register_template(common::template(&ns, "one", "Squares", &[("work", &[])])).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let task = client.create_task(&CreateTask::new(&ns, "one", "1.0.0", json!({"n": 2}))).await.unwrap().task_uuid;
+    let step = client.steps(task).await.unwrap()[0].step_uuid;
+    let queue = ctx.router().step_queue(&ns);
+    let oldest_age = || {
+        let (ctx, queue) = (ctx.clone(), queue.clone());
+        async move {
+            let status = tasker_core::status(&ctx).await.unwrap();
+            status
+                .queues
+                .into_iter()
+                .find(|q| q.queue == queue)
+                .expect("the queue is the deployment's")
+                .oldest_age_seconds
+        }
+    };
+    let set = |sql: &'static str| {
+        let ctx = ctx.clone();
+        async move { sqlx::query(sql).bind(step).execute(ctx.pool()).await.unwrap() }
+    };
+
+    set("UPDATE tasker_workflow_steps SET enqueued_at = clock_timestamp() - interval '20 minutes', \
+                                          retry_at = clock_timestamp() + interval '5 minutes' WHERE step_uuid = $1")
+    .await;
+    assert_eq!(oldest_age().await, Some(0.0));
+
+    set("UPDATE tasker_workflow_steps SET retry_at = clock_timestamp() - interval '9 minutes' WHERE step_uuid = $1")
+        .await;
+    let age = oldest_age().await.expect("an enqueued step");
+    assert!((540.0..560.0).contains(&age), "waited {age} s since its token came due 9 minutes ago");
+    client.cancel_task(task, "test over").await.unwrap();
+}

@@ -135,16 +135,17 @@ module TaskerCore
           SQL
         end
 
+        QUEUED_TOO_LONG = "s.status = 'enqueued' AND tasker_queued_since(s.enqueued_at, s.retry_at) " \
+                          "< clock_timestamp() - make_interval(secs => ?)"
+
         # Enqueued for longer than the sweep tolerates before sending again
-        # (a step waiting for its rate limit's token: since the token came
-        # due; until then its message is not visible).
+        # (since tasker_queued_since: a step waiting for its rate limit's
+        # token, since the token came due).
         def long_enqueued
           rows(<<~SQL, @stuck_enqueued_seconds, *namespace_bind).map { |r| step_row(r) }
             SELECT s.step_uuid, s.name, s.task_uuid, s.attempts, t.namespace, t.name AS task_name,
                    extract(epoch FROM s.enqueued_at) AS enqueued_at
-              FROM #{steps_of_tasks_in_progress(
-                "s.status = 'enqueued' AND greatest(s.enqueued_at, s.retry_at) < clock_timestamp() - make_interval(secs => ?)"
-              )}
+              FROM #{steps_of_tasks_in_progress(QUEUED_TOO_LONG)}
              ORDER BY s.enqueued_at
              LIMIT #{LIST_LIMIT}
           SQL
