@@ -21,6 +21,7 @@ require "tasker_core/message_service"
 require "tasker_core/worker_threads"
 require "tasker_core/sql_functions"
 require "tasker_core/task_options"
+require "tasker_core/creation"
 require "tasker_core/worker"
 require "tasker_core/runtime"
 require "tasker_core/instrumentation"
@@ -125,26 +126,39 @@ module TaskerCore
     # Raises UnavailableError at once while the database is known to be down.
     # (All keywords: the public API names every option.)
     def create_task(namespace:, name:, version:, context: {}, identity_key: nil, traceparent: nil, **timing) # rubocop:disable Metrics/ParameterLists
-      timing = TaskOptions.check!(timing)
-      request = task_request(namespace, name, version, context, identity_key, traceparent, timing)
-      JsonValue.check!(context, "the context of a #{namespace}/#{name}@#{version} task")
+      request, timing = Creation.check(namespace, name, version, context, identity_key, traceparent, timing)
       # While the database is known to be down, UnavailableError at once.
       client.check_database_available
       Instrumentation.instrument("create_task", request.slice("namespace", "name", "version")) do |payload|
-        stored_context, key = client.validate_request(request)
-        # In test mode no message is sent: the test runs the steps itself.
-        row = unless_unreachable do
-          SqlFunctions.create_task(
-            namespace: request["namespace"], name: request["name"], version: request["version"],
-            context: stored_context, identity_key: key, send: test_mode.nil? && client.queues_in_database?,
-            # The aging step the queues key its messages with (the engine's own
-            # connections carry it; ActiveRecord's does not).
-            traceparent: request["traceparent"], priority_aging_ms: client.priority_aging_ms,
-            **(test_mode ? timing.slice(:timeout_seconds, :priority) : timing)
-          )
-        end
+        task = Creation.stored(request, timing)
+        row = unless_unreachable { SqlFunctions.create_task(**task, **Creation.sending) }
         payload[:task_uuid] = row.fetch("task_uuid")
-        test_mode ? Testing.created(payload[:task_uuid]) : Models::Task.instantiate(row)
+        Creation.created(row)
+      end
+    end
+
+    # Creates many tasks in one statement: one round trip and one commit
+    # for all of them (a bulk import, a nightly fan-in of records), at about
+    # half the database's cost per task of create_task. `requests`: an Array
+    # of Hashes, each with create_task's keywords (namespace:, name:,
+    # version:, context:, identity_key:, traceparent:, run_at:, delay:,
+    # timeout_seconds:, priority:). Returns the Tasks in the order given; a
+    # repeated identity_key returns the first task, as create_task does.
+    # Every request is checked before anything is created, and the
+    # creation is one statement: an error names the request by its index
+    # and creates none of them. Inside your transaction, the tasks exist
+    # only if it commits. Keep a call to a few hundred tasks: they become
+    # visible to workers together, when the transaction commits.
+    def create_tasks(requests)
+      checked = Creation.check_all(requests)
+      return [] if checked.empty?
+
+      client.check_database_available
+      Instrumentation.instrument("create_tasks", count: checked.size) do |payload|
+        tasks = Creation.stored_all(checked)
+        rows = unless_unreachable { SqlFunctions.create_tasks(tasks, **Creation.sending) }
+        payload[:task_uuids] = rows.map { |row| row.fetch("task_uuid") }
+        rows.map { |row| Creation.created(row) }
       end
     end
 
@@ -185,14 +199,6 @@ module TaskerCore
 
   class << self
     private
-
-    # The request create_task validates (in Rust) before creating.
-    def task_request(namespace, name, version, context, identity_key, traceparent, timing) # rubocop:disable Metrics/ParameterLists
-      { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s, "context" => context,
-        "identity_key" => (identity_key&.to_s unless identity_key == :derived),
-        "derive_identity_key" => identity_key == :derived, "traceparent" => traceparent&.to_s,
-        "timeout_seconds" => timing[:timeout_seconds], "priority" => timing[:priority] }
-    end
 
     def operate(event, payload)
       Instrumentation.instrument(event, payload) { |p| p[:applied] = yield }

@@ -9,6 +9,7 @@ module TaskerCore
   #   "waiting_for_retry" or "error", and error_class/error_message)
   # - create_task, cancel_task, retry_step, resolve_step_manually: around
   #   each call, with the identifiers and, after it, the outcome.
+  # - create_tasks: around each call (count; then task_uuids, in order).
   # Subscribe with ActiveSupport::Notifications.subscribe(/tasker_core/).
   module Instrumentation
     module_function

@@ -32,6 +32,19 @@ module TaskerCore
                   "coalesce($8::timestamptz, clock_timestamp() + make_interval(secs => $9::float8)), " \
                   "$10::integer, $11::integer, $12::integer)"
 
+    # tasker_create_tasks: many tasks in one statement, each made as
+    # create_task makes one. `tasks`: Hashes of create_task's keywords
+    # above (namespace:, name:, version:, context:, identity_key:,
+    # traceparent:, run_at:, delay_seconds:, timeout_seconds:, priority:).
+    # Returns the tasks' rows, in the order given.
+    def create_tasks(tasks, send:, priority_aging_ms: nil)
+      tasks = tasks.map { |task| task.merge(run_at: task[:run_at]&.utc&.iso8601(6)).compact }
+      connection.select_all(CREATE_TASKS, "TaskerCore", [JSON.generate(tasks), send, priority_aging_ms],
+                            preparable: true).rows.map { |(row)| parse(row) }
+    end
+
+    CREATE_TASKS = "SELECT task_row FROM tasker_create_tasks($1::jsonb, $2::boolean, $3::integer)"
+
     # tasker_claim_steps: claims the steps (enqueued, a retry that is due,
     # or a stale claim) for `worker`, in `namespaces`. Returns one Hash per
     # step claimed (string keys, as the function's columns; task_row and

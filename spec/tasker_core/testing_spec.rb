@@ -41,6 +41,16 @@ RSpec.describe TaskerCore::Testing do
     expect(TaskerCore.message_service.stats(TaskerCore.queue_name("examples"))[:visible]).to eq(0)
   end
 
+  it "runs each workflow of create_tasks to its end before it returns, in the order given" do
+    tasks = TaskerCore.create_tasks([3, 4].map do |n|
+      { namespace: "examples", name: "diamond_workflow", version: "1.0.0", context: { n: n } }
+    end)
+
+    expect(tasks.map { |t| [t.status, t.workflow_steps.find_by(name: "start").results] })
+      .to eq([["complete", 9], ["complete", 16]])
+    expect(TaskerCore.message_service.stats(TaskerCore.queue_name("examples"))[:visible]).to eq(0)
+  end
+
   it "applies a decision as a worker does: the branch not chosen is skipped, the join runs" do
     task = TaskerCore.create_task(namespace: "decide", name: "shipping", version: "1.0.0",
                                   context: { "choose" => ["ship_by_post"] })

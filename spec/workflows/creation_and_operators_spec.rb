@@ -83,6 +83,59 @@ RSpec.describe "creating tasks and operating on them" do
     expect(first.identity_key).to start_with("sha256:")
   end
 
+  it "creates many tasks in one statement, in the order given, each with its first message" do
+    key = "bulk-#{SecureRandom.uuid}"
+    before = [TaskerCore::Models::Task.count, sent]
+    tasks = TaskerCore.create_tasks(
+      [{ namespace: "held", name: "hold", version: "1.0.0", context: { order_id: 10 }, priority: 2 },
+       { "namespace" => "held", "name" => "hold", "version" => "1.0.0", "context" => { "order_id" => 11 },
+         "identity_key" => key },
+       { namespace: "held", name: "hold", version: "1.0.0", context: { order_id: 12 }, identity_key: key },
+       { namespace: "held", name: "hold", version: "1.0.0", context: { order_id: 13 }, delay: 3600 }]
+    )
+
+    expect(tasks.map { |t| t.reload.context }).to eq([{ "order_id" => 10 }, { "order_id" => 11 }, { "order_id" => 11 },
+                                                      { "order_id" => 13 }])
+    expect(tasks[2].task_uuid).to eq(tasks[1].task_uuid) # a repeated identity key returns the first task
+    expect(tasks.map { |t| [t.status, t.priority] }).to eq([["in_progress", 2], ["in_progress", 0],
+                                                            ["in_progress", 0], ["pending", 0]])
+    expect(tasks.map { |t| t.workflow_steps.map { |s| [s.name, s.status] } })
+      .to eq([[%w[first enqueued]], [%w[first enqueued]], [%w[first enqueued]], [%w[first pending]]])
+    eventually { sent == before[1] + 2 }
+    expect([TaskerCore::Models::Task.count, sent]).to eq([before[0] + 3, before[1] + 2])
+  end
+
+  it "creates none of the tasks when one request of create_tasks is wrong, naming it by its index" do
+    good = { namespace: "held", name: "hold", version: "1.0.0", context: { order_id: 20 } }
+    before = TaskerCore::Models::Task.count
+    expect { TaskerCore.create_tasks([good, good.merge(context: { order_id: "x" })]) }
+      .to raise_error(TaskerCore::ValidationError, %r{\Acreate_tasks request 1: the context of a held/hold@1.0.0 task})
+    expect { TaskerCore.create_tasks([good, good.merge(name: "nope")]) }
+      .to raise_error(TaskerCore::NotFoundError, %r{\Acreate_tasks request 1: no task template held/nope@1.0.0})
+    expect { TaskerCore.create_tasks([good, "held/hold"]) }
+      .to raise_error(ArgumentError, "create_tasks request 1: expected a Hash of create_task's keywords, got String")
+    expect { TaskerCore.create_tasks([good.except(:version)]) }
+      .to raise_error(ArgumentError, "create_tasks request 0: missing keyword: version")
+    expect { TaskerCore.create_tasks([good.merge(colour: "red")]) }
+      .to raise_error(ArgumentError, "create_tasks request 0: unknown keyword: colour")
+    expect { TaskerCore.create_tasks(good) }.to raise_error(ArgumentError, /takes an Array of Hashes/)
+    expect(TaskerCore.create_tasks([])).to eq([])
+    expect(TaskerCore::Models::Task.count).to eq(before)
+  end
+
+  it "creates none of the tasks of create_tasks when the caller's transaction rolls back" do
+    requests = [30, 31, 32].map do |id|
+      { namespace: "held", name: "hold", version: "1.0.0", context: { order_id: id } }
+    end
+    before = [TaskerCore::Models::Task.count, sent]
+    ActiveRecord::Base.transaction do
+      TaskerCore.create_tasks(requests)
+      raise ActiveRecord::Rollback
+    end
+    sleep 0.3 # time enough for a message that should not exist to show up
+    expect([TaskerCore::Models::Task.count, sent]).to eq(before)
+  end
+
   it "cancels a task: every unfinished step is cancelled, with the reason in the history" do
     task = TaskerCore.create_task(namespace: "held", name: "hold", version: "1.0.0", context: { order_id: 4 })
 
