@@ -6,6 +6,10 @@
 # to the last chain done, median of BENCH_BATCHES batches. Latency: one
 # chain at a time, from perform_async to the last job's push, as seen by a
 # BLPOP.
+# BENCH_BULK_SIZE=N (the scenario sidekiq_chain_bulk) pushes the chains'
+# first jobs N at a time (Sidekiq::Client.push_bulk), as tasker_core's bulk
+# scenarios create their tasks with TaskerCore.create_tasks, and measures
+# throughput only.
 # BENCH_REDIS_FSYNC=always (the scenario sidekiq_chain_durable) runs it
 # with Redis's append-only file synced on every write, as durable as a
 # PostgreSQL commit, and restores Redis's settings after.
@@ -25,10 +29,18 @@ def redis(&block)
   Sidekiq.redis(&block)
 end
 
-def run_chains(count, key, timeout:)
+def push_chains(count, key, bulk)
+  return count.times { Bench::ChainJob.perform_async(key, 1) } unless bulk
+
+  count.times.each_slice(bulk) do |slice|
+    Sidekiq::Client.push_bulk("class" => Bench::ChainJob, "args" => slice.map { [key, 1] })
+  end
+end
+
+def run_chains(count, key, timeout:, bulk: nil)
   redis { |r| r.del(key) }
   t0 = Bench.monotonic
-  count.times { Bench::ChainJob.perform_async(key, 1) }
+  push_chains(count, key, bulk)
   deadline = t0 + timeout
   until redis { |r| r.llen(key) } >= count
     raise "Sidekiq chains not done after #{timeout} s (#{redis { |r| r.llen(key) }}/#{count})" if
@@ -44,7 +56,14 @@ def run_chains(count, key, timeout:)
 end
 
 fsync = ENV["BENCH_REDIS_FSYNC"]
-part = fsync ? "sidekiq_chain_durable" : "sidekiq_chain"
+bulk = ENV["BENCH_BULK_SIZE"] && Integer(ENV["BENCH_BULK_SIZE"])
+part = if fsync
+         "sidekiq_chain_durable"
+       elsif bulk
+         "sidekiq_chain_bulk"
+       else
+         "sidekiq_chain"
+       end
 saved_config = redis do |r|
   %w[appendonly appendfsync].to_h { |key| [key, r.config(:get, key)[key]] }
 end
@@ -62,7 +81,7 @@ pid = Process.spawn({ "REDIS_URL" => ENV.fetch("REDIS_URL") }, "sidekiq", "-r", 
 begin
   run_chains(500, "bench:warmup", timeout: 120)
   throughput = Array.new(batches) do |i|
-    elapsed = run_chains(chains, "bench:batch:#{i}", timeout: 900)
+    elapsed = run_chains(chains, "bench:batch:#{i}", timeout: 900, bulk: bulk)
     result = { chains: chains, jobs: chains * 4, seconds: elapsed.round(3),
                jobs_per_s: (chains * 4 / elapsed).round(1) }
     Bench.log "sidekiq batch #{i + 1}/#{batches}: #{result}"
@@ -76,8 +95,14 @@ begin
 
     (Bench.monotonic - t0) * 1000
   end
-  50.times { |i| latency.call("warmup:#{i}") }
-  times = Array.new(repetitions) { |i| latency.call(i) }
+  # (The bulk scenario measures throughput only.)
+  unless bulk
+    50.times { |i| latency.call("warmup:#{i}") }
+    times = Array.new(repetitions) { |i| latency.call(i) }
+    latencies = { latency_repetitions: repetitions, p50_ms: Bench.percentile(times, 50).round(2),
+                  p90_ms: Bench.percentile(times, 90).round(2), p99_ms: Bench.percentile(times, 99).round(2),
+                  max_ms: times.max.round(2) }
+  end
   memory = Bench.memory(pid)
   stats = Sidekiq::Stats.new
   raise "Sidekiq reports #{stats.failed} failed jobs" unless stats.failed.zero?
@@ -86,10 +111,8 @@ begin
   pid = nil
   Bench.write_part(part, {
                      sidekiq_version: Sidekiq::VERSION, concurrency: concurrency, batches: throughput,
-                     jobs_per_s: Bench.median(throughput.map { |r| r[:jobs_per_s] }),
-                     latency_repetitions: repetitions, p50_ms: Bench.percentile(times, 50).round(2),
-                     p90_ms: Bench.percentile(times, 90).round(2), p99_ms: Bench.percentile(times, 99).round(2),
-                     max_ms: times.max.round(2), processed_jobs: stats.processed, all_chains_complete: true,
+                     jobs_per_s: Bench.median(throughput.map { |r| r[:jobs_per_s] }), bulk_size: bulk,
+                     **latencies.to_h, processed_jobs: stats.processed, all_chains_complete: true,
                      sidekiq_rss_peak_mb: memory[:hwm_mb].round(1), sidekiq_rss_end_mb: memory[:rss_mb].round(1)
                    })
 ensure

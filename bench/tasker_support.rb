@@ -118,7 +118,16 @@ module Bench
     end
 
     # Creates `count` tasks from `threads` threads; returns their uuids.
-    def create_tasks(name, count, threads: 4)
+    # With bulk: N, one thread creates them N at a time, each N in one
+    # statement (TaskerCore.create_tasks).
+    def create_tasks(name, count, threads: 4, bulk: nil)
+      if bulk
+        return count.times.each_slice(bulk).flat_map do |slice|
+          TaskerCore.create_tasks(slice.map { { namespace: NAMESPACE, name: name, version: "1.0.0" } })
+                    .map(&:task_uuid)
+        end
+      end
+
       queue = Queue.new
       count.times { |i| queue << i }
       queue.close

@@ -9,6 +9,9 @@
 # bench under 25 minutes). With PGMQ this is also the long run across which
 # the worker's memory is sampled. When the server runs without autovacuum,
 # the database is vacuumed between batches (not timed).
+# BENCH_BULK_SIZE=N creates each batch's tasks N at a time from one
+# thread, N per statement (TaskerCore.create_tasks); its figure is compared
+# with sidekiq_chain_bulk's, whose chains are pushed N at a time.
 # BENCH_ORCHESTRATOR=0 runs the worker alone: workers advance their own
 # tasks, so nothing on the hot path needs the orchestrator. Each batch also
 # reports rows written and WAL records per step (statistics are flushed
@@ -23,7 +26,8 @@ total_steps = Bench.env_int("BENCH_TOTAL_STEPS", 100_000)
 deadline = ENV["BENCH_DEADLINE"] && Float(ENV["BENCH_DEADLINE"])
 with_orchestrator = ENV.fetch("BENCH_ORCHESTRATOR", "1") != "0"
 deployment = Bench::TaskerDeployment.new(provider: provider, orchestrator: with_orchestrator)
-part = "tasker_#{provider}_throughput#{'_no_orchestrator' unless with_orchestrator}"
+bulk = ENV["BENCH_BULK_SIZE"] && Integer(ENV["BENCH_BULK_SIZE"])
+part = "tasker_#{provider}_throughput#{'_no_orchestrator' unless with_orchestrator}#{'_bulk' if bulk}"
 
 begin
   deployment.start
@@ -51,7 +55,7 @@ begin
     cpu_before = deployment.cpu_snapshot
     writes_before = deployment.write_counters
     t0 = Bench.monotonic
-    uuids = deployment.create_tasks("linear4", tasks_per_batch)
+    uuids = deployment.create_tasks("linear4", tasks_per_batch, bulk: bulk)
     created = Bench.monotonic - t0
     deployment.wait_until_idle(timeout: 900)
     elapsed = Bench.monotonic - t0
@@ -77,7 +81,7 @@ begin
   final = Bench.memory(worker)
   after_first = memory.find { |m| m[:steps] >= results.first[:steps] }
   data = {
-    provider: provider, concurrency: deployment.concurrency, batches: results,
+    provider: provider, concurrency: deployment.concurrency, bulk_size: bulk, batches: results,
     steps_per_s: Bench.median(results.map { |r| r[:steps_per_s] }),
     rows_per_step: Bench.median(results.map { |r| r[:rows_per_step] }),
     wal_records_per_step: Bench.median(results.map { |r| r[:wal_records_per_step] }),
