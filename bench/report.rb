@@ -114,6 +114,7 @@ module Bench
         target("idle linear-4 p50 <= 2x Sidekiq idle chain p50", ratios["tasker_pgmq_linear4_idle_p50_ms"]) do |r|
           r <= 2.0
         end,
+        *floors,
         target("worker RSS flat across #{rss_steps} (end within #{(FLAT_TOLERANCE * 100).round} % of after " \
                "the first batch)",
                flat && "#{flat['after_first_batch_mb']} -> #{flat['end_mb']} MB (#{flat['growth_pct']} %)") do
@@ -208,6 +209,16 @@ module Bench
        "(#{pg['total_steps']} steps) with PGMQ#{with_rabbit}; median batch reported. Worker RSS start/after " \
        "first batch/end/peak: #{pg['worker_rss_start_mb']}/#{pg['worker_rss_after_first_batch_mb']}/" \
        "#{pg['worker_rss_end_mb']}/#{pg['worker_rss_peak_mb']} MB."]
+    end
+
+    # The lower bounds the speed issue set (the targets above are its goals).
+    def floors
+      [["PGMQ steps/s >= 0.5x Sidekiq, one create_task a task", "tasker_pgmq_steps_per_s", 0.5],
+       ["PGMQ steps/s >= 0.5x Sidekiq, both creating 100 at a time", "tasker_pgmq_bulk_steps_per_s", 0.5],
+       ["RabbitMQ steps/s >= 0.4x Sidekiq, one create_task a task", "tasker_rabbitmq_steps_per_s", 0.4],
+       ["RabbitMQ steps/s >= 0.4x Sidekiq, both creating 100 at a time", "tasker_rabbitmq_bulk_steps_per_s", 0.4]]
+        .map { |name, metric, floor| target(name, ratios[metric]) { |r| r >= floor } } +
+        [target("idle linear-4 p50 <= 5x Sidekiq's", ratios["tasker_pgmq_linear4_idle_p50_ms"]) { |r| r <= 5.0 }]
     end
 
     def target(name, value)
