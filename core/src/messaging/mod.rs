@@ -22,6 +22,7 @@ use crate::error::Result;
 pub use self::dead_letters::DeadLetter;
 pub(crate) use self::pgmq::prune_archive;
 pub use self::pgmq::PgmqProvider;
+pub(crate) use self::pgmq::{Claimant, ClaimedMessage};
 pub use self::rabbitmq::RabbitMqProvider;
 
 /// A step to run: identifiers only; everything else is read from the
@@ -133,6 +134,13 @@ pub trait MessagingService: Send + Sync + Debug {
     /// functions can send inside the transaction that changes state.
     fn queues_in_database(&self) -> bool {
         false
+    }
+
+    /// The PGMQ provider, whose queues share the engine's database: a
+    /// worker reads its queue and claims the steps in one statement (see
+    /// `PgmqProvider::receive_and_claim`).
+    fn as_pgmq(&self) -> Option<&PgmqProvider> {
+        None
     }
 
     /// Sends inside the caller's PostgreSQL transaction, so the messages

@@ -10,13 +10,14 @@ use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 mod dead_letters;
 
 pub(crate) use dead_letters::prune_archive;
 
 use super::{DeadLetter, MessagingService, QueueStats, ReceivedMessage, Wakeups};
-use crate::db::queries;
+use crate::db::queries::{self, ClaimedStep};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -32,6 +33,113 @@ impl PgmqProvider {
     pub async fn new(pool: PgPool, notifications: bool) -> Self {
         let pgmq = PGMQueueExt::new_with_pool(pool.clone()).await;
         Self { pool, pgmq: Arc::new(pgmq), notifications }
+    }
+}
+
+/// A message [`PgmqProvider::receive_and_claim`] read, with its step's claim
+/// when the same statement claimed it.
+#[derive(Debug)]
+pub(crate) struct ReadMessage {
+    pub(crate) message: ReceivedMessage,
+    pub(crate) claimed: Option<ClaimedMessage>,
+}
+
+/// Who claims the steps of the messages read, and on what terms (see
+/// `tasker_claim_steps`).
+#[derive(Debug)]
+pub(crate) struct Claimant<'a> {
+    pub(crate) worker_id: &'a str,
+    /// Only the steps of these namespaces are claimed.
+    pub(crate) namespaces: &'a [String],
+    /// A step in progress is taken over when its claim had no heartbeat
+    /// for this long.
+    pub(crate) stale_after: Duration,
+    /// A message delivered more often is left unclaimed.
+    pub(crate) max_receive_count: u32,
+}
+
+/// A step claimed by the statement that read its message.
+#[derive(Debug)]
+pub(crate) struct ClaimedMessage {
+    pub(crate) step_uuid: Uuid,
+    pub(crate) correlation_id: Uuid,
+    pub(crate) claim: ClaimedStep,
+}
+
+impl PgmqProvider {
+    /// Reads as [`MessagingService::receive`] does and claims the steps of
+    /// the messages read (see `tasker_claim_steps`) in the same statement:
+    /// one round trip and one commit where a worker's root step took two.
+    ///
+    /// Only a well-formed step message delivered at most
+    /// `claimant.max_receive_count` times is claimed, one message per step (the
+    /// oldest). Every other message read comes back unclaimed, for the
+    /// caller's checks: over-delivered, malformed, a duplicate, a stray, or
+    /// a step not claimable now. A failed statement reads nothing.
+    pub(crate) async fn receive_and_claim(
+        &self,
+        queue: &str,
+        max: u32,
+        visibility_timeout: Duration,
+        claimant: &Claimant<'_>,
+    ) -> Result<Vec<ReadMessage>> {
+        // A step message's two ids, checked before the casts (a cast of
+        // anything else would fail the statement): what the check passes,
+        // the caller's decoding accepts.
+        const UUID: &str = "'^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'";
+        let sql = format!(
+            "WITH read AS ({read}), \
+             wanted AS MATERIALIZED ( \
+               SELECT DISTINCT ON (step_uuid) msg_id, step_uuid::uuid, correlation_id::uuid \
+                 FROM (SELECT r.msg_id, r.message ->> 'step_uuid' AS step_uuid, \
+                              r.message ->> 'correlation_id' AS correlation_id, r.read_ct \
+                         FROM read r) AS m \
+                WHERE read_ct <= $3 AND CASE WHEN step_uuid ~ {UUID} THEN correlation_id ~ {UUID} END \
+                ORDER BY step_uuid, msg_id), \
+             claimed AS MATERIALIZED ( \
+               SELECT c.step_uuid, to_jsonb(c.*) AS claim \
+                 FROM tasker_claim_steps(ARRAY(SELECT step_uuid FROM wanted), $4, $5, make_interval(secs => $6), true) c \
+                WHERE EXISTS (SELECT FROM wanted)) \
+             SELECT r.msg_id, r.read_ct, r.message, w.step_uuid, w.correlation_id, c.claim \
+               FROM read r LEFT JOIN wanted w ON w.msg_id = r.msg_id LEFT JOIN claimed c ON c.step_uuid = w.step_uuid",
+            read = read_statement(&queue_table(queue)?)
+        );
+        type Row = (i64, i32, Option<Value>, Option<Uuid>, Option<Uuid>, Option<Value>);
+        let mut rows: Vec<Row> = sqlx::query_as(&sql)
+            .bind(i64::from(max))
+            .bind(f64::from(vt_seconds(visibility_timeout)))
+            .bind(i64::from(claimant.max_receive_count))
+            .bind(claimant.worker_id)
+            .bind(claimant.namespaces)
+            .bind(claimant.stale_after.as_secs_f64())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::messaging(format!("receiving from queue {queue} and claiming the steps")))?;
+        rows.sort_unstable_by_key(|(msg_id, _, message, ..)| handing_order(*msg_id, message.as_ref()));
+        rows.into_iter()
+            .map(|(msg_id, read_ct, message, step_uuid, correlation_id, claim)| {
+                let claimed = match (step_uuid, correlation_id, claim) {
+                    (Some(step_uuid), Some(correlation_id), Some(claim)) => Some(ClaimedMessage {
+                        step_uuid,
+                        correlation_id,
+                        claim: serde_json::from_value(claim).map_err(|e| {
+                            Error::new(
+                                crate::ErrorKind::Database,
+                                format!("reading the claim of step {step_uuid}: {e}"),
+                            )
+                        })?,
+                    }),
+                    _ => None,
+                };
+                let message = ReceivedMessage {
+                    queue: queue.to_owned(),
+                    receipt: msg_id,
+                    delivery_count: u32::try_from(read_ct).unwrap_or(0),
+                    payload: message.unwrap_or(Value::Null),
+                };
+                Ok(ReadMessage { message, claimed })
+            })
+            .collect()
     }
 }
 
@@ -115,6 +223,43 @@ async fn delete_messages(conn: &mut PgConnection, queue: &str, receipts: &[i64])
     Ok(done.rows_affected())
 }
 
+/// The statement that reads up to `$1` messages of `table`, each invisible
+/// for `$2` seconds, returning `msg_id, read_ct, message`.
+///
+/// Its commit need not wait for the disk: if a crash loses it, the messages
+/// are visible again at once, as if never read, and are delivered again (at
+/// least once, as after any reader's crash). A later commit that must be
+/// durable flushes the WAL up to itself, so it never outlives a read it
+/// depends on. Idle, a synchronous commit here cost 0.25 ms of every hop.
+/// set_config's `true` keeps the setting to the statement's own transaction.
+///
+/// Messages are read in order of vt, which is also their priority's aged
+/// key (see tasker_install_queue), through PGMQ's own index on it: a range
+/// scan from the oldest key up to now (`now()`, the statement's start: an
+/// index condition, where clock_timestamp() would be a filter over every
+/// message in flight) that stops at the first `max` visible ones. A delayed
+/// message's key is earlier than its visibility (it keeps its priority's
+/// credit), which its `tasker_visible_at` header holds.
+fn read_statement(table: &str) -> String {
+    format!(
+        "UPDATE {table} m SET last_read_at = clock_timestamp(), read_ct = m.read_ct + 1, \
+                vt = clock_timestamp() + make_interval(secs => $2) \
+           FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit \
+         WHERE m.msg_id = ANY(ARRAY(SELECT msg_id FROM {table} WHERE vt <= now() \
+                                      AND coalesce((headers ->> 'tasker_visible_at')::timestamptz, '-infinity') \
+                                          <= clock_timestamp() \
+                                    ORDER BY vt LIMIT $1 FOR UPDATE SKIP LOCKED)) \
+         RETURNING m.msg_id, m.read_ct, m.message"
+    )
+}
+
+/// Every message of a batch came before those left in the queue; it is
+/// handed over highest priority first, then in sending order.
+fn handing_order(msg_id: i64, message: Option<&Value>) -> (std::cmp::Reverse<i64>, i64) {
+    let priority = message.and_then(|m| m.get("priority")).and_then(Value::as_i64).unwrap_or(0);
+    (std::cmp::Reverse(priority), msg_id)
+}
+
 fn vt_seconds(d: Duration) -> i32 {
     // PGMQ counts whole seconds; round up so a short timeout is never zero.
     i32::try_from(d.as_millis().div_ceil(1000)).unwrap_or(i32::MAX).max(1)
@@ -128,6 +273,10 @@ impl MessagingService for PgmqProvider {
 
     fn queues_in_database(&self) -> bool {
         true
+    }
+
+    fn as_pgmq(&self) -> Option<&PgmqProvider> {
+        Some(self)
     }
 
     async fn create_queue(&self, queue: &str) -> Result<()> {
@@ -168,45 +317,13 @@ impl MessagingService for PgmqProvider {
 
     async fn receive(&self, queue: &str, max: u32, visibility_timeout: Duration) -> Result<Vec<ReceivedMessage>> {
         let table = queue_table(queue)?;
-        // A read's commit need not wait for the disk: if a crash loses it,
-        // the messages are visible again at once, as if never read, and are
-        // delivered again (at least once, as after any reader's crash). A
-        // later commit that must be durable flushes the WAL up to itself,
-        // so it never outlives a read it depends on. Idle, a synchronous
-        // commit here cost 0.25 ms of every hop. set_config's `true` keeps
-        // the setting to the statement's own transaction.
-        //
-        //
-        // Messages are read in order of vt, which is also their priority's
-        // aged key (see tasker_install_queue), through PGMQ's own index on
-        // it: a range scan from the oldest key up to now (`now()`, the
-        // statement's start: an index condition, where clock_timestamp()
-        // would be a filter over every message in flight) that stops at the
-        // first `max` visible ones. A delayed message's key is earlier than
-        // its visibility (it keeps its priority's credit), which its
-        // `tasker_visible_at` header holds.
-        let sql = format!(
-            "UPDATE {table} m SET last_read_at = clock_timestamp(), read_ct = m.read_ct + 1, \
-                    vt = clock_timestamp() + make_interval(secs => $2) \
-               FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit \
-             WHERE m.msg_id = ANY(ARRAY(SELECT msg_id FROM {table} WHERE vt <= now() \
-                                          AND coalesce((headers ->> 'tasker_visible_at')::timestamptz, '-infinity') \
-                                              <= clock_timestamp() \
-                                        ORDER BY vt LIMIT $1 FOR UPDATE SKIP LOCKED)) \
-             RETURNING m.msg_id, m.read_ct, m.message"
-        );
-        let mut rows: Vec<(i64, i32, Option<Value>)> = sqlx::query_as(&sql)
+        let mut rows: Vec<(i64, i32, Option<Value>)> = sqlx::query_as(&read_statement(&table))
             .bind(i64::from(max))
             .bind(f64::from(vt_seconds(visibility_timeout)))
             .fetch_all(&self.pool)
             .await
             .map_err(Error::messaging(format!("receiving from queue {queue}")))?;
-        // Every message of a batch came before those left in the queue; it
-        // is handed over highest priority first, then in sending order.
-        rows.sort_unstable_by_key(|(msg_id, _, message)| {
-            let priority = message.as_ref().and_then(|m| m.get("priority")).and_then(Value::as_i64).unwrap_or(0);
-            (std::cmp::Reverse(priority), *msg_id)
-        });
+        rows.sort_unstable_by_key(|(msg_id, _, message)| handing_order(*msg_id, message.as_ref()));
         Ok(rows
             .into_iter()
             .map(|(msg_id, read_ct, message)| ReceivedMessage {

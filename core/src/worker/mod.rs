@@ -25,7 +25,7 @@ use crate::db::queries::{self, ClaimedStep, EagerClaim, Outcomes};
 use crate::error::{bounded, Error, ErrorKind, Result};
 use crate::lifecycle::Lifecycle;
 use crate::messaging::dead_letters::drop_overdelivered;
-use crate::messaging::{decode_or_dead_letter, ReceivedMessage, StepMessage, Wakeups};
+use crate::messaging::{decode_or_dead_letter, Claimant, ClaimedMessage, ReceivedMessage, StepMessage, Wakeups};
 use crate::orchestration::backoff_delay;
 use crate::resilience::{outage, LoopRetry};
 use crate::telemetry::metrics::{dead_lettered, step_taken_over, steps_skipped, DeadLetterReason, StepMetrics};
@@ -817,11 +817,18 @@ impl Dispatcher {
                 }
                 let queue = &self.queues[(start + i) % self.queues.len()];
                 let want = permits.len();
-                match self.ctx.messaging().receive(queue, u32::try_from(want).unwrap_or(1), visibility).await {
-                    Ok(messages) if !messages.is_empty() => {
+                match self.receive(queue, u32::try_from(want).unwrap_or(1), visibility).await {
+                    Ok((claimed, messages)) if claimed.len() + messages.len() > 0 => {
                         retry.succeeded();
                         received_any = true;
-                        maybe_more |= messages.len() >= want;
+                        maybe_more |= claimed.len() + messages.len() >= want;
+                        for (message, read) in claimed {
+                            let permit = permits.pop().expect("a permit for every message read");
+                            self.hand_over(message, read.claim, read.step_uuid, read.correlation_id, permit).await;
+                        }
+                        if messages.is_empty() {
+                            continue;
+                        }
                         let (got, max) = (messages.len(), self.ctx.config().messaging.max_receive_count);
                         let messages = drop_overdelivered(self.ctx.messaging().as_ref(), max, messages).await;
                         permits.truncate(permits.len() - (got - messages.len()));
@@ -860,6 +867,63 @@ impl Dispatcher {
                     _ = stop.changed() => {}
                 }
             }
+        }
+    }
+
+    /// Up to `max` messages of `queue`: those whose steps were claimed as
+    /// they were read, and the rest, for [`Dispatcher::dispatch`]. PGMQ
+    /// reads and claims in one statement; should that statement fail for
+    /// anything but an outage (a step whose claim fails, say), the queue is
+    /// read alone and each step claimed as `dispatch` claims it.
+    async fn receive(
+        &self,
+        queue: &str,
+        max: u32,
+        visibility: Duration,
+    ) -> Result<(Vec<(ReceivedMessage, ClaimedMessage)>, Vec<ReceivedMessage>)> {
+        if let Some(pgmq) = self.ctx.messaging().as_pgmq() {
+            let claimant = Claimant {
+                worker_id: &self.worker_id,
+                namespaces: &self.namespaces,
+                stale_after: Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds)),
+                max_receive_count: self.ctx.config().messaging.max_receive_count,
+            };
+            let span = tracing::trace_span!("receive_and_claim", queue, worker = %self.worker_id);
+            let read = pgmq.receive_and_claim(queue, max, visibility, &claimant).instrument(span).await;
+            match read {
+                Ok(read) => {
+                    let mut claimed = Vec::new();
+                    let mut rest = Vec::new();
+                    for message in read {
+                        match message.claimed {
+                            Some(claim) => claimed.push((message.message, claim)),
+                            None => rest.push(message.message),
+                        }
+                    }
+                    return Ok((claimed, rest));
+                }
+                Err(e) if outage(&e).is_some() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(queue, error = %e, "reading and claiming in one statement failed; doing each apart");
+                }
+            }
+        }
+        Ok((Vec::new(), self.ctx.messaging().receive(queue, max, visibility).await?))
+    }
+
+    /// Keeps a claimed step in flight and passes it to a runner; releases
+    /// the claim when the worker stopped meanwhile.
+    async fn hand_over(
+        &self,
+        message: ReceivedMessage,
+        claim: ClaimedStep,
+        step_uuid: Uuid,
+        correlation_id: Uuid,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let delivery = Some((message.queue, message.receipt));
+        if let Some(flight) = self.handover.hand_over(delivery, claim, step_uuid, correlation_id, permit) {
+            release(&self.ctx, flight, "worker shut down before starting it").await;
         }
     }
 
@@ -912,14 +976,7 @@ impl Dispatcher {
         let mut unclaimed = Vec::new();
         for ((message, step), permit) in steps.into_iter().zip(permits) {
             match claims.remove(&step.step_uuid) {
-                Some(claim) => {
-                    let delivery = Some((message.queue, message.receipt));
-                    if let Some(flight) =
-                        self.handover.hand_over(delivery, claim, step.step_uuid, step.correlation_id, permit)
-                    {
-                        release(&self.ctx, flight, "worker shut down before starting it").await;
-                    }
-                }
+                Some(claim) => self.hand_over(message, claim, step.step_uuid, step.correlation_id, permit).await,
                 None => unclaimed.push((message, step)),
             }
         }

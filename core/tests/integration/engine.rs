@@ -513,6 +513,86 @@ async fn a_duplicate_delivery_never_reruns_a_finished_step_and_a_poison_message_
     run.stop().await;
 }
 
+/// PGMQ reads a batch and claims its steps in one statement. What that
+/// statement leaves unclaimed in the same batch is settled as before: a
+/// second message for a step it claimed is acked, a malformed message and
+/// an over-delivered one go to the archive with their reasons, and each
+/// claimed step runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgmq_a_batch_read_and_claimed_at_once_settles_every_other_message_as_before() {
+    let ns = common::unique_namespace("batch");
+    let ctx = common::context_with(json!({"messaging": {"max_receive_count": 3}})).await;
+    ctx.register_template(common::template(&ns, "one", "Sum", &[("only", &[])])).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let queue = ctx.router().step_queue(&ns);
+    // No worker yet: three tasks wait, each with its root step's message.
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        tasks.push(client.create_task(&CreateTask::new(&ns, "one", "1.0.0", json!({}))).await.unwrap());
+    }
+    let mut steps = Vec::new();
+    for task in &tasks {
+        steps.push(client.steps(task.task_uuid).await.unwrap()[0].step_uuid);
+    }
+    let duplicate = tasker_core::StepMessage {
+        task_uuid: tasks[0].task_uuid,
+        step_uuid: steps[0],
+        correlation_id: tasks[0].correlation_id,
+        priority: 0,
+    };
+    ctx.messaging().send(&queue, &serde_json::to_value(duplicate).unwrap()).await.unwrap();
+    let malformed = json!({"step_uuid": "not a uuid", "correlation_id": tasks[1].correlation_id});
+    ctx.messaging().send(&queue, &malformed).await.unwrap();
+    // The third task's message was delivered three times already: the next
+    // delivery is one too many.
+    sqlx::query(&format!("UPDATE pgmq.q_{queue} SET read_ct = 3 WHERE message ->> 'step_uuid' = $1"))
+        .bind(steps[2].to_string())
+        .execute(ctx.pool())
+        .await
+        .unwrap();
+
+    // Room for all five at once: the worker's first read takes them.
+    let worker = Arc::new(WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 8).await.unwrap());
+    let runner = tokio::spawn(common::run_square_worker(worker.clone(), client.clone()));
+    for task in &tasks[..2] {
+        let done = client.wait_for_task(task.task_uuid, Duration::from_secs(15)).await.unwrap();
+        assert_eq!(done.status, "complete");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while ctx.messaging().stats(&queue).await.unwrap().depth > 0 {
+        assert!(std::time::Instant::now() < deadline, "the worker left messages in the queue");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    runner.await.unwrap();
+
+    for (task, step) in tasks[..2].iter().zip(&steps) {
+        let history = client.step_transitions(task.task_uuid).await.unwrap();
+        let states: Vec<(&str, &str)> = history.iter().map(|t| (t.from_state.as_str(), t.to_state.as_str())).collect();
+        assert_eq!(
+            states,
+            [("", "pending"), ("pending", "enqueued"), ("enqueued", "in_progress"), ("in_progress", "complete")],
+            "step {step} claimed and run once"
+        );
+        let ran = client.steps(task.task_uuid).await.unwrap().remove(0);
+        assert_eq!((ran.attempts, ran.results), (1, Some(json!(1))));
+    }
+    // The over-delivered step was never claimed.
+    let waiting = client.steps(tasks[2].task_uuid).await.unwrap().remove(0);
+    assert_eq!((waiting.status.as_str(), waiting.attempts), ("enqueued", 0));
+    let archived: Vec<(Value, String)> = sqlx::query_as(&format!(
+        "SELECT message, headers ->> 'x-tasker-dead-letter-reason' FROM pgmq.a_{queue} ORDER BY msg_id"
+    ))
+    .fetch_all(ctx.pool())
+    .await
+    .unwrap();
+    assert_eq!(archived.len(), 2, "{archived:?}");
+    assert_eq!(archived[0].0["step_uuid"], json!(steps[2].to_string()));
+    assert_eq!(archived[0].1, "delivered 4 times, more than messaging.max_receive_count (3)");
+    assert_eq!(archived[1].0, malformed);
+    assert!(archived[1].1.starts_with("malformed: "), "{}", archived[1].1);
+}
+
 /// Outcomes recorded together: one statement completes the steps still in
 /// the attempt it claimed, and keeps a step resolved meanwhile as it is,
 /// with the result in its history. The history is append-only: one row per
