@@ -266,3 +266,31 @@ async fn a_worker_that_dies_after_claiming_a_dependent_eagerly_loses_nothing() {
     );
     run.stop().await;
 }
+
+/// The engine's sessions plan for lookups by key (sequential scans are a
+/// last resort) and never JIT-compile: a statement that can only scan is
+/// costed past `jit_above_cost` under those settings.
+#[tokio::test]
+async fn the_engines_connections_plan_for_lookups_by_key_and_never_jit_compile() {
+    let ctx = common::context().await;
+    let settings: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, setting FROM pg_settings \
+         WHERE name IN ('enable_seqscan', 'enable_bitmapscan', 'plan_cache_mode', 'jit') ORDER BY name",
+    )
+    .fetch_all(ctx.pool())
+    .await
+    .unwrap();
+    let expected = [
+        ("enable_bitmapscan", "off"),
+        ("enable_seqscan", "off"),
+        ("jit", "off"),
+        ("plan_cache_mode", "force_generic_plan"),
+    ];
+    assert_eq!(settings, expected.map(|(n, v)| (n.to_owned(), v.to_owned())));
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN SELECT name, version FROM pgmq.__pgmq_migrations")
+        .fetch_all(ctx.pool())
+        .await
+        .unwrap();
+    assert!(plan[0].contains("cost=10000000000"), "a scan the settings disable: {plan:?}");
+    assert!(!plan.iter().any(|line| line.contains("JIT")), "{plan:?}");
+}
