@@ -303,18 +303,37 @@ pub(crate) struct ClaimedStep {
     pub(crate) taken_over: bool,
 }
 
-/// The namespace of each step that exists, for the messages a claim left
-/// out (off the hot path: only duplicates and strays get here).
-pub(crate) async fn step_namespaces(pool: &PgPool, steps: &[Uuid]) -> Result<HashMap<Uuid, String>> {
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT s.step_uuid, ns.namespace FROM tasker_workflow_steps s \
-         JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id WHERE s.step_uuid = ANY ($1)",
+/// A step whose message a claim left out (off the hot path: only
+/// duplicates, strays and steps whose claim is not stale yet get here).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct UnclaimedStep {
+    pub(crate) step_uuid: Uuid,
+    pub(crate) namespace: String,
+    /// For a step in progress: the seconds until its claim goes stale
+    /// (`stale_after` without a heartbeat), 0 when it is already.
+    pub(crate) stale_in_seconds: Option<f64>,
+}
+
+/// Each of `steps` that exists (see [`UnclaimedStep`]).
+pub(crate) async fn unclaimed_steps(
+    pool: &PgPool,
+    steps: &[Uuid],
+    stale_after: std::time::Duration,
+) -> Result<HashMap<Uuid, UnclaimedStep>> {
+    let rows: Vec<UnclaimedStep> = sqlx::query_as(
+        "SELECT s.step_uuid, ns.namespace, \
+                CASE WHEN s.status = 'in_progress' THEN greatest(0, extract(epoch FROM \
+                       coalesce(s.heartbeat_at, s.started_at) + make_interval(secs => $2) - clock_timestamp()))::float8 \
+                END AS stale_in_seconds \
+           FROM tasker_workflow_steps s \
+           JOIN tasker_named_steps ns ON ns.named_step_id = s.named_step_id WHERE s.step_uuid = ANY ($1)",
     )
     .bind(steps)
+    .bind(stale_after.as_secs_f64())
     .fetch_all(pool)
     .await
-    .map_err(Error::db("reading the namespaces of unclaimed steps"))?;
-    Ok(rows.into_iter().collect())
+    .map_err(Error::db("reading the unclaimed steps"))?;
+    Ok(rows.into_iter().map(|r| (r.step_uuid, r)).collect())
 }
 
 /// Claims the steps of `step_uuids` (see `tasker_claim_steps`) in one

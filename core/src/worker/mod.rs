@@ -21,7 +21,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::context::Context;
-use crate::db::queries::{self, ClaimedStep, EagerClaim, Outcomes};
+use crate::db::queries::{self, ClaimedStep, EagerClaim, Outcomes, UnclaimedStep};
 use crate::error::{bounded, Error, ErrorKind, Result};
 use crate::lifecycle::Lifecycle;
 use crate::messaging::dead_letters::drop_overdelivered;
@@ -885,7 +885,7 @@ impl Dispatcher {
             let claimant = Claimant {
                 worker_id: &self.worker_id,
                 namespaces: &self.namespaces,
-                stale_after: Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds)),
+                stale_after: self.stale_after(),
                 max_receive_count: self.ctx.config().messaging.max_receive_count,
             };
             let span = tracing::trace_span!("receive_and_claim", queue, worker = %self.worker_id);
@@ -987,14 +987,23 @@ impl Dispatcher {
     }
 
     /// A message whose step was not claimed is a duplicate delivery (the
-    /// step was claimed, finished or cancelled meanwhile: acked) or a stray:
-    /// a step that does not exist or belongs to a namespace this worker does
-    /// not serve, which never runs here and is archived with the reason
-    /// (kept for inspection in the dead-letter store).
+    /// step finished, failed or was cancelled meanwhile: acked), a step in
+    /// progress elsewhere, or a stray: a step that does not exist or belongs
+    /// to a namespace this worker does not serve, which never runs here and
+    /// is archived with the reason (kept for inspection in the dead-letter
+    /// store).
+    ///
+    /// A step in progress keeps its message: it comes back when the claim
+    /// could be stale. Its message is what recovers the step if the claim's
+    /// worker is gone, and a message can come back a moment before the
+    /// claim goes stale (its visibility timeout counts from the read, the
+    /// claim's from just after); acked then, a step whose outcome could not
+    /// be recorded waited for an orchestrator's sweep, or forever without
+    /// one.
     async fn settle_unclaimed(&self, unclaimed: Vec<(ReceivedMessage, StepMessage)>) {
         let uuids: Vec<Uuid> = unclaimed.iter().map(|(_, step)| step.step_uuid).collect();
-        let namespaces = match queries::step_namespaces(self.ctx.pool(), &uuids).await {
-            Ok(namespaces) => namespaces,
+        let steps = match queries::unclaimed_steps(self.ctx.pool(), &uuids, self.stale_after()).await {
+            Ok(steps) => steps,
             Err(e) => {
                 // Unknown for now: back to the queue, to be looked at again.
                 tracing::warn!(error = %e, "reading unclaimed steps failed; their messages are redelivered");
@@ -1005,21 +1014,20 @@ impl Dispatcher {
             }
         };
         for (message, step) in unclaimed {
-            let stray = match namespaces.get(&step.step_uuid) {
-                None => Some("no such step exists".to_owned()),
-                Some(ns) if !self.namespaces.contains(ns) => {
-                    Some(format!("the step belongs to namespace {ns}, which this worker does not serve"))
+            let settled = match steps.get(&step.step_uuid) {
+                None => self.archive_stray(&message, step.step_uuid, "no such step exists").await,
+                Some(found) if !self.namespaces.contains(&found.namespace) => {
+                    let reason =
+                        format!("the step belongs to namespace {}, which this worker does not serve", found.namespace);
+                    self.archive_stray(&message, step.step_uuid, &reason).await
                 }
-                Some(_) => None,
-            };
-            let settled = match &stray {
-                Some(reason) => {
-                    tracing::warn!(step_uuid = %step.step_uuid, queue = message.queue, receipt = message.receipt,
-                                   reason, "archiving a step message that this worker can never run");
-                    dead_lettered(&message.queue, DeadLetterReason::Stray);
-                    self.ctx.messaging().dead_letter_because(&message.queue, message.receipt, reason).await
+                Some(UnclaimedStep { stale_in_seconds: Some(stale_in), .. }) => {
+                    let delay = Duration::from_secs_f64(*stale_in) + Duration::from_millis(100);
+                    tracing::debug!(step_uuid = %step.step_uuid, queue = message.queue, ?delay,
+                                    "a step in progress elsewhere: its message comes back when the claim could be stale");
+                    self.ctx.messaging().nack(&message.queue, message.receipt, delay).await
                 }
-                None => {
+                Some(_) => {
                     tracing::debug!(step_uuid = %step.step_uuid, queue = message.queue,
                                     "skipping a duplicate delivery of a step that is not claimable");
                     self.ctx.messaging().ack(&message.queue, message.receipt).await
@@ -1031,10 +1039,21 @@ impl Dispatcher {
         }
     }
 
+    async fn archive_stray(&self, message: &ReceivedMessage, step_uuid: Uuid, reason: &str) -> Result<()> {
+        tracing::warn!(%step_uuid, queue = message.queue, receipt = message.receipt, reason,
+                       "archiving a step message that this worker can never run");
+        dead_lettered(&message.queue, DeadLetterReason::Stray);
+        self.ctx.messaging().dead_letter_because(&message.queue, message.receipt, reason).await
+    }
+
+    /// A step in progress is taken over only when its claim went stale: no
+    /// heartbeat for a whole visibility timeout.
+    fn stale_after(&self) -> Duration {
+        Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds))
+    }
+
     async fn claim(&self, steps: &[Uuid]) -> Result<HashMap<Uuid, ClaimedStep>> {
-        // A step in progress is taken over only when its claim went stale:
-        // no heartbeat for a whole visibility timeout.
-        let stale_after = Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds));
+        let stale_after = self.stale_after();
         // Losing a claim in a database crash only means the step runs again;
         // it need not wait for the disk when the queues are in the same
         // database (see tasker_claim_steps).

@@ -310,6 +310,47 @@ async fn a_step_held_by_a_dead_worker_is_taken_over_and_recorded_once() {
     run.stop().await;
 }
 
+/// A step's message can come back a moment before its claim goes stale:
+/// its visibility timeout counts from the read, the claim's from just
+/// after. The worker that reads it then gives it back until the claim
+/// could be stale, and the step is taken over and recorded once, with no
+/// orchestrator running to sweep it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_back_before_its_claim_is_stale_is_kept_and_its_step_taken_over() {
+    let ns = common::unique_namespace("early");
+    let overrides = common::one_deployment(json!({"messaging": {"visibility_timeout_seconds": 2}}));
+    let ctx = common::context_with(overrides.clone()).await;
+    ctx.register_template(common::linear_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let task = client.create_task(&request(&ns, "linear", 6)).await.unwrap();
+    let claimed = common::claim_and_die(overrides, &ns).await;
+    assert_eq!(claimed.step_name, "step_one");
+    // Its message is visible again while the claim is fresh.
+    let queue = ctx.router().step_queue(&ns);
+    let visible =
+        sqlx::query(&format!("UPDATE pgmq.q_{queue} SET vt = clock_timestamp()")).execute(ctx.pool()).await.unwrap();
+    assert_eq!(visible.rows_affected(), 1);
+
+    let worker = Arc::new(WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 2).await.unwrap());
+    let runner = tokio::spawn(common::run_square_worker(worker.clone(), client.clone()));
+    let done = client.wait_for_task(task.task_uuid, Duration::from_secs(20)).await.unwrap();
+    common::assert_linear_six_completed_once(&client, &done).await;
+    assert_eq!(client.steps(task.task_uuid).await.unwrap()[0].attempts, 2);
+    assert_eq!(
+        history(&client, task.task_uuid, "step_one").await,
+        pairs(&[
+            ("", "pending"),
+            ("pending", "enqueued"),
+            ("enqueued", "in_progress"),
+            ("in_progress", "enqueued"),
+            ("enqueued", "in_progress"),
+            ("in_progress", "complete"),
+        ])
+    );
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    runner.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_says_when_it_took_a_stale_step_over_and_the_worker_counts_it() {
     let ns = common::unique_namespace("takeover");
