@@ -556,13 +556,15 @@ async fn a_duplicate_delivery_never_reruns_a_finished_step_and_a_poison_message_
 
 /// PGMQ reads a batch and claims its steps in one statement. What that
 /// statement leaves unclaimed in the same batch is settled as before: a
-/// second message for a step it claimed is acked, a malformed message and
+/// second message for a step it claimed goes back until that claim could
+/// be stale, and is acked then (the step is done), a malformed message and
 /// an over-delivered one go to the archive with their reasons, and each
 /// claimed step runs once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgmq_a_batch_read_and_claimed_at_once_settles_every_other_message_as_before() {
     let ns = common::unique_namespace("batch");
-    let ctx = common::context_with(json!({"messaging": {"max_receive_count": 3}})).await;
+    let ctx =
+        common::context_with(json!({"messaging": {"max_receive_count": 3, "visibility_timeout_seconds": 2}})).await;
     ctx.register_template(common::template(&ns, "one", "Sum", &[("only", &[])])).await.unwrap();
     let client = TaskerClient::new(ctx.clone());
     let queue = ctx.router().step_queue(&ns);
