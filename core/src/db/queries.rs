@@ -457,7 +457,7 @@ pub(crate) struct Recorded {
 /// dependents claimed for this worker (at most `eager_slots`, in
 /// `namespaces`) or enqueued, tasks with nothing left finalized.
 pub(crate) async fn record_outcomes(
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     outcomes: &Outcomes<'_>,
     worker_id: &str,
     namespaces: &[String],
@@ -487,7 +487,7 @@ pub(crate) async fn record_outcomes(
             .bind(send)
             .bind(&outcomes.ack_queues)
             .bind(&outcomes.ack_receipts)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(Error::db(format!("recording the outcomes of {} steps", outcomes.steps.len())))?;
     let malformed = |what: String| Error::new(crate::ErrorKind::Database, format!("tasker_record_outcomes: {what}"));

@@ -78,6 +78,7 @@ impl PgmqProvider {
     /// a step not claimable now. A failed statement reads nothing.
     pub(crate) async fn receive_and_claim(
         &self,
+        conn: &mut sqlx::PgConnection,
         queue: &str,
         max: u32,
         visibility_timeout: Duration,
@@ -112,7 +113,7 @@ impl PgmqProvider {
             .bind(claimant.worker_id)
             .bind(claimant.namespaces)
             .bind(claimant.stale_after.as_secs_f64())
-            .fetch_all(&self.pool)
+            .fetch_all(conn)
             .await
             .map_err(Error::messaging(format!("receiving from queue {queue} and claiming the steps")))?;
         rows.sort_unstable_by_key(|(msg_id, _, message, ..)| handing_order(*msg_id, message.as_ref()));

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::context::Context;
 use crate::db::queries::{self, ClaimedStep, EagerClaim, Outcomes, UnclaimedStep};
+use crate::db::HeldConnection;
 use crate::error::{bounded, Error, ErrorKind, Result};
 use crate::lifecycle::Lifecycle;
 use crate::messaging::dead_letters::drop_overdelivered;
@@ -558,12 +559,13 @@ struct Recorder {
 impl Recorder {
     async fn run(self) {
         let mut retry = LoopRetry::new("worker_recorder", Some(self.ctx.breakers().clone()));
+        let mut held = HeldConnection::new(self.ctx.pool());
         while let Some(mut batch) = self.next_batch().await {
             // While the database is down the batch is held and tried again
             // with backoff (its reporters wait): recorded once it answers,
             // unless the worker is stopping meanwhile.
             let failed = loop {
-                match self.record(batch).await {
+                match self.record(batch, &mut held).await {
                     Ok(()) => {
                         retry.succeeded();
                         break None;
@@ -587,7 +589,7 @@ impl Recorder {
             }
             // One at a time: what one outcome's failure holds up is its own.
             for record in batch {
-                if let Err((e, mut records)) = self.record(vec![record]).await {
+                if let Err((e, mut records)) = self.record(vec![record], &mut held).await {
                     if let Some(record) = records.pop() {
                         record.reply.answer(record.flight.job.step_uuid, Err(e));
                     }
@@ -613,7 +615,11 @@ impl Recorder {
     /// answers each reporter, hands eagerly claimed steps over and sends
     /// what could not be sent inside the transaction. On failure, nothing
     /// was recorded and the batch is given back.
-    async fn record(&self, mut batch: Vec<Record>) -> std::result::Result<(), (Error, Vec<Record>)> {
+    async fn record(
+        &self,
+        mut batch: Vec<Record>,
+        held: &mut HeldConnection,
+    ) -> std::result::Result<(), (Error, Vec<Record>)> {
         let in_database = self.ctx.messaging().queues_in_database();
         // Every recorded step frees its slot; a few free ones may join them.
         let mut slots: Vec<OwnedSemaphorePermit> = Vec::new();
@@ -664,15 +670,13 @@ impl Recorder {
                                          completed = matches!(r.outcome, Outcome::Complete { .. }))
                 })
                 .collect();
-            let recorded = queries::record_outcomes(
-                self.ctx.pool(),
-                &outcomes,
-                &self.worker_id,
-                &self.namespaces,
-                eager_slots,
-                in_database,
-            )
+            let recorded = async {
+                let conn = held.get("recording outcomes").await?;
+                queries::record_outcomes(conn, &outcomes, &self.worker_id, &self.namespaces, eager_slots, in_database)
+                    .await
+            }
             .await;
+            held.done(&recorded);
             drop(spans);
             recorded
         };
@@ -778,6 +782,7 @@ impl Dispatcher {
         let visibility = Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds));
         let mut start = 0;
         let mut retry = LoopRetry::new("worker_dispatcher", Some(self.ctx.breakers().clone()));
+        let mut held = HeldConnection::new(self.ctx.pool());
         while !*stop.borrow() {
             let first = tokio::select! {
                 permit = self.permits.clone().acquire_owned() => permit.expect("semaphore never closes"),
@@ -817,7 +822,7 @@ impl Dispatcher {
                 }
                 let queue = &self.queues[(start + i) % self.queues.len()];
                 let want = permits.len();
-                match self.receive(queue, u32::try_from(want).unwrap_or(1), visibility).await {
+                match self.receive(&mut held, queue, u32::try_from(want).unwrap_or(1), visibility).await {
                     Ok((claimed, messages)) if claimed.len() + messages.len() > 0 => {
                         retry.succeeded();
                         received_any = true;
@@ -877,6 +882,7 @@ impl Dispatcher {
     /// read alone and each step claimed as `dispatch` claims it.
     async fn receive(
         &self,
+        held: &mut HeldConnection,
         queue: &str,
         max: u32,
         visibility: Duration,
@@ -889,7 +895,13 @@ impl Dispatcher {
                 max_receive_count: self.ctx.config().messaging.max_receive_count,
             };
             let span = tracing::trace_span!("receive_and_claim", queue, worker = %self.worker_id);
-            let read = pgmq.receive_and_claim(queue, max, visibility, &claimant).instrument(span).await;
+            let read = async {
+                let conn = held.get("receiving and claiming steps").await?;
+                pgmq.receive_and_claim(conn, queue, max, visibility, &claimant).await
+            }
+            .instrument(span)
+            .await;
+            held.done(&read);
             match read {
                 Ok(read) => {
                     let mut claimed = Vec::new();

@@ -728,3 +728,65 @@ async fn an_idle_pooled_connection_the_server_dropped_is_replaced_unseen() {
     let again: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(ctx.pool()).await.unwrap();
     assert_ne!(again, pid, "a new connection serves the query");
 }
+
+/// A worker keeps a connection for its dispatcher and one for each
+/// recorder (sqlx pings every connection it takes back into the pool, a
+/// round trip per statement). When the server drops them, the statement on
+/// each fails once, a fresh connection takes over, and no step runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_kept_connections_the_server_dropped_goes_on_and_runs_each_step_once() {
+    let ns = common::unique_namespace("kept");
+    let mut url = common::test_config().database_url;
+    url.push_str(if url.contains('?') { "&" } else { "?" });
+    url.push_str(&format!("application_name={ns}"));
+    let deployment = common::one_deployment(Value::Null);
+    let mut worker_overrides = deployment.clone();
+    worker_overrides["database_url"] = json!(url);
+    let worker_ctx = common::context_with(worker_overrides).await;
+    let ctx = common::context_with(deployment).await;
+    ctx.register_template(common::linear_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let worker = Arc::new(WorkerHandle::start(worker_ctx, std::slice::from_ref(&ns), 2).await.unwrap());
+    let runner = tokio::spawn(common::run_square_worker(worker.clone(), TaskerClient::new(ctx.clone())));
+    let first = client.create_task(&request(&ns, "linear", 6)).await.unwrap();
+    let done = client.wait_for_task(first.task_uuid, Duration::from_secs(30)).await.unwrap();
+    common::assert_linear_six_completed_once(&client, &done).await;
+
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1) k",
+    )
+    .bind(&ns)
+    .fetch_one(ctx.pool())
+    .await
+    .unwrap();
+    assert!(killed >= 3, "the worker's kept connections among them (killed {killed})");
+    let second = client.create_task(&request(&ns, "linear", 6)).await.unwrap();
+    let done = client.wait_for_task(second.task_uuid, Duration::from_secs(30)).await.unwrap();
+    common::assert_linear_six_completed_once(&client, &done).await;
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    runner.await.unwrap();
+}
+
+/// From a pool too small to keep connections in (fewer than eight), each
+/// statement takes one and gives it back: a worker and its caller share
+/// six connections (its LISTEN sessions among them) and every step runs
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_on_a_pool_of_six_connections_runs_every_step_once() {
+    let ns = common::unique_namespace("sixconn");
+    let ctx = common::context_with(json!({"max_connections": 6})).await;
+    ctx.register_template(common::linear_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let worker = Arc::new(WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 4).await.unwrap());
+    let runner = tokio::spawn(common::run_square_worker(worker.clone(), client.clone()));
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        tasks.push(client.create_task(&request(&ns, "linear", 6)).await.unwrap().task_uuid);
+    }
+    for task in tasks {
+        let done = client.wait_for_task(task, Duration::from_secs(30)).await.unwrap();
+        common::assert_linear_six_completed_once(&client, &done).await;
+    }
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    runner.await.unwrap();
+}
