@@ -16,7 +16,10 @@ module Bench
   MARGIN_S = 60
 
   # name => [script, extra environment]. The flow's floor goes after the
-  # latency scenarios (its WAL would have them wait on a checkpoint). The
+  # latency scenarios (its WAL would have them wait on a checkpoint).
+  # idle_pair measures both latencies again, interleaved: the latency
+  # targets are judged on it (this machine's speed drifts between
+  # scenarios minutes apart). The
   # PGMQ throughput run goes last:
   # it is the long run (100k steps) and stops early, with as many steps as
   # fit, when the 25-minute budget would be exceeded.
@@ -27,6 +30,7 @@ module Bench
     "tasker_pgmq_latency" => ["tasker_latency.rb", {}],
     "tasker_pgmq_latency_diamond4" => ["tasker_latency.rb",
                                        { "BENCH_LATENCY_TEMPLATE" => "diamond4", "BENCH_LATENCY_REPS" => "300" }],
+    "idle_pair" => ["idle_pair.rb", {}],
     "tasker_fanout" => ["tasker_fanout.rb", {}],
     "web_dashboard" => ["web_dashboard.rb", {}],
     "tasker_rabbitmq_throughput" => ["tasker_throughput.rb",
