@@ -73,12 +73,13 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 /// once. Connections are kept only from a pool of `HOLD_FROM_POOL_SIZE`
 /// (the default is 10), so that heartbeats, sends and the application's
 /// own calls always find one; from a smaller pool each statement takes one
-/// and gives it back, as other statements do. A kept connection goes back
-/// before the next statement when the pool is at its limit with none idle
-/// (several workers in one process share it), or when it sat unused for
-/// `PING_IF_IDLE_FOR` (the statement then takes one the pool has checked);
-/// and it is let go after a failed statement (it may be the one that
-/// broke).
+/// and gives it back, as other statements do. The loops let it go when
+/// they go idle (a worker stopped but not yet dropped holds none), and a
+/// kept connection goes back before the next statement when the pool is at
+/// its limit with none idle (several workers in one process share it), or
+/// when it sat unused for `PING_IF_IDLE_FOR` (the statement then takes one
+/// the pool has checked); it is let go after a failed statement (it may be
+/// the one that broke).
 pub(crate) struct HeldConnection {
     pool: PgPool,
     hold: bool,
@@ -109,8 +110,8 @@ impl HeldConnection {
         Ok(self.conn.as_deref_mut().expect("taken above"))
     }
 
-    /// Lets the connection go: after a failed statement, and where the
-    /// pool is too small to keep it.
+    /// Lets the connection go: after a failed statement, where the pool is
+    /// too small to keep it, and when the loop goes idle.
     pub(crate) fn release(&mut self) {
         self.conn = None;
     }

@@ -341,7 +341,7 @@ pub(crate) async fn unclaimed_steps(
 /// is left out of the answer. `async_commit`: the caller's commit need not
 /// wait for the disk (see `tasker_claim_steps` for when that is safe).
 pub(crate) async fn claim_steps(
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     step_uuids: &[Uuid],
     worker_id: &str,
     namespaces: &[String],
@@ -360,7 +360,7 @@ pub(crate) async fn claim_steps(
         .bind(namespaces)
         .bind(stale_after.as_secs_f64())
         .bind(async_commit)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await
         .map_err(Error::db(format!("claiming {} steps", step_uuids.len())))?;
     Ok(rows.into_iter().map(|r| (r.step_uuid, r.claim)).collect())

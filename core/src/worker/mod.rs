@@ -60,6 +60,10 @@ const RECORDERS: usize = 2;
 /// 2,098 with 2, 2,285 with 4.
 const CLAIMS_PER_RUNNER: usize = 4;
 
+/// How long a recorder keeps its connection with no outcome to record (see
+/// `HeldConnection`).
+const KEEP_IDLE_CONNECTION: Duration = Duration::from_millis(100);
+
 /// The longest retry delay a handler's `retry_after` may ask for (30 days);
 /// a longer one is cut to it.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -560,7 +564,18 @@ impl Recorder {
     async fn run(self) {
         let mut retry = LoopRetry::new("worker_recorder", Some(self.ctx.breakers().clone()));
         let mut held = HeldConnection::new(self.ctx.pool());
-        while let Some(mut batch) = self.next_batch().await {
+        loop {
+            // The connection is kept across short gaps between batches
+            // only: an idle recorder (or one whose worker is gone but not
+            // yet dropped) holds none.
+            let next = match tokio::time::timeout(KEEP_IDLE_CONNECTION, self.next_batch()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    held.release();
+                    self.next_batch().await
+                }
+            };
+            let Some(mut batch) = next else { break };
             // While the database is down the batch is held and tried again
             // with backoff (its reporters wait): recorded once it answers,
             // unless the worker is stopping meanwhile.
@@ -841,7 +856,7 @@ impl Dispatcher {
                             continue;
                         }
                         let taken = permits.split_off(permits.len() - messages.len());
-                        if let Some(e) = self.dispatch(messages, taken).await {
+                        if let Some(e) = self.dispatch(&mut held, messages, taken).await {
                             outage_wait = retry.failed(&e);
                             break;
                         }
@@ -867,6 +882,8 @@ impl Dispatcher {
             }
             let read_again = if self.wakeups.pushed() { maybe_more } else { received_any };
             if !read_again {
+                // An idle dispatcher holds no connection.
+                held.release();
                 tokio::select! {
                     () = self.wakeups.wait(poll) => {}
                     _ = stop.changed() => {}
@@ -943,7 +960,12 @@ impl Dispatcher {
     /// own if that fails), then hands each claimed step to a runner.
     /// Returns the error when the claim failed for an outage (every message
     /// was handed back).
-    async fn dispatch(&self, messages: Vec<ReceivedMessage>, permits: Vec<OwnedSemaphorePermit>) -> Option<Error> {
+    async fn dispatch(
+        &self,
+        held: &mut HeldConnection,
+        messages: Vec<ReceivedMessage>,
+        permits: Vec<OwnedSemaphorePermit>,
+    ) -> Option<Error> {
         let mut steps = Vec::with_capacity(messages.len());
         for message in messages {
             if let Some(step) = decode_or_dead_letter::<StepMessage>(self.ctx.messaging().as_ref(), &message).await {
@@ -951,7 +973,7 @@ impl Dispatcher {
             }
         }
         let uuids: Vec<Uuid> = steps.iter().map(|(_, step)| step.step_uuid).collect();
-        let mut claims = match self.claim(&uuids).await {
+        let mut claims = match self.claim(held, &uuids).await {
             Ok(claims) => claims,
             // The database is down: claiming each on its own would fail as well.
             Err(e) if outage(&e).is_some() => {
@@ -965,7 +987,7 @@ impl Dispatcher {
                 let mut claims = HashMap::new();
                 let mut handed_back = Vec::new();
                 for (i, (message, step)) in steps.iter().enumerate() {
-                    match self.claim(&[step.step_uuid]).await {
+                    match self.claim(held, &[step.step_uuid]).await {
                         Ok(claim) => claims.extend(claim),
                         Err(e) => {
                             self.hand_back(message, step, &e).await;
@@ -1064,7 +1086,7 @@ impl Dispatcher {
         Duration::from_secs(u64::from(self.ctx.config().messaging.visibility_timeout_seconds))
     }
 
-    async fn claim(&self, steps: &[Uuid]) -> Result<HashMap<Uuid, ClaimedStep>> {
+    async fn claim(&self, held: &mut HeldConnection, steps: &[Uuid]) -> Result<HashMap<Uuid, ClaimedStep>> {
         let stale_after = self.stale_after();
         // Losing a claim in a database crash only means the step runs again;
         // it need not wait for the disk when the queues are in the same
@@ -1073,9 +1095,14 @@ impl Dispatcher {
         // A batch's claim, its own trace: each claimed step's span starts
         // when it returns (in its task's trace).
         let span = tracing::trace_span!("claim_steps", steps = steps.len(), worker = %self.worker_id);
-        queries::claim_steps(self.ctx.pool(), steps, &self.worker_id, &self.namespaces, stale_after, async_commit)
-            .instrument(span)
-            .await
+        let claimed = async {
+            let conn = held.get("claiming steps").await?;
+            queries::claim_steps(conn, steps, &self.worker_id, &self.namespaces, stale_after, async_commit).await
+        }
+        .instrument(span)
+        .await;
+        held.done(&claimed);
+        claimed
     }
 
     async fn hand_back(&self, message: &ReceivedMessage, step: &StepMessage, error: &Error) {
