@@ -810,6 +810,8 @@ impl Dispatcher {
             let idle = self.handover.idle_runners();
             if idle == 0 {
                 drop(first);
+                // Every runner busy: no connection is held while waiting.
+                held.release();
                 tokio::select! {
                     () = self.handover.reported.notified() => {}
                     _ = stop.changed() => {}
