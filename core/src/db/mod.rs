@@ -66,25 +66,25 @@ fn session_settings(config: &Config) -> String {
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// A pooled connection that a hot loop (a worker's dispatcher and its
-/// recorders: three) keeps between its statements. sqlx pings every
-/// connection it takes back into the pool: a round trip that wakes a
-/// server process and this one after every statement, on the CPUs the
-/// statement's own work needs. A loop that keeps its connection pays that
-/// once. Connections are kept only from a pool of `HOLD_FROM_POOL_SIZE`
-/// (the default is 10), so that heartbeats, sends and the application's
-/// own calls always find one; from a smaller pool each statement takes one
-/// and gives it back, as other statements do. The loops let it go when
-/// they go idle (a worker stopped but not yet dropped holds none), and a
-/// kept connection goes back before the next statement when the pool is at
-/// its limit with none idle (several workers in one process share it), or
-/// when it sat unused for `PING_IF_IDLE_FOR` (the statement then takes one
-/// the pool has checked); it is let go after a failed statement (it may be
-/// the one that broke).
+/// recorders: three) keeps between its statements while it is busy. sqlx
+/// pings every connection it takes back into the pool: a round trip that
+/// wakes a server process and this one after every statement, on the CPUs
+/// the statement's own work needs. A loop that keeps its connection pays
+/// that once per busy spell. Connections are kept only from a pool of
+/// `HOLD_FROM_POOL_SIZE` (the default is 10), so that heartbeats, sends and
+/// the application's own calls always find one; from a smaller pool each
+/// statement takes one and gives it back, as other statements do. The
+/// loops [`release`](Self::release) it before they wait (a recorder once it
+/// has waited 100 ms), so it never sits unused long enough to need the
+/// pool's idle check, and a worker stopped but not yet dropped holds none;
+/// it goes back before the next statement
+/// when the pool is at its limit with none idle (several workers in one
+/// process share it), and after a failed statement (it may be the one that
+/// broke).
 pub(crate) struct HeldConnection {
     pool: PgPool,
     hold: bool,
     conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
-    used_at: std::time::Instant,
 }
 
 /// The smallest pool whose connections hot loops keep (see
@@ -94,24 +94,21 @@ const HOLD_FROM_POOL_SIZE: u32 = 8;
 impl HeldConnection {
     pub(crate) fn new(pool: &PgPool) -> Self {
         let hold = pool.options().get_max_connections() >= HOLD_FROM_POOL_SIZE;
-        Self { pool: pool.clone(), hold, conn: None, used_at: std::time::Instant::now() }
+        Self { pool: pool.clone(), hold, conn: None }
     }
 
     /// The connection for the next statement.
     pub(crate) async fn get(&mut self, doing: &str) -> Result<&mut sqlx::PgConnection> {
-        let pool_full = self.pool.size() >= self.pool.options().get_max_connections() && self.pool.num_idle() == 0;
-        if !self.hold || pool_full || self.used_at.elapsed() >= PING_IF_IDLE_FOR {
+        if self.pool.size() >= self.pool.options().get_max_connections() && self.pool.num_idle() == 0 {
             self.conn = None;
         }
-        self.used_at = std::time::Instant::now();
         if self.conn.is_none() {
-            self.conn = Some(self.pool.acquire().await.map_err(Error::db(doing.to_owned()))?);
+            self.conn = Some(self.pool.acquire().await.map_err(|e| Error::db(doing)(e))?);
         }
         Ok(self.conn.as_deref_mut().expect("taken above"))
     }
 
-    /// Lets the connection go: after a failed statement, where the pool is
-    /// too small to keep it, and when the loop goes idle.
+    /// Gives the connection back: before the loop waits.
     pub(crate) fn release(&mut self) {
         self.conn = None;
     }

@@ -799,9 +799,17 @@ impl Dispatcher {
         let mut retry = LoopRetry::new("worker_dispatcher", Some(self.ctx.breakers().clone()));
         let mut held = HeldConnection::new(self.ctx.pool());
         while !*stop.borrow() {
-            let first = tokio::select! {
-                permit = self.permits.clone().acquire_owned() => permit.expect("semaphore never closes"),
-                _ = stop.changed() => break,
+            // No connection is held while waiting: for a free slot here, for
+            // a runner or for messages below.
+            let first = match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    held.release();
+                    tokio::select! {
+                        permit = self.permits.clone().acquire_owned() => permit.expect("semaphore never closes"),
+                        _ = stop.changed() => break,
+                    }
+                }
             };
             // Messages are claimed for runners that would otherwise wait; the
             // rest of the claims are for the eager dependents of outcomes
@@ -810,7 +818,6 @@ impl Dispatcher {
             let idle = self.handover.idle_runners();
             if idle == 0 {
                 drop(first);
-                // Every runner busy: no connection is held while waiting.
                 held.release();
                 tokio::select! {
                     () = self.handover.reported.notified() => {}
@@ -884,7 +891,6 @@ impl Dispatcher {
             }
             let read_again = if self.wakeups.pushed() { maybe_more } else { received_any };
             if !read_again {
-                // An idle dispatcher holds no connection.
                 held.release();
                 tokio::select! {
                     () = self.wakeups.wait(poll) => {}
