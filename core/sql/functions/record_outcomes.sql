@@ -266,8 +266,8 @@ BEGIN
     WITH dependents AS MATERIALIZED (
       SELECT c.step_uuid, c.task_uuid, c.position, c.status, c.named_step_id
         FROM tasker_workflow_steps c
-       WHERE c.step_uuid IN (SELECT e.to_step_uuid FROM tasker_workflow_step_edges e
-                              WHERE e.from_step_uuid = ANY (v_done || v_skipped))
+       WHERE c.step_uuid = ANY (ARRAY(SELECT e.to_step_uuid FROM tasker_workflow_step_edges e
+                                       WHERE e.from_step_uuid = ANY (v_done || v_skipped)))
     ), ready AS MATERIALIZED (
       SELECT d.* FROM dependents d
        WHERE d.status = 'pending' AND d.task_uuid = ANY (v_live)

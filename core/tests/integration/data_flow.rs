@@ -294,3 +294,117 @@ async fn the_engines_connections_plan_for_lookups_by_key_and_never_jit_compile()
     assert!(plan[0].contains("cost=10000000000"), "a scan the settings disable: {plan:?}");
     assert!(!plan.iter().any(|line| line.contains("JIT")), "{plan:?}");
 }
+
+/// Each statement of a task's flow reads a bounded number of rows,
+/// whatever the size of the tables when the session planned it. A session
+/// keeps one generic plan per statement for its whole life, and a worker's
+/// sessions begin on a young deployment's small tables: with about 400
+/// steps in the table, the query for a finished step's dependents was
+/// planned as a hash join that walked the steps table's whole primary key,
+/// so each outcome from then on read every step in the table (in the idle
+/// bench, 0.39 ms of an outcome's 0.7 once 1,600 steps existed). On a
+/// database of its own, with a new connection (new plans) at each size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_statements_read_a_bounded_number_of_rows_whatever_the_table_size_at_planning() {
+    let admin = common::context().await;
+    let database = format!("tasker_test_plans_{}", &Uuid::now_v7().simple().to_string()[20..]);
+    sqlx::query(&format!("CREATE DATABASE {database}")).execute(admin.pool()).await.unwrap();
+    let base = admin.config().database_url.rsplit_once('/').expect("a database url names its database").0.to_owned();
+    let ctx = common::context_with(json!({"database_url": format!("{base}/{database}")})).await;
+    let ns = common::unique_namespace("planned");
+    ctx.register_template(common::linear_template(&ns)).await.unwrap();
+
+    let mut made = 0;
+    for tasks in [0, 100, 400, 2_000] {
+        sqlx::query("SELECT tasker_create_task($1, 'linear', '1.0.0', '{}', NULL, false) FROM generate_series(1, $2)")
+            .bind(&ns)
+            .bind(tasks - made)
+            .execute(ctx.pool())
+            .await
+            .unwrap();
+        made = tasks;
+        let mut conn = ctx.pool().acquire().await.unwrap().detach();
+        for (statement, rows) in linear_task_reads(&mut conn, &ns).await {
+            assert!(rows <= 20, "planned with {tasks} tasks in the table, {statement} read {rows} rows");
+        }
+    }
+
+    drop(ctx);
+    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(admin.pool()).await.unwrap();
+}
+
+/// Runs a new linear task on `conn` as a worker would (created, its root
+/// claimed, each outcome recorded, which claims the next step eagerly, the
+/// last ending the task); returns how many rows each statement read (by
+/// index or sequential scan, every table), each in a transaction of its
+/// own.
+async fn linear_task_reads(conn: &mut sqlx::PgConnection, ns: &str) -> Vec<(String, i64)> {
+    async fn reads(conn: &mut sqlx::PgConnection) -> i64 {
+        sqlx::query_scalar(
+            "SELECT coalesce(sum(coalesce(idx_tup_fetch, 0) + seq_tup_read), 0)::bigint FROM pg_stat_xact_user_tables",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+    }
+    let mut counted = Vec::new();
+    sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+    let before = reads(conn).await;
+    let task: Uuid = sqlx::query_scalar(
+        "SELECT task_uuid FROM tasker_create_task($1, 'linear', '1.0.0', '{\"n\": 1}', NULL, false)",
+    )
+    .bind(ns)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    counted.push(("tasker_create_task".to_owned(), reads(conn).await - before));
+    let root: Uuid =
+        sqlx::query_scalar("SELECT step_uuid FROM tasker_workflow_steps WHERE task_uuid = $1 AND name = 'step_one'")
+            .bind(task)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+
+    sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+    let before = reads(conn).await;
+    let claimed: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT step_uuid FROM tasker_claim_steps(ARRAY[$1], 'w', ARRAY[$2], interval '60 s', false)",
+    )
+    .bind(root)
+    .bind(ns)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    counted.push(("tasker_claim_steps".to_owned(), reads(conn).await - before));
+    sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+    assert_eq!(claimed, [root]);
+
+    let mut step = root;
+    for name in ["step_one", "step_two", "step_three", "step_four"] {
+        sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+        let before = reads(conn).await;
+        let rows: Vec<(String, Option<Uuid>, Option<String>)> = sqlx::query_as(
+            "SELECT kind, step_uuid, state FROM tasker_record_outcomes(ARRAY[$1], ARRAY[1], ARRAY[true], \
+               ARRAY['{}'::jsonb], ARRAY[false], ARRAY[0::bigint], ARRAY[NULL::jsonb], 'w', ARRAY[$2], 1, false, \
+               ARRAY[NULL::text], ARRAY[NULL::bigint])",
+        )
+        .bind(step)
+        .bind(ns)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        counted.push((format!("the outcome of {name}"), reads(conn).await - before));
+        sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+        assert!(rows.contains(&("outcome".to_owned(), Some(step), Some("complete".to_owned()))), "{rows:?}");
+        match rows.iter().find(|(kind, ..)| kind == "claimed") {
+            Some((_, Some(next), _)) => step = *next,
+            _ => assert_eq!(
+                rows.iter().find(|(kind, ..)| kind == "finished").map(|r| r.2.clone()),
+                Some(Some("complete".to_owned())),
+                "{rows:?}"
+            ),
+        }
+    }
+    counted
+}
