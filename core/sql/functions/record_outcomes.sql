@@ -93,7 +93,11 @@ BEGIN
   -- that reaches a scan lets the planner walk a status index over every
   -- task or step in flight. The same read of the steps says, from their
   -- named steps, which are decision points and which fan out, and which
-  -- hold a concurrency slot.
+  -- hold a concurrency slot. Keys found in one table are looked up in
+  -- another as = ANY (ARRAY(...)), not IN (...): a session keeps the plan
+  -- it made on a young deployment's small tables, and IN let that plan be
+  -- a hash join over the other table's whole primary key (step 4 read
+  -- every step for every outcome that way).
   WITH steps AS MATERIALIZED (
     SELECT s.task_uuid, s.step_uuid, ns.decision, coalesce(ns.fan_out ? 'from', false) AS fans_out,
            s.concurrency_slot IS NOT NULL AS holds_slot
@@ -101,7 +105,7 @@ BEGIN
      WHERE s.step_uuid = ANY (p_steps)
   ), locked AS MATERIALIZED (
     SELECT t.task_uuid, t.status, t.has_failed_step, t.concurrency_slot FROM tasker_tasks t
-     WHERE t.task_uuid IN (SELECT s.task_uuid FROM steps s)
+     WHERE t.task_uuid = ANY (ARRAY(SELECT s.task_uuid FROM steps s))
      ORDER BY t.task_uuid FOR NO KEY UPDATE
   )
   SELECT coalesce(array_agg(l.task_uuid) FILTER (WHERE l.status = 'in_progress'), '{}'),
