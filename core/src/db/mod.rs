@@ -77,10 +77,9 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 /// loops [`release`](Self::release) it before they wait (a recorder once it
 /// has waited 100 ms), so it never sits unused long enough to need the
 /// pool's idle check, and a worker stopped but not yet dropped holds none;
-/// it goes back before the next statement
-/// when the pool is at its limit with none idle (several workers in one
-/// process share it), and after a failed statement (it may be the one that
-/// broke).
+/// it goes back before the next statement when the pool is at its limit
+/// with none idle (several workers in one process share it), and after a
+/// failed statement (it may be the one that broke).
 pub(crate) struct HeldConnection {
     pool: PgPool,
     hold: bool,

@@ -345,10 +345,11 @@ async fn a_tasks_statements_read_a_bounded_number_of_rows_whatever_the_table_siz
 
 /// Runs a new linear task on `conn` as a worker would (created, its root
 /// claimed, each outcome recorded, which claims the next step eagerly, the
-/// last ending the task); returns how many rows each statement read (by
-/// index or sequential scan, every table), each in a transaction of its
-/// own.
+/// last ending the task), in one transaction; returns how many rows each
+/// statement read (by index or sequential scan, every table).
 async fn linear_task_reads(conn: &mut sqlx::PgConnection, ns: &str) -> Vec<(String, i64)> {
+    // The transaction's running count: each statement's reads are the
+    // difference across it.
     async fn reads(conn: &mut sqlx::PgConnection) -> i64 {
         sqlx::query_scalar(
             "SELECT coalesce(sum(coalesce(idx_tup_fetch, 0) + seq_tup_read), 0)::bigint FROM pg_stat_xact_user_tables",
@@ -359,7 +360,7 @@ async fn linear_task_reads(conn: &mut sqlx::PgConnection, ns: &str) -> Vec<(Stri
     }
     let mut counted = Vec::new();
     sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
-    let before = reads(conn).await;
+    let mut before = reads(conn).await;
     let task: Uuid = sqlx::query_scalar(
         "SELECT task_uuid FROM tasker_create_task($1, 'linear', '1.0.0', '{\"n\": 1}', NULL, false)",
     )
@@ -367,33 +368,24 @@ async fn linear_task_reads(conn: &mut sqlx::PgConnection, ns: &str) -> Vec<(Stri
     .fetch_one(&mut *conn)
     .await
     .unwrap();
-    counted.push(("tasker_create_task".to_owned(), reads(conn).await - before));
-    let root: Uuid =
-        sqlx::query_scalar("SELECT step_uuid FROM tasker_workflow_steps WHERE task_uuid = $1 AND name = 'step_one'")
-            .bind(task)
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-    sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
-
-    sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
-    let before = reads(conn).await;
+    let after = reads(conn).await;
+    counted.push(("tasker_create_task".to_owned(), after - before));
     let claimed: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT step_uuid FROM tasker_claim_steps(ARRAY[$1], 'w', ARRAY[$2], interval '60 s', false)",
+        "SELECT step_uuid FROM tasker_claim_steps(ARRAY(SELECT step_uuid FROM tasker_workflow_steps \
+                                                       WHERE task_uuid = $1 AND name = 'step_one'), \
+                                                 'w', ARRAY[$2], interval '60 s', false)",
     )
-    .bind(root)
+    .bind(task)
     .bind(ns)
     .fetch_all(&mut *conn)
     .await
     .unwrap();
-    counted.push(("tasker_claim_steps".to_owned(), reads(conn).await - before));
-    sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
-    assert_eq!(claimed, [root]);
+    before = reads(conn).await;
+    counted.push(("tasker_claim_steps (and finding the root)".to_owned(), before - after));
+    assert_eq!(claimed.len(), 1, "the root is claimed");
 
-    let mut step = root;
+    let mut step = claimed[0];
     for name in ["step_one", "step_two", "step_three", "step_four"] {
-        sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
-        let before = reads(conn).await;
         let rows: Vec<(String, Option<Uuid>, Option<String>)> = sqlx::query_as(
             "SELECT kind, step_uuid, state FROM tasker_record_outcomes(ARRAY[$1], ARRAY[1], ARRAY[true], \
                ARRAY['{}'::jsonb], ARRAY[false], ARRAY[0::bigint], ARRAY[NULL::jsonb], 'w', ARRAY[$2], 1, false, \
@@ -404,8 +396,9 @@ async fn linear_task_reads(conn: &mut sqlx::PgConnection, ns: &str) -> Vec<(Stri
         .fetch_all(&mut *conn)
         .await
         .unwrap();
-        counted.push((format!("the outcome of {name}"), reads(conn).await - before));
-        sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+        let after = reads(conn).await;
+        counted.push((format!("the outcome of {name}"), after - before));
+        before = after;
         assert!(rows.contains(&("outcome".to_owned(), Some(step), Some("complete".to_owned()))), "{rows:?}");
         match rows.iter().find(|(kind, ..)| kind == "claimed") {
             Some((_, Some(next), _)) => step = *next,
@@ -416,5 +409,6 @@ async fn linear_task_reads(conn: &mut sqlx::PgConnection, ns: &str) -> Vec<(Stri
             ),
         }
     }
+    sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
     counted
 }
