@@ -38,14 +38,13 @@ module TaskerCore
     end
 
     # Decision.result_of for a worker's job: the claim says whether the
-    # step is a decision (its named step's), its task row names the
-    # template.
+    # step is a decision (its named step's), its task row (JSON text) names
+    # the template.
     def self.result_of_job(value, job)
       decision = job[:decision] == true
       return value unless decision || value.is_a?(Decision)
 
-      task = job.fetch(:task)
-      template = %w[namespace name version].map { |k| task[k] || task[k.to_sym] }
+      template = JSON.parse(job.fetch(:task)).values_at("namespace", "name", "version")
       result_of(value, decision: decision,
                        step: "#{job[:step_name]} of template #{template[0]}/#{template[1]}@#{template[2]}")
     end

@@ -145,10 +145,11 @@ module TaskerCore
     end
 
     # The task and step as the claim left them: the claim returns their
-    # rows, so building the models costs no query.
+    # rows (as JSON text, see Native::Worker#next_job), so building the
+    # models costs no query.
     def models_of(job)
-      [Models::Task.instantiate(job.fetch(:task).transform_keys(&:to_s)),
-       Models::WorkflowStep.instantiate(job.fetch(:step).transform_keys(&:to_s))]
+      [Models::Task.instantiate(JSON.parse(job.fetch(:task))),
+       Models::WorkflowStep.instantiate(JSON.parse(job.fetch(:step)))]
     end
 
     # The step's ActiveRecord connection is checked out when the handler
