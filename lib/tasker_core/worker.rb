@@ -119,7 +119,7 @@ module TaskerCore
       @around_step.call do
         with_step_connection do
           task, step = models_of(job)
-          handler = handler_for(job, task)
+          handler = handler_for(job)
           with_timeout(job[:timeout_seconds]) { handler.call(task, StepSequence.new(task, step), step) }
         end
       end
@@ -196,11 +196,10 @@ module TaskerCore
       @native.fail(step_uuid, failure)
     end
 
-    # The handler with its step's handler.initialization settings (from
-    # the template cache: no query once the template is cached).
-    def handler_for(job, task)
-      config = @client.handler_config(task.namespace, task.name, task.version, job.fetch(:step_name))
-      StepHandler::Resolver.build(job.fetch(:handler_callable), config)
+    # The handler with its step's handler.initialization settings, which
+    # the claim returned with the step.
+    def handler_for(job)
+      StepHandler::Resolver.build(job.fetch(:handler_callable), job.fetch(:handler_config))
     end
 
     def handler_class(callable)

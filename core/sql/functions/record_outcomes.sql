@@ -313,7 +313,8 @@ BEGIN
         )
         SELECT 'claimed', c.step_uuid, c.task_uuid, NULL::text,
                jsonb_build_object('namespace', ns.namespace, 'step_name', ns.name,
-                                  'handler_callable', ns.handler_callable, 'decision', ns.decision,
+                                  'handler_callable', ns.handler_callable, 'handler_config', ns.handler_config,
+                                  'decision', ns.decision,
                                   'attempts', c.attempts,
                                   'retryable', ns.retryable, 'max_attempts', ns.max_attempts,
                                   'backoff_base_ms', ns.backoff_base_ms, 'max_backoff_ms', ns.max_backoff_ms,

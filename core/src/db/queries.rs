@@ -285,6 +285,9 @@ pub(crate) struct ClaimedStep {
     pub(crate) namespace: String,
     pub(crate) step_name: String,
     pub(crate) handler_callable: String,
+    /// The handler's settings (the template's `handler.initialization`, an
+    /// empty object when it has none).
+    pub(crate) handler_config: Value,
     /// The template declares the step a decision point.
     pub(crate) decision: bool,
     pub(crate) attempts: i32,

@@ -82,6 +82,10 @@ pub struct StepJob {
     pub namespace: String,
     pub step_name: String,
     pub handler_callable: String,
+    /// The handler's settings: its template's `handler.initialization` (an
+    /// empty object when it has none), as stored when the template was
+    /// registered.
+    pub handler_config: Value,
     /// The template declares the step a decision point: its handler must
     /// return a decision (which of its dependents run).
     pub decision: bool,
@@ -179,6 +183,7 @@ impl Handover {
             namespace: claim.namespace.clone(),
             step_name: claim.step_name.clone(),
             handler_callable: claim.handler_callable.clone(),
+            handler_config: Value::Null,
             decision: claim.decision,
             attempt: claim.attempts,
             max_attempts: claim.max_attempts,
@@ -207,11 +212,13 @@ impl Handover {
         );
         let handler = tracing::trace_span!(parent: &span, "run_handler", handler = %claim.handler_callable,
                                            task_uuid = %claim.task_uuid, step_uuid = %step_uuid);
-        // The in-flight record keeps the job without the rows, which only the
-        // runner reads: they are moved to it, not copied.
+        // The in-flight record keeps the job without the rows and the
+        // handler's settings, which only the runner reads: they are moved to
+        // it, not copied.
         let kept = job.clone();
         job.task = std::mem::take(&mut claim.task_row);
         job.step = std::mem::take(&mut claim.step_row);
+        job.handler_config = std::mem::take(&mut claim.handler_config);
         self.in_flight.lock().expect("in-flight lock").insert(
             step_uuid,
             InFlight {

@@ -1,6 +1,7 @@
 //! Templates that change: a registration that changes a template (new
 //! content or a new version) is announced, and every process that cached
-//! the old one drops it; one that changes nothing is not announced.
+//! the old one drops it; one that changes nothing is not announced. A
+//! claimed step carries its handler's settings as last registered.
 
 use crate::common;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sqlx::postgres::PgListener;
-use tasker_core::{TaskTemplate, TaskerClient};
+use tasker_core::{CreateTask, TaskTemplate, TaskerClient, WorkerHandle};
 
 fn template(namespace: &str, version: &str, greeting: &str) -> TaskTemplate {
     let yaml = format!(
@@ -78,6 +79,53 @@ async fn a_changed_template_reaches_every_process_that_cached_it() {
         Some(format!("{ns}/greetings@1.1.0"))
     );
     assert_eq!(client.handler_config(&ns, "greetings", "1.1.0", "greet").await.unwrap(), json!({"greeting": "hi"}));
+}
+
+/// greet (settings `{greeting: <greeting>}`), then reply, which has none.
+fn two_step_template(namespace: &str, greeting: &str) -> TaskTemplate {
+    let yaml = format!(
+        "namespace: {namespace}\nname: exchange\nversion: 1.0.0\nsteps:\n\
+         \x20 - {{name: greet, handler: {{callable: Greet, initialization: {{greeting: {greeting}}}}}}}\n\
+         \x20 - {{name: reply, dependencies: [greet], handler: {{callable: Reply}}}}\n"
+    );
+    TaskTemplate::from_yaml(&yaml, "exchange.yml").expect("template is valid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_step_carries_its_handlers_settings_as_last_registered() {
+    let ns = common::unique_namespace("settings");
+    let ctx = common::context().await;
+    ctx.register_template(two_step_template(&ns, "hej")).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let worker = WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 1).await.unwrap();
+    let mut seen = Vec::new();
+    for greeting in ["hej", "hola"] {
+        if greeting != "hej" {
+            assert!(ctx.register_template(two_step_template(&ns, greeting)).await.unwrap(), "new settings");
+        }
+        let task = client.create_task(&CreateTask::new(&ns, "exchange", "1.0.0", json!({}))).await.unwrap();
+        // The root comes from its message, the dependent from the root's
+        // outcome (claimed eagerly): both carry their settings.
+        for _ in 0..2 {
+            let job = worker.next_job(Duration::from_secs(10)).await.unwrap().expect("a step is claimed");
+            seen.push((job.step_name.clone(), job.handler_config.clone()));
+            worker.complete(job.step_uuid, json!(null)).await.unwrap();
+        }
+        assert_eq!(client.wait_for_status(task.task_uuid, Duration::from_secs(10)).await.unwrap(), "complete");
+        let reply = common::step_history(&client, task.task_uuid, "reply").await;
+        assert!(
+            reply.iter().any(|(from, to, _)| from == "pending" && to == "in_progress"),
+            "claimed eagerly: {reply:?}"
+        );
+    }
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    let expected = [
+        ("greet", json!({"greeting": "hej"})),
+        ("reply", json!({})),
+        ("greet", json!({"greeting": "hola"})),
+        ("reply", json!({})),
+    ];
+    assert_eq!(seen, expected.map(|(step, config)| (step.to_owned(), config)));
 }
 
 #[test]
