@@ -60,7 +60,8 @@ const RECORDERS: usize = 2;
 /// 2,098 with 2, 2,285 with 4.
 const CLAIMS_PER_RUNNER: usize = 4;
 
-/// How long a recorder keeps its connection with no outcome to record (see
+/// How long a recorder keeps its connection with no outcome to record, and
+/// the dispatcher its connection while it waits for messages (see
 /// `HeldConnection`).
 const KEEP_IDLE_CONNECTION: Duration = Duration::from_millis(100);
 
@@ -806,8 +807,8 @@ impl Dispatcher {
         let mut retry = LoopRetry::new("worker_dispatcher", Some(self.ctx.breakers().clone()));
         let mut held = HeldConnection::new(self.ctx.pool());
         while !*stop.borrow() {
-            // No connection is held while waiting: for a free slot here, for
-            // a runner or for messages below.
+            // No connection is held while waiting for a free slot here or for
+            // a runner, nor for messages below beyond KEEP_IDLE_CONNECTION.
             let first = match self.permits.clone().try_acquire_owned() {
                 Ok(permit) => permit,
                 Err(_) => {
@@ -898,10 +899,20 @@ impl Dispatcher {
             }
             let read_again = if self.wakeups.pushed() { maybe_more } else { received_any };
             if !read_again {
-                held.release();
-                tokio::select! {
-                    () = self.wakeups.wait(poll) => {}
-                    _ = stop.changed() => {}
+                // The connection is kept over the first moments of the wait,
+                // as a recorder keeps its own: a message arriving soon (the
+                // next task's root) is read on it, and giving it back (a
+                // ping) does not compete with the step just handed over.
+                let woken = tokio::select! {
+                    woken = tokio::time::timeout(KEEP_IDLE_CONNECTION, self.wakeups.wait(poll)) => woken.is_ok(),
+                    _ = stop.changed() => true,
+                };
+                if !woken {
+                    held.release();
+                    tokio::select! {
+                        () = self.wakeups.wait(poll.saturating_sub(KEEP_IDLE_CONNECTION)) => {}
+                        _ = stop.changed() => {}
+                    }
                 }
             }
         }
