@@ -9,7 +9,6 @@ CREATE FUNCTION tasker_transition_task(p_task uuid, p_from text[], p_to text, p_
 RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
   v_from text;
-  v_sort integer;
   v_row text;
   v_slot text;
 BEGIN
@@ -17,15 +16,20 @@ BEGIN
   IF v_from IS NULL OR NOT (v_from = ANY (p_from)) THEN
     RETURN NULL;
   END IF;
-  UPDATE tasker_tasks
-     SET status = p_to, transitions = transitions + 1, updated_at = clock_timestamp(),
-         completed_at = CASE WHEN p_to IN ('complete', 'error', 'cancelled') THEN clock_timestamp() END,
-         concurrency_slot = CASE WHEN p_to IN ('complete', 'error', 'cancelled') THEN NULL ELSE concurrency_slot END
-   WHERE task_uuid = p_task
-  RETURNING transitions, CASE WHEN p_to IN ('complete', 'error', 'cancelled') THEN to_jsonb(tasker_tasks.*)::text END
-    INTO v_sort, v_row;
-  INSERT INTO tasker_task_transitions (task_uuid, sort_key, from_state, to_state, metadata)
-  VALUES (p_task, v_sort, v_from, p_to, coalesce(p_meta, '{}'));
+  -- The row and its history in one statement.
+  WITH moved AS (
+    UPDATE tasker_tasks
+       SET status = p_to, transitions = transitions + 1, updated_at = clock_timestamp(),
+           completed_at = CASE WHEN p_to IN ('complete', 'error', 'cancelled') THEN clock_timestamp() END,
+           concurrency_slot = CASE WHEN p_to IN ('complete', 'error', 'cancelled') THEN NULL ELSE concurrency_slot END
+     WHERE task_uuid = p_task
+    RETURNING transitions,
+              CASE WHEN p_to IN ('complete', 'error', 'cancelled') THEN to_jsonb(tasker_tasks.*)::text END AS row_text
+  ), history AS (
+    INSERT INTO tasker_task_transitions (task_uuid, sort_key, from_state, to_state, metadata)
+    SELECT p_task, m.transitions, v_from, p_to, coalesce(p_meta, '{}') FROM moved m
+  )
+  SELECT m.row_text INTO v_row FROM moved m;
   IF v_slot IS NOT NULL AND p_to IN ('complete', 'error', 'cancelled') THEN
     PERFORM tasker_release_slot(v_slot);
   END IF;
