@@ -2,16 +2,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc, OnceCell};
 use uuid::Uuid;
 
 use crate::config::{Config, MessagingProvider};
+use crate::db::notifications::{Notifications, OnHeard, Subscription};
 use crate::db::{self, queries};
 use crate::error::{Error, Result};
 use crate::messaging::{MessageRouter, MessagingService, Outbox, PgmqProvider, RabbitMqProvider};
-use crate::resilience::{listen, Backoff, Breakers, Heard, LoopRetry, Probe};
+use crate::resilience::{Backoff, Breakers, LoopRetry, Probe};
 use crate::template::{TaskTemplate, TemplateRegistry};
 
 /// What every component works through: configuration, the connection pool,
@@ -23,7 +23,9 @@ pub struct Context {
     messaging: Arc<dyn MessagingService>,
     router: MessageRouter,
     templates: TemplateRegistry,
-    finished_tasks: OnceCell<(broadcast::Sender<FinishedTask>, AbortOnDrop)>,
+    /// The process's one LISTEN session (see `db::notifications`).
+    notifications: Arc<Notifications>,
+    finished_tasks: OnceCell<(broadcast::Sender<FinishedTask>, Subscription)>,
     resender: std::sync::OnceLock<Resender>,
     breakers: Breakers,
 }
@@ -34,8 +36,12 @@ impl Context {
         config.validate()?;
         crate::telemetry::metrics::install();
         let pool = db::connect(&config).await?;
+        let notifications = Arc::new(Notifications::new(pool.clone()));
         let messaging: Arc<dyn MessagingService> = match config.messaging.provider {
-            MessagingProvider::Pgmq => Arc::new(PgmqProvider::new(pool.clone(), config.messaging.notifications).await),
+            MessagingProvider::Pgmq => Arc::new(
+                PgmqProvider::sharing(pool.clone(), config.messaging.notifications.then(|| notifications.clone()))
+                    .await,
+            ),
             MessagingProvider::Rabbitmq => {
                 Arc::new(RabbitMqProvider::connect(&config.messaging.rabbitmq_url, config.messaging.prefetch).await?)
             }
@@ -62,7 +68,8 @@ impl Context {
             config,
             pool,
             messaging,
-            templates: TemplateRegistry::default(),
+            templates: TemplateRegistry::new(notifications.clone()),
+            notifications,
             finished_tasks: OnceCell::new(),
             resender: std::sync::OnceLock::new(),
         }))
@@ -227,36 +234,23 @@ impl Context {
     }
 
     /// A feed of tasks as they finish (uuid, end state), shared by every
-    /// waiter in this process (one LISTEN connection).
+    /// waiter in this process (on the process's LISTEN session).
     pub(crate) async fn finished_tasks(&self) -> Result<broadcast::Receiver<FinishedTask>> {
         let sender = self
             .finished_tasks
             .get_or_try_init(|| async {
-                let mut listener =
-                    PgListener::connect_with(&self.pool).await.map_err(Error::db("connecting a LISTEN session"))?;
-                listener
-                    .listen(queries::TASK_FINISHED_CHANNEL)
-                    .await
-                    .map_err(Error::db("listening for finished tasks"))?;
                 let (sender, _) = broadcast::channel(1024);
                 let feed = sender.clone();
-                let task = tokio::spawn(async move {
-                    // PgListener reconnects on the next recv; while the
-                    // database is down, that is tried with backoff.
-                    let mut retry = LoopRetry::new("finished_task_listener", None);
-                    loop {
-                        match listen(&mut listener, &mut retry, "listening for finished tasks").await {
-                            Heard::Notification(n) => {
-                                if let Some(finished) = FinishedTask::parse(n.payload()) {
-                                    let _ = feed.send(finished);
-                                }
-                            }
-                            // Waiters read the task's state again on their own.
-                            Heard::Reconnected => {}
-                        }
+                // A lost session (None) says nothing here: waiters read the
+                // task's state again on their own.
+                let on_heard: OnHeard = Box::new(move |heard| {
+                    if let Some(finished) = heard.and_then(|n| FinishedTask::parse(n.payload())) {
+                        let _ = feed.send(finished);
                     }
                 });
-                Ok::<_, Error>((sender, AbortOnDrop(task)))
+                let subscription =
+                    self.notifications.subscribe(vec![queries::TASK_FINISHED_CHANNEL.to_owned()], on_heard).await?;
+                Ok::<_, Error>((sender, subscription))
             })
             .await?;
         Ok(sender.0.subscribe())

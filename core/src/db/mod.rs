@@ -1,6 +1,7 @@
 //! The connection pool, migrations (PGMQ's SQL, the engine's tables and its
 //! SQL functions), and every SQL statement the engine runs (in `queries`).
 
+pub(crate) mod notifications;
 pub(crate) mod ops_queries;
 pub(crate) mod queries;
 pub(crate) mod schedule_queries;

@@ -16,7 +16,7 @@ use sqlx::PgConnection;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::context::AbortOnDrop;
+use crate::db::notifications::Subscription;
 use crate::error::Result;
 
 pub use self::dead_letters::DeadLetter;
@@ -182,7 +182,7 @@ pub trait MessagingService: Send + Sync + Debug {
 pub struct Wakeups {
     notify: Arc<Notify>,
     pushed: bool,
-    _listener: Option<AbortOnDrop>,
+    _listening: Option<Subscription>,
 }
 
 impl Wakeups {
@@ -190,8 +190,8 @@ impl Wakeups {
     /// none waits yet), as opposed to hints that polling alone stands in
     /// for. A message that becomes visible again (a nack, an expired
     /// visibility timeout) may wake nobody and is found by polling.
-    pub(crate) fn new(notify: Arc<Notify>, pushed: bool, listener: Option<tokio::task::JoinHandle<()>>) -> Self {
-        Self { notify, pushed, _listener: listener.map(AbortOnDrop) }
+    pub(crate) fn new(notify: Arc<Notify>, pushed: bool, listening: Option<Subscription>) -> Self {
+        Self { notify, pushed, _listening: listening }
     }
 
     /// Whether a reader that found a queue drained can wait for the next

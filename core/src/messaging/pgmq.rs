@@ -7,7 +7,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pgmq::PGMQueueExt;
 use serde_json::Value;
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -17,6 +16,7 @@ mod dead_letters;
 pub(crate) use dead_letters::prune_archive;
 
 use super::{DeadLetter, MessagingService, QueueStats, ReceivedMessage, Wakeups};
+use crate::db::notifications::Notifications;
 use crate::db::queries::{self, ClaimedStep};
 use crate::error::{Error, Result};
 
@@ -24,13 +24,22 @@ use crate::error::{Error, Result};
 pub struct PgmqProvider {
     pool: PgPool,
     pgmq: Arc<PGMQueueExt>,
-    notifications: bool,
+    /// Where `wakeups` listens for sends; None: callers rely on polling
+    /// alone.
+    notifications: Option<Arc<Notifications>>,
 }
 
 impl PgmqProvider {
     /// `notifications`: whether `wakeups` listens for sends (else callers
-    /// rely on polling alone).
+    /// rely on polling alone), on a LISTEN session of its own.
     pub async fn new(pool: PgPool, notifications: bool) -> Self {
+        let notifications = notifications.then(|| Arc::new(Notifications::new(pool.clone())));
+        Self::sharing(pool, notifications).await
+    }
+
+    /// Listens for sends on `notifications`, the process's LISTEN session
+    /// (see `db::notifications`), when given.
+    pub(crate) async fn sharing(pool: PgPool, notifications: Option<Arc<Notifications>>) -> Self {
         let pgmq = PGMQueueExt::new_with_pool(pool.clone()).await;
         Self { pool, pgmq: Arc::new(pgmq), notifications }
     }
@@ -426,27 +435,15 @@ impl MessagingService for PgmqProvider {
     }
 
     async fn wakeups(&self, queues: &[String]) -> Result<Wakeups> {
-        if !self.notifications {
+        let Some(notifications) = &self.notifications else {
             return Ok(Wakeups::new(Arc::new(Notify::new()), false, None));
-        }
-        let mut listener =
-            PgListener::connect_with(&self.pool).await.map_err(Error::db("connecting a LISTEN session"))?;
+        };
         let channels: Vec<String> = queues.iter().map(|q| queries::queue_channel(q)).collect();
-        listener
-            .listen_all(channels.iter().map(String::as_str))
-            .await
-            .map_err(Error::db(format!("listening on {}", channels.join(", "))))?;
         let notify = Arc::new(Notify::new());
         let waker = notify.clone();
-        let task = tokio::spawn(async move {
-            let mut retry = crate::resilience::LoopRetry::new("queue_notifications", None);
-            loop {
-                // Polling covers the gap while the session is lost; a
-                // reconnection wakes the reader too (a message may have come).
-                crate::resilience::listen(&mut listener, &mut retry, "listening for queue notifications").await;
-                waker.notify_one();
-            }
-        });
-        Ok(Wakeups::new(notify, true, Some(task)))
+        // Polling covers the gap while the session is lost; a reconnection
+        // (None) wakes the reader too (a message may have come).
+        let subscription = notifications.subscribe(channels, Box::new(move |_| waker.notify_one())).await?;
+        Ok(Wakeups::new(notify, true, Some(subscription)))
     }
 }

@@ -1,16 +1,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::OnceCell;
 
 use super::TaskTemplate;
-use crate::context::AbortOnDrop;
+use crate::db::notifications::{Notifications, OnHeard, Subscription};
 use crate::db::queries;
 use crate::error::{Error, Result};
 use crate::messaging::{MessageRouter, MessagingService};
-use crate::resilience::{listen, Heard, LoopRetry};
 
 type Cache = Arc<RwLock<HashMap<String, Arc<TaskTemplate>>>>;
 
@@ -19,7 +17,7 @@ type Cache = Arc<RwLock<HashMap<String, Arc<TaskTemplate>>>>;
 /// content, or a new version) is announced with NOTIFY; every process that
 /// caches templates listens and drops its copy, so the next use reads the
 /// new one.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct TemplateRegistry {
     cache: Cache,
     /// (namespace, name, version) of every template this process
@@ -27,7 +25,8 @@ pub(crate) struct TemplateRegistry {
     /// change notification drops (this process's own included, after its
     /// first registration of a template).
     registered: RwLock<std::collections::BTreeSet<(String, String, String)>>,
-    watch: OnceCell<AbortOnDrop>,
+    notifications: Arc<Notifications>,
+    watch: OnceCell<Subscription>,
 }
 
 fn cache_key(namespace: &str, name: &str, version: &str) -> String {
@@ -35,6 +34,11 @@ fn cache_key(namespace: &str, name: &str, version: &str) -> String {
 }
 
 impl TemplateRegistry {
+    /// Changes are heard on `notifications` (the process's LISTEN session).
+    pub(crate) fn new(notifications: Arc<Notifications>) -> Self {
+        Self { cache: Cache::default(), registered: RwLock::default(), notifications, watch: OnceCell::new() }
+    }
+
     /// Stores a validated template and creates its steps' namespace queues.
     /// Returns whether it changed what the database held (new, or new
     /// content); if so, every listening process drops its cached copy.
@@ -46,7 +50,7 @@ impl TemplateRegistry {
         template: TaskTemplate,
     ) -> Result<bool> {
         template.validate()?;
-        self.watch(pool).await?;
+        self.watch().await?;
         for namespace in template.step_namespaces() {
             messaging.create_queue(&router.step_queue(namespace)).await?;
         }
@@ -81,7 +85,7 @@ impl TemplateRegistry {
         }
         // Listening before reading: a change committed after this read is
         // announced to us.
-        self.watch(pool).await?;
+        self.watch().await?;
         let Some(definition) = queries::load_template(pool, namespace, name, version).await? else {
             return Err(Error::not_found(format!(
                 "no task template {key} is registered (register_templates! loads template_paths)"
@@ -96,35 +100,21 @@ impl TemplateRegistry {
 
     /// Listens for changed templates (once per process's registry) and drops
     /// each from the cache as it is announced. Should the listening
-    /// connection drop, announcements may have been missed: the whole cache
+    /// session drop, announcements may have been missed: the whole cache
     /// is dropped.
-    async fn watch(&self, pool: &PgPool) -> Result<()> {
+    async fn watch(&self) -> Result<()> {
         self.watch
             .get_or_try_init(|| async {
-                let mut listener =
-                    PgListener::connect_with(pool).await.map_err(Error::db("connecting a LISTEN session"))?;
-                listener
-                    .listen(queries::TEMPLATE_CHANGED_CHANNEL)
-                    .await
-                    .map_err(Error::db("listening for changed templates"))?;
                 let cache = self.cache.clone();
-                let task = tokio::spawn(async move {
-                    let mut retry = LoopRetry::new("template_listener", None);
-                    loop {
-                        match listen(&mut listener, &mut retry, "listening for changed templates").await {
-                            Heard::Notification(n) => {
-                                cache.write().expect("template cache lock").remove(n.payload());
-                                tracing::info!(
-                                    template = n.payload(),
-                                    "a template changed: its cached copy is dropped"
-                                );
-                            }
-                            // A change may have been missed meanwhile.
-                            Heard::Reconnected => cache.write().expect("template cache lock").clear(),
-                        }
+                let on_heard: OnHeard = Box::new(move |heard| match heard {
+                    Some(n) => {
+                        cache.write().expect("template cache lock").remove(n.payload());
+                        tracing::info!(template = n.payload(), "a template changed: its cached copy is dropped");
                     }
+                    // A change may have been missed meanwhile.
+                    None => cache.write().expect("template cache lock").clear(),
                 });
-                Ok::<_, Error>(AbortOnDrop(task))
+                self.notifications.subscribe(vec![queries::TEMPLATE_CHANGED_CHANNEL.to_owned()], on_heard).await
             })
             .await
             .map(|_| ())

@@ -79,6 +79,15 @@ pub async fn context_with(overrides: Value) -> Arc<Context> {
     ctx
 }
 
+/// The test database's URL with `application_name` set to `name`, so a
+/// test can find its context's sessions in `pg_stat_activity`.
+pub fn database_url_named(name: &str) -> String {
+    let mut url = test_config().database_url;
+    url.push_str(if url.contains('?') { "&" } else { "?" });
+    url.push_str(&format!("application_name={name}"));
+    url
+}
+
 /// A queue prefix no other test uses.
 pub fn unique_prefix() -> String {
     format!("t{}_", &Uuid::now_v7().simple().to_string()[24..])

@@ -736,12 +736,9 @@ async fn an_idle_pooled_connection_the_server_dropped_is_replaced_unseen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_kept_connections_the_server_dropped_goes_on_and_runs_each_step_once() {
     let ns = common::unique_namespace("kept");
-    let mut url = common::test_config().database_url;
-    url.push_str(if url.contains('?') { "&" } else { "?" });
-    url.push_str(&format!("application_name={ns}"));
     let deployment = common::one_deployment(Value::Null);
     let mut worker_overrides = deployment.clone();
-    worker_overrides["database_url"] = json!(url);
+    worker_overrides["database_url"] = json!(common::database_url_named(&ns));
     let worker_ctx = common::context_with(worker_overrides).await;
     let ctx = common::context_with(deployment).await;
     ctx.register_template(common::linear_template(&ns)).await.unwrap();
@@ -767,9 +764,65 @@ async fn a_worker_whose_kept_connections_the_server_dropped_goes_on_and_runs_eac
     runner.await.unwrap();
 }
 
+/// A process listens on one session for all it listens to (its worker's
+/// queue, the tasks it waits for, its template cache's changes):
+/// PostgreSQL wakes every listening session of a database for every NOTIFY
+/// committed there. When the server drops that session, one session takes
+/// its place, listening on every channel again, and work goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_listens_on_one_session_which_comes_back_on_every_channel() {
+    let ns = common::unique_namespace("listen");
+    let ctx = common::context_with(json!({"database_url": common::database_url_named(&ns)})).await;
+    let admin = common::context().await;
+    let listening = |admin: Arc<tasker_core::Context>, ns: String| async move {
+        let sessions: Vec<(i32, String)> = sqlx::query_as(
+            "SELECT pid, query FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+        )
+        .bind(ns)
+        .fetch_all(admin.pool())
+        .await
+        .unwrap();
+        sessions
+    };
+    ctx.register_template(common::linear_template(&ns)).await.unwrap();
+    let client = TaskerClient::new(ctx.clone());
+    let worker = Arc::new(WorkerHandle::start(ctx.clone(), std::slice::from_ref(&ns), 2).await.unwrap());
+    let runner = tokio::spawn(common::run_square_worker(worker.clone(), client.clone()));
+    let first = client.create_task(&request(&ns, "linear", 6)).await.unwrap();
+    let done = client.wait_for_task(first.task_uuid, Duration::from_secs(30)).await.unwrap();
+    common::assert_linear_six_completed_once(&client, &done).await;
+    let sessions = listening(admin.clone(), ns.clone()).await;
+    assert_eq!(sessions.len(), 1, "one LISTEN session: {sessions:?}");
+
+    let dropped = sessions[0].0;
+    let killed: bool =
+        sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(dropped).fetch_one(admin.pool()).await.unwrap();
+    assert!(killed);
+    // The new session listens on every channel in one statement.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        let sessions = listening(admin.clone(), ns.clone()).await;
+        if let [(pid, query)] = sessions.as_slice() {
+            if *pid != dropped {
+                break query.clone();
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no new LISTEN session alone: {sessions:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for channel in ["tasker_task_finished", "tasker_template_changed", ns.as_str()] {
+        assert!(again.contains(channel), "{channel} in {again:?}");
+    }
+    let second = client.create_task(&request(&ns, "linear", 6)).await.unwrap();
+    let done = client.wait_for_task(second.task_uuid, Duration::from_secs(30)).await.unwrap();
+    common::assert_linear_six_completed_once(&client, &done).await;
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    runner.await.unwrap();
+}
+
 /// From a pool too small to keep connections in (fewer than eight), each
 /// statement takes one and gives it back: a worker and its caller share
-/// six connections (its LISTEN sessions among them) and every step runs
+/// six connections (its LISTEN session among them) and every step runs
 /// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_on_a_pool_of_six_connections_runs_every_step_once() {
