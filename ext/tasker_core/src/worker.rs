@@ -32,10 +32,10 @@ impl Worker {
     }
 
     /// A Hash describing the claimed step, or nil after `timeout` seconds.
-    /// The task's and the step's rows (`:task`, `:step`) come as JSON text:
-    /// Ruby's parser turns them into the string-keyed Hashes ActiveRecord's
-    /// `instantiate` takes in a fraction of the time building them here
-    /// value by value took (a tenth of an idle worker's CPU per step).
+    /// The task's and the step's rows (`:task`, `:step`) come as JSON text,
+    /// which Ruby's parser turns into the string-keyed Hashes ActiveRecord's
+    /// `instantiate` takes: building them here, a Ruby call per key and
+    /// value, was a tenth of an idle worker's CPU in `perf`.
     fn next_job(ruby: &Ruby, rb_self: &Self, timeout_seconds: f64) -> Result<Option<Value>, Error> {
         let handle = rb_self.handle.clone();
         let timeout = Duration::from_secs_f64(timeout_seconds.max(0.0));
