@@ -65,9 +65,8 @@ BEGIN
       RETURNING s.step_uuid, s.task_uuid, to_jsonb(s.*) AS step_row
     )
     SELECT c.step_uuid, c.task_uuid, cl.namespace, cl.name, cl.handler_callable, cl.handler_config, cl.decision,
-           cl.attempt, cl.retryable,
-           cl.max_attempts, cl.backoff_base_ms, cl.max_backoff_ms, cl.timeout_seconds, to_jsonb(t.*), c.step_row,
-           cl.stale
+           cl.attempt, cl.retryable, cl.max_attempts, cl.backoff_base_ms, cl.max_backoff_ms, cl.timeout_seconds,
+           to_jsonb(t.*), c.step_row, cl.stale
       FROM claimed c
       JOIN claimable cl ON cl.step_uuid = c.step_uuid
       JOIN tasker_tasks t ON t.task_uuid = c.task_uuid

@@ -78,10 +78,9 @@ DECLARE
   v_slotted uuid[];
   v_task_slots boolean;
   v_collecting boolean;
-  v_outcomes_returned boolean := false;
-  v_setting text;
   r record;
 BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
   IF cardinality(p_steps) > 1 THEN
     IF cardinality(p_steps) <> (SELECT count(DISTINCT u.s) FROM unnest(p_steps) AS u(s)) THEN
       RAISE EXCEPTION 'tasker_record_outcomes: a step appears more than once in %', p_steps
@@ -98,9 +97,7 @@ BEGIN
   -- another as = ANY (ARRAY(...)), not IN (...): a session keeps the plan
   -- it made on a young deployment's small tables, and IN let that plan be
   -- a hash join over the other table's whole primary key (step 4 read
-  -- every step for every outcome that way). The same statement turns off
-  -- the commit's wait for its flush (see above; one statement fewer than a
-  -- PERFORM of its own).
+  -- every step for every outcome that way).
   WITH steps AS MATERIALIZED (
     SELECT s.task_uuid, s.step_uuid, ns.decision, coalesce(ns.fan_out ? 'from', false) AS fans_out,
            s.concurrency_slot IS NOT NULL AS holds_slot
@@ -116,9 +113,8 @@ BEGIN
          (SELECT coalesce(array_agg(s.step_uuid), '{}') FROM steps s WHERE s.decision),
          ARRAY(SELECT s.step_uuid FROM steps s WHERE s.fans_out),
          ARRAY(SELECT s.step_uuid FROM steps s WHERE s.holds_slot),
-         coalesce(bool_or(l.concurrency_slot IS NOT NULL), false),
-         set_config('synchronous_commit', 'off', true)
-    INTO v_live, v_flagged, v_deciding, v_fan_outs, v_slotted, v_task_slots, v_setting
+         coalesce(bool_or(l.concurrency_slot IS NOT NULL), false)
+    INTO v_live, v_flagged, v_deciding, v_fan_outs, v_slotted, v_task_slots
     FROM locked l;
   -- With queues outside PostgreSQL, the messages of waiters that slots
   -- given back here are handed to are this worker's to send after commit
@@ -189,9 +185,7 @@ BEGIN
     INTO v_states, v_done, v_retry, v_retry_delays, v_moving, v_late, v_errored
     FROM input i LEFT JOIN moved a ON a.step_uuid = i.step_uuid;
 
-  -- The 'outcome' rows (the steps' new states) are returned with the
-  -- eager claim below when there is one, else before step 5: each RETURN
-  -- QUERY is a statement of its own.
+  RETURN QUERY SELECT 'outcome', u.s, NULL::uuid, u.st, NULL::jsonb FROM unnest(p_steps, v_states) AS u(s, st);
 
   -- Steps that held a concurrency slot and ended give it back, which hands
   -- it to the next waiter (see tasker_give_back_slots); with queues outside
@@ -317,7 +311,7 @@ BEGIN
                  jsonb_build_object('worker', p_worker, 'attempt', c.attempts, 'eager', true)
             FROM claimed c
         )
-        (SELECT 'claimed', c.step_uuid, c.task_uuid, NULL::text,
+        SELECT 'claimed', c.step_uuid, c.task_uuid, NULL::text,
                jsonb_build_object('namespace', ns.namespace, 'step_name', ns.name,
                                   'handler_callable', ns.handler_callable, 'handler_config', ns.handler_config,
                                   'decision', ns.decision,
@@ -329,10 +323,7 @@ BEGIN
           FROM claimed c
           JOIN tasker_named_steps ns ON ns.named_step_id = c.named_step_id
           JOIN tasker_tasks t ON t.task_uuid = c.task_uuid
-         ORDER BY c.step_uuid)
-        UNION ALL
-        SELECT 'outcome', u.s, NULL::uuid, u.st, NULL::jsonb FROM unnest(p_steps, v_states) AS u(s, st);
-      v_outcomes_returned := true;
+         ORDER BY c.step_uuid;
     END IF;
 
     IF cardinality(v_ready) > cardinality(v_eager) THEN
@@ -341,10 +332,6 @@ BEGIN
                      FROM tasker_enqueue_steps(ARRAY(SELECT u.s FROM unnest(v_ready) AS u(s) WHERE u.s <> ALL (v_eager)),
                                                p_send) AS m;
     END IF;
-  END IF;
-
-  IF NOT v_outcomes_returned THEN
-    RETURN QUERY SELECT 'outcome', u.s, NULL::uuid, u.st, NULL::jsonb FROM unnest(p_steps, v_states) AS u(s, st);
   END IF;
 
   -- 5. Tasks with nothing left. A task whose steps just moved (a dependent
