@@ -902,12 +902,14 @@ impl Dispatcher {
                 // The connection is kept over the first moments of the wait,
                 // as a recorder keeps its own: a message arriving soon (the
                 // next task's root) is read on it, and giving it back (a
-                // ping) does not compete with the step just handed over.
-                let woken = tokio::select! {
-                    woken = tokio::time::timeout(KEEP_IDLE_CONNECTION, self.wakeups.wait(poll)) => woken.is_ok(),
+                // ping) does not compete with the step just handed over. A
+                // wait that ends sooner (a wake-up, or a poll interval
+                // shorter than that) reads again on the same connection.
+                let ended_soon = tokio::select! {
+                    waited = tokio::time::timeout(KEEP_IDLE_CONNECTION, self.wakeups.wait(poll)) => waited.is_ok(),
                     _ = stop.changed() => true,
                 };
-                if !woken {
+                if !ended_soon {
                     held.release();
                     tokio::select! {
                         () = self.wakeups.wait(poll.saturating_sub(KEEP_IDLE_CONNECTION)) => {}
