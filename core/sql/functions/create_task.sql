@@ -54,6 +54,9 @@ DECLARE
   v_held boolean := false;
   v_limited uuid[];
   v_priority integer;
+  -- The task's start: its deadline counts from the moment its history says
+  -- it started, not from a clock read a statement earlier.
+  v_started timestamptz;
 BEGIN
   SELECT t.template_id, coalesce(p_timeout_seconds, (t.definition ->> 'timeout_seconds')::integer),
          t.definition -> 'concurrency', coalesce(p_priority, (t.definition ->> 'priority')::integer, 0)
@@ -83,6 +86,7 @@ BEGIN
   END IF;
 
   v_task := tasker_uuid_v7();
+  v_started := clock_timestamp();
   -- The template's concurrency limit: the task starts holding a slot, or
   -- waits pending like a delayed task (with no run_at) until a task of its
   -- key ends and hands it the slot (tasker_release_slot). A delayed task
@@ -98,7 +102,7 @@ BEGIN
   VALUES (v_task, v_template, p_namespace, p_name, p_version, coalesce(p_context, '{}'), p_identity_key,
           v_correlation, CASE WHEN v_delayed THEN 'pending' ELSE 'in_progress' END, CASE WHEN v_delayed THEN 1 ELSE 2 END,
           p_traceparent, CASE WHEN NOT v_held THEN p_run_at END, v_timeout,
-          CASE WHEN NOT v_delayed THEN clock_timestamp() + make_interval(secs => v_timeout) END,
+          CASE WHEN NOT v_delayed THEN v_started + make_interval(secs => v_timeout) END,
           CASE WHEN NOT v_held THEN v_slot END, v_priority)
   ON CONFLICT (identity_key) DO NOTHING
   RETURNING to_jsonb(tasker_tasks.*) INTO v_row;
@@ -141,8 +145,8 @@ BEGIN
       CROSS JOIN LATERAL (VALUES (1, '', 'pending'), (2, 'pending', 'enqueued')) AS h(sort_key, from_state, to_state)
      WHERE h.sort_key = 1 OR d.is_root
   ), task_history AS (
-    INSERT INTO tasker_task_transitions (task_uuid, sort_key, from_state, to_state)
-    SELECT v_task, h.sort_key, h.from_state, h.to_state
+    INSERT INTO tasker_task_transitions (task_uuid, sort_key, from_state, to_state, created_at)
+    SELECT v_task, h.sort_key, h.from_state, h.to_state, v_started
       FROM (VALUES (1, '', 'pending'), (2, 'pending', 'in_progress')) AS h(sort_key, from_state, to_state)
      WHERE h.sort_key = 1 OR NOT v_delayed
   ), edges AS (
