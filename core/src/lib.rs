@@ -35,7 +35,7 @@ pub use messaging::{
     DeadLetter, MessageRouter, MessagingService, PgmqProvider, QueueStats, RabbitMqProvider, ReceivedMessage,
     StepMessage,
 };
-pub use model::{StepTransition, Task, TaskTransition, WorkflowStep};
+pub use model::{RowJson, StepTransition, Task, TaskTransition, WorkflowStep};
 pub use orchestration::{backoff_delay, OrchestratorHandle};
 pub use resilience::{BreakerHealth, LoopHealth};
 pub use retention::{prune, PruneReport};

@@ -319,7 +319,8 @@ BEGIN
                                   'retryable', ns.retryable, 'max_attempts', ns.max_attempts,
                                   'backoff_base_ms', ns.backoff_base_ms, 'max_backoff_ms', ns.max_backoff_ms,
                                   'timeout_seconds', ns.timeout_seconds, 'task_row', to_jsonb(t.*),
-                                  'step_row', c.step_row, 'correlation_id', t.correlation_id)
+                                  'step_row', c.step_row, 'task_uuid', c.task_uuid,
+                                  'correlation_id', t.correlation_id)
           FROM claimed c
           JOIN tasker_named_steps ns ON ns.named_step_id = c.named_step_id
           JOIN tasker_tasks t ON t.task_uuid = c.task_uuid

@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::messaging::{MessageRouter, Outbox, QueueStats};
-use crate::model::{StepTransition, Task, TaskTransition, WorkflowStep};
+use crate::model::{RowJson, StepTransition, Task, TaskTransition, WorkflowStep};
 use crate::template::TaskTemplate;
 
 /// The LISTEN channel woken by sends to `queue`.
@@ -282,6 +283,7 @@ pub(crate) async fn create_task<'e>(
 #[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub(crate) struct ClaimedStep {
     pub(crate) task_uuid: Uuid,
+    pub(crate) correlation_id: Uuid,
     pub(crate) namespace: String,
     pub(crate) step_name: String,
     pub(crate) handler_callable: String,
@@ -296,9 +298,11 @@ pub(crate) struct ClaimedStep {
     pub(crate) backoff_base_ms: i32,
     pub(crate) max_backoff_ms: i32,
     pub(crate) timeout_seconds: Option<i32>,
-    /// The task's and the step's rows after the claim (column => value).
-    pub(crate) task_row: Value,
-    pub(crate) step_row: Value,
+    /// The task's and the step's rows after the claim, as JSON text.
+    #[sqlx(try_from = "sqlx::types::Json<Box<RawValue>>")]
+    pub(crate) task_row: RowJson,
+    #[sqlx(try_from = "sqlx::types::Json<Box<RawValue>>")]
+    pub(crate) step_row: RowJson,
     /// The claim took the step over from one gone stale (its worker died).
     /// An eager claim never does.
     #[sqlx(default)]
@@ -418,7 +422,6 @@ pub(crate) struct Outcomes<'a> {
 #[derive(Debug)]
 pub(crate) struct EagerClaim {
     pub(crate) step_uuid: Uuid,
-    pub(crate) correlation_id: Uuid,
     pub(crate) claim: ClaimedStep,
 }
 
@@ -473,7 +476,7 @@ pub(crate) async fn record_outcomes(
         step_uuid: Option<Uuid>,
         task_uuid: Option<Uuid>,
         state: Option<String>,
-        detail: Option<Value>,
+        detail: Option<sqlx::types::Json<Box<RawValue>>>,
     }
     let rows: Vec<Row> =
         sqlx::query_as("SELECT * FROM tasker_record_outcomes($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
@@ -496,33 +499,28 @@ pub(crate) async fn record_outcomes(
     let malformed = |what: String| Error::new(crate::ErrorKind::Database, format!("tasker_record_outcomes: {what}"));
     let mut recorded = Recorded::default();
     for row in rows {
-        match (row.kind.as_str(), row.step_uuid, row.task_uuid, row.detail) {
+        // Each detail is read from its text straight into its type: an
+        // eager claim's rows stay text (see RowJson).
+        let detail = row.detail.as_ref().map(|d| d.get());
+        match (row.kind.as_str(), row.step_uuid, row.task_uuid, detail) {
             ("outcome", Some(step), _, _) => {
                 recorded.states.insert(step, row.state);
             }
-            ("claimed", Some(step_uuid), Some(task_uuid), Some(mut detail)) => {
-                let correlation_id = detail
-                    .get("correlation_id")
-                    .and_then(Value::as_str)
-                    .and_then(|c| c.parse().ok())
-                    .ok_or_else(|| malformed(format!("claim of step {step_uuid} without a correlation id")))?;
-                if let Some(object) = detail.as_object_mut() {
-                    object.insert("task_uuid".to_owned(), Value::String(task_uuid.to_string()));
-                }
-                let claim: ClaimedStep = serde_json::from_value(detail)
+            ("claimed", Some(step_uuid), Some(_), Some(detail)) => {
+                let claim: ClaimedStep = serde_json::from_str(detail)
                     .map_err(|e| malformed(format!("claim of step {step_uuid} is malformed: {e}")))?;
-                recorded.claimed.push(EagerClaim { step_uuid, correlation_id, claim });
+                recorded.claimed.push(EagerClaim { step_uuid, claim });
             }
             ("unsent", _, _, Some(detail)) => recorded
                 .unsent
-                .push(serde_json::from_value(detail).map_err(|e| malformed(format!("a message is malformed: {e}")))?),
+                .push(serde_json::from_str(detail).map_err(|e| malformed(format!("a message is malformed: {e}")))?),
             ("finished", _, Some(task_uuid), Some(detail)) => {
-                let finished: FinishedTask = serde_json::from_value(detail)
+                let finished: FinishedTask = serde_json::from_str(detail)
                     .map_err(|e| malformed(format!("finished task {task_uuid} is malformed: {e}")))?;
                 recorded.finished.push(FinishedTask { task_uuid, status: row.state.unwrap_or_default(), ..finished });
             }
             ("skipped", _, _, Some(detail)) => recorded.skipped.push(
-                serde_json::from_value(detail).map_err(|e| malformed(format!("a skipped count is malformed: {e}")))?,
+                serde_json::from_str(detail).map_err(|e| malformed(format!("a skipped count is malformed: {e}")))?,
             ),
             (kind, ..) => return Err(malformed(format!("an unexpected {kind:?} row"))),
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pgmq::PGMQueueExt;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
@@ -71,7 +72,6 @@ pub(crate) struct Claimant<'a> {
 #[derive(Debug)]
 pub(crate) struct ClaimedMessage {
     pub(crate) step_uuid: Uuid,
-    pub(crate) correlation_id: Uuid,
     pub(crate) claim: ClaimedStep,
 }
 
@@ -110,11 +110,13 @@ impl PgmqProvider {
                SELECT c.step_uuid, to_jsonb(c.*) AS claim \
                  FROM tasker_claim_steps(ARRAY(SELECT step_uuid FROM wanted), $4, $5, make_interval(secs => $6), true) c \
                 WHERE EXISTS (SELECT FROM wanted)) \
-             SELECT r.msg_id, r.read_ct, r.message, w.step_uuid, w.correlation_id, c.claim \
+             SELECT r.msg_id, r.read_ct, r.message, w.step_uuid, c.claim \
                FROM read r LEFT JOIN wanted w ON w.msg_id = r.msg_id LEFT JOIN claimed c ON c.step_uuid = w.step_uuid",
             read = read_statement(&queue_table(queue)?)
         );
-        type Row = (i64, i32, Option<Value>, Option<Uuid>, Option<Uuid>, Option<Value>);
+        // The claim is read from its text into its type: its rows stay text
+        // (see RowJson).
+        type Row = (i64, i32, Option<Value>, Option<Uuid>, Option<sqlx::types::Json<Box<RawValue>>>);
         let mut rows: Vec<Row> = sqlx::query_as(&sql)
             .bind(i64::from(max))
             .bind(f64::from(vt_seconds(visibility_timeout)))
@@ -127,12 +129,11 @@ impl PgmqProvider {
             .map_err(Error::messaging(format!("receiving from queue {queue} and claiming the steps")))?;
         rows.sort_unstable_by_key(|(msg_id, _, message, ..)| handing_order(*msg_id, message.as_ref()));
         rows.into_iter()
-            .map(|(msg_id, read_ct, message, step_uuid, correlation_id, claim)| {
-                let claimed = match (step_uuid, correlation_id, claim) {
-                    (Some(step_uuid), Some(correlation_id), Some(claim)) => Some(ClaimedMessage {
+            .map(|(msg_id, read_ct, message, step_uuid, claim)| {
+                let claimed = match (step_uuid, claim) {
+                    (Some(step_uuid), Some(claim)) => Some(ClaimedMessage {
                         step_uuid,
-                        correlation_id,
-                        claim: serde_json::from_value(claim).map_err(|e| {
+                        claim: serde_json::from_str(claim.get()).map_err(|e| {
                             Error::new(
                                 crate::ErrorKind::Database,
                                 format!("reading the claim of step {step_uuid}: {e}"),

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde_json::Value;
 
 use crate::context::Context;
 use crate::db::ops_queries;
@@ -240,9 +239,25 @@ pub(crate) struct StepMetrics {
     task_created: Option<f64>,
 }
 
-fn timestamp(row: &Value, column: &str) -> Option<f64> {
-    let text = row.get(column)?.as_str()?;
-    let at = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+/// What a step's metrics and trace read of its task's row (the claim's
+/// `task_row`, read with [`crate::RowJson::fields`]).
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct TaskFacts {
+    pub(crate) name: Option<String>,
+    pub(crate) created_at: Option<String>,
+    pub(crate) traceparent: Option<String>,
+}
+
+/// What a step's queue wait is read from, of its row after the claim.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct StepFacts {
+    enqueued_at: Option<String>,
+    retry_at: Option<String>,
+    started_at: Option<String>,
+}
+
+fn timestamp(text: Option<&String>) -> Option<f64> {
+    let at = chrono::DateTime::parse_from_rfc3339(text?).ok()?;
     Some(at.timestamp_micros() as f64 / 1e6)
 }
 
@@ -254,21 +269,21 @@ impl StepMetrics {
     /// Counts the start, and the queue wait of a step claimed from a
     /// message: from its enqueueing (or its retry coming due, if later) to
     /// the claim. A step claimed eagerly had no wait.
-    pub(crate) fn started(namespace: &str, step: &str, task_row: &Value, step_row: &Value, from_message: bool) -> Self {
-        let template = task_row.get("name").and_then(Value::as_str).unwrap_or("unknown").to_owned();
+    /// `from_message`: the step's row, for a step claimed from a message.
+    pub(crate) fn started(namespace: &str, step: &str, task: &TaskFacts, from_message: Option<StepFacts>) -> Self {
         let metrics = Self {
             namespace: namespace.to_owned(),
-            template,
+            template: task.name.as_deref().unwrap_or("unknown").to_owned(),
             step: step.to_owned(),
-            task_created: timestamp(task_row, "created_at"),
+            task_created: timestamp(task.created_at.as_ref()),
         };
         counter!("tasker_steps_started_total", &metrics.labels()).increment(1);
-        if from_message {
-            let ready = match (timestamp(step_row, "enqueued_at"), timestamp(step_row, "retry_at")) {
+        if let Some(row) = from_message {
+            let ready = match (timestamp(row.enqueued_at.as_ref()), timestamp(row.retry_at.as_ref())) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             };
-            if let (Some(ready), Some(claimed)) = (ready, timestamp(step_row, "started_at")) {
+            if let (Some(ready), Some(claimed)) = (ready, timestamp(row.started_at.as_ref())) {
                 histogram!("tasker_step_queue_wait_seconds", &metrics.labels()).record((claimed - ready).max(0.0));
             }
         }

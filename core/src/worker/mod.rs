@@ -27,9 +27,12 @@ use crate::error::{bounded, Error, ErrorKind, Result};
 use crate::lifecycle::Lifecycle;
 use crate::messaging::dead_letters::drop_overdelivered;
 use crate::messaging::{decode_or_dead_letter, Claimant, ClaimedMessage, ReceivedMessage, StepMessage, Wakeups};
+use crate::model::RowJson;
 use crate::orchestration::backoff_delay;
 use crate::resilience::{outage, LoopRetry};
-use crate::telemetry::metrics::{dead_lettered, step_taken_over, steps_skipped, DeadLetterReason, StepMetrics};
+use crate::telemetry::metrics::{
+    dead_lettered, step_taken_over, steps_skipped, DeadLetterReason, StepMetrics, TaskFacts,
+};
 use crate::telemetry::registry;
 use crate::template::check_identifier;
 
@@ -95,10 +98,10 @@ pub struct StepJob {
     pub max_attempts: i32,
     /// The template's limit on one attempt, if it sets one.
     pub timeout_seconds: Option<i32>,
-    /// The task's and the step's rows as the claim left them (column =>
-    /// value), so a worker need not read them back.
-    pub task: Value,
-    pub step: Value,
+    /// The task's and the step's rows as the claim left them, as JSON text
+    /// (an object, column => value), so a worker need not read them back.
+    pub task: RowJson,
+    pub step: RowJson,
 }
 
 /// Why a handler failed.
@@ -174,9 +177,9 @@ impl Handover {
         message: Option<Delivery>,
         mut claim: ClaimedStep,
         step_uuid: Uuid,
-        correlation_id: Uuid,
         permit: OwnedSemaphorePermit,
     ) -> Option<InFlight> {
+        let correlation_id = claim.correlation_id;
         let mut job = StepJob {
             task_uuid: claim.task_uuid,
             step_uuid,
@@ -189,28 +192,25 @@ impl Handover {
             attempt: claim.attempts,
             max_attempts: claim.max_attempts,
             timeout_seconds: claim.timeout_seconds,
-            task: Value::Null,
-            step: Value::Null,
+            task: RowJson::default(),
+            step: RowJson::default(),
         };
         if claim.taken_over {
             step_taken_over(&claim.namespace);
         }
+        // The few fields of the rows read here; the rows stay text.
+        let task_facts: TaskFacts = claim.task_row.fields().unwrap_or_default();
         let metrics = StepMetrics::started(
             &claim.namespace,
             &claim.step_name,
-            &claim.task_row,
-            &claim.step_row,
-            message.is_some(),
+            &task_facts,
+            message.is_some().then(|| claim.step_row.fields().unwrap_or_default()),
         );
         let span = tracing::trace_span!("step", task_uuid = %claim.task_uuid, step_uuid = %step_uuid,
                                         correlation_id = %correlation_id, namespace = %claim.namespace,
                                         step = %claim.step_name, attempt = claim.attempts, eager = message.is_none(),
                                         state = tracing::field::Empty);
-        crate::telemetry::traces::continue_task_trace(
-            &span,
-            claim.task_row.get("traceparent").and_then(Value::as_str),
-            claim.task_uuid,
-        );
+        crate::telemetry::traces::continue_task_trace(&span, task_facts.traceparent.as_deref(), claim.task_uuid);
         let handler = tracing::trace_span!(parent: &span, "run_handler", handler = %claim.handler_callable,
                                            task_uuid = %claim.task_uuid, step_uuid = %step_uuid);
         // The in-flight record keeps the job without the rows and the
@@ -751,7 +751,7 @@ impl Recorder {
     }
 
     async fn hand_over_eager(&self, claimed: Vec<EagerClaim>, slots: &mut Vec<OwnedSemaphorePermit>) {
-        for EagerClaim { step_uuid, correlation_id, claim } in claimed {
+        for EagerClaim { step_uuid, claim } in claimed {
             let Some(permit) = slots.pop() else {
                 // Never: the statement claims at most as many as the slots.
                 tracing::error!(%step_uuid, "a step was claimed eagerly without a free slot; its claim goes stale \
@@ -759,7 +759,7 @@ impl Recorder {
                 continue;
             };
             tracing::debug!(%step_uuid, step = claim.step_name, "running a ready dependent eagerly");
-            if let Some(flight) = self.handover.hand_over(None, claim, step_uuid, correlation_id, permit) {
+            if let Some(flight) = self.handover.hand_over(None, claim, step_uuid, permit) {
                 release(&self.ctx, flight, "worker shut down before starting it").await;
             }
         }
@@ -861,7 +861,7 @@ impl Dispatcher {
                         maybe_more |= claimed.len() + messages.len() >= want;
                         for (message, read) in claimed {
                             let permit = permits.pop().expect("a permit for every message read");
-                            self.hand_over(message, read.claim, read.step_uuid, read.correlation_id, permit).await;
+                            self.hand_over(message, read.claim, read.step_uuid, permit).await;
                         }
                         if messages.is_empty() {
                             continue;
@@ -975,11 +975,10 @@ impl Dispatcher {
         message: ReceivedMessage,
         claim: ClaimedStep,
         step_uuid: Uuid,
-        correlation_id: Uuid,
         permit: OwnedSemaphorePermit,
     ) {
         let delivery = Some((message.queue, message.receipt));
-        if let Some(flight) = self.handover.hand_over(delivery, claim, step_uuid, correlation_id, permit) {
+        if let Some(flight) = self.handover.hand_over(delivery, claim, step_uuid, permit) {
             release(&self.ctx, flight, "worker shut down before starting it").await;
         }
     }
@@ -1038,7 +1037,7 @@ impl Dispatcher {
         let mut unclaimed = Vec::new();
         for ((message, step), permit) in steps.into_iter().zip(permits) {
             match claims.remove(&step.step_uuid) {
-                Some(claim) => self.hand_over(message, claim, step.step_uuid, step.correlation_id, permit).await,
+                Some(claim) => self.hand_over(message, claim, step.step_uuid, permit).await,
                 None => unclaimed.push((message, step)),
             }
         }

@@ -52,7 +52,7 @@ async fn run_children(worker: Arc<WorkerHandle>, client: TaskerClient) {
     while worker.is_running() {
         let Some(job) = worker.next_job(Duration::from_millis(200)).await.expect("next job") else { continue };
         let result = match job.handler_callable.as_str() {
-            "F::Double" => json!(job.step["input"].as_i64().expect("an integer input") * 2),
+            "F::Double" => json!(job.step.to_value()["input"].as_i64().expect("an integer input") * 2),
             "F::Sum" => {
                 let parents = client.dependency_results(job.step_uuid).await.expect("dependency results");
                 let sum: i64 = parents

@@ -42,12 +42,13 @@ impl Worker {
         let Some(mut job) = gvl::run(async move { handle.next_job(timeout).await })? else {
             return Ok(None);
         };
-        let task = std::mem::take(&mut job.task).to_string();
-        let step = std::mem::take(&mut job.step).to_string();
+        // The rows are the claim's text, handed over as they came.
+        let task = std::mem::take(&mut job.task);
+        let step = std::mem::take(&mut job.step);
         let hash = RHash::from_value(to_ruby(ruby, &job)?)
             .ok_or_else(|| Error::new(ruby.exception_type_error(), "a job converts to a Hash"))?;
-        hash.aset(ruby.to_symbol("task"), ruby.str_new(&task))?;
-        hash.aset(ruby.to_symbol("step"), ruby.str_new(&step))?;
+        hash.aset(ruby.to_symbol("task"), ruby.str_new(task.as_str()))?;
+        hash.aset(ruby.to_symbol("step"), ruby.str_new(step.as_str()))?;
         Ok(Some(hash.as_value()))
     }
 
