@@ -256,7 +256,7 @@ pub(crate) struct StepFacts {
     started_at: Option<String>,
 }
 
-fn timestamp(text: Option<&String>) -> Option<f64> {
+fn timestamp(text: Option<&str>) -> Option<f64> {
     let at = chrono::DateTime::parse_from_rfc3339(text?).ok()?;
     Some(at.timestamp_micros() as f64 / 1e6)
 }
@@ -275,15 +275,15 @@ impl StepMetrics {
             namespace: namespace.to_owned(),
             template: task.name.as_deref().unwrap_or("unknown").to_owned(),
             step: step.to_owned(),
-            task_created: timestamp(task.created_at.as_ref()),
+            task_created: timestamp(task.created_at.as_deref()),
         };
         counter!("tasker_steps_started_total", &metrics.labels()).increment(1);
         if let Some(row) = from_message {
-            let ready = match (timestamp(row.enqueued_at.as_ref()), timestamp(row.retry_at.as_ref())) {
+            let ready = match (timestamp(row.enqueued_at.as_deref()), timestamp(row.retry_at.as_deref())) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             };
-            if let (Some(ready), Some(claimed)) = (ready, timestamp(row.started_at.as_ref())) {
+            if let (Some(ready), Some(claimed)) = (ready, timestamp(row.started_at.as_deref())) {
                 histogram!("tasker_step_queue_wait_seconds", &metrics.labels()).record((claimed - ready).max(0.0));
             }
         }
