@@ -5,11 +5,11 @@
 -- worker is gone; the history records the takeover), and only when its
 -- namespace is one of p_namespaces, the worker's own. Returns a row per
 -- step claimed (taken_over: the claim took the step over from a stale
--- one), with its task's correlation id, its handler's settings (the template's
--- handler.initialization) and the task's and the step's rows as the
--- claim left them (a Ruby worker builds its handler and models from them
--- without another call); a step left out is a
--- duplicate delivery or not this worker's, and its message is acked.
+-- one), with its task's correlation id, its handler's settings (the
+-- template's handler.initialization) and the task's and the step's rows
+-- as the claim left them (a Ruby worker builds its handler and models
+-- from them without another call); a step left out is a duplicate
+-- delivery or not this worker's, and its message is acked.
 --
 -- Rows are locked by primary key alone, in uuid order (two workers
 -- claiming overlapping batches lock in one order).
@@ -18,8 +18,8 @@
 -- lost commit takes the later messages and acks with it.
 CREATE FUNCTION tasker_claim_steps(p_steps uuid[], p_worker text, p_namespaces text[], p_stale_after interval,
                                    p_async_commit boolean)
-RETURNS TABLE (step_uuid uuid, task_uuid uuid, correlation_id uuid, namespace text, step_name text, handler_callable text,
-               handler_config jsonb,
+RETURNS TABLE (step_uuid uuid, task_uuid uuid, correlation_id uuid, namespace text, step_name text,
+               handler_callable text, handler_config jsonb,
                decision boolean, attempts integer, retryable boolean, max_attempts integer, backoff_base_ms integer,
                max_backoff_ms integer, timeout_seconds integer, task_row jsonb, step_row jsonb, taken_over boolean)
 LANGUAGE plpgsql AS $$
@@ -64,8 +64,8 @@ BEGIN
        WHERE s.step_uuid = c.step_uuid
       RETURNING s.step_uuid, s.task_uuid, to_jsonb(s.*) AS step_row
     )
-    SELECT c.step_uuid, c.task_uuid, t.correlation_id, cl.namespace, cl.name, cl.handler_callable, cl.handler_config, cl.decision,
-           cl.attempt, cl.retryable, cl.max_attempts, cl.backoff_base_ms, cl.max_backoff_ms, cl.timeout_seconds,
+    SELECT c.step_uuid, c.task_uuid, t.correlation_id, cl.namespace, cl.name, cl.handler_callable,
+           cl.handler_config, cl.decision, cl.attempt, cl.retryable, cl.max_attempts, cl.backoff_base_ms, cl.max_backoff_ms, cl.timeout_seconds,
            to_jsonb(t.*), c.step_row, cl.stale
       FROM claimed c
       JOIN claimable cl ON cl.step_uuid = c.step_uuid

@@ -93,14 +93,15 @@ impl PgmqProvider {
         visibility_timeout: Duration,
         claimant: &Claimant<'_>,
     ) -> Result<Vec<ReadMessage>> {
-        // A step message's two ids, checked before the casts (a cast of
-        // anything else would fail the statement): what the check passes,
-        // the caller's decoding accepts.
+        // A step message's two ids are checked before the step's is cast
+        // (a cast of anything else would fail the statement): what the
+        // check passes, the caller's decoding accepts. The correlation id
+        // the claim returns is the task's own.
         const UUID: &str = "'^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'";
         let sql = format!(
             "WITH read AS ({read}), \
              wanted AS MATERIALIZED ( \
-               SELECT DISTINCT ON (step_uuid) msg_id, step_uuid::uuid, correlation_id::uuid \
+               SELECT DISTINCT ON (step_uuid) msg_id, step_uuid::uuid \
                  FROM (SELECT r.msg_id, r.message ->> 'step_uuid' AS step_uuid, \
                               r.message ->> 'correlation_id' AS correlation_id, r.read_ct \
                          FROM read r) AS m \

@@ -100,7 +100,11 @@ pub struct StepJob {
     pub timeout_seconds: Option<i32>,
     /// The task's and the step's rows as the claim left them, as JSON text
     /// (an object, column => value), so a worker need not read them back.
+    /// A serialized job leaves them out: their owner hands the text over as
+    /// it is ([`RowJson::as_str`]), as the Ruby extension does.
+    #[serde(skip_serializing)]
     pub task: RowJson,
+    #[serde(skip_serializing)]
     pub step: RowJson,
 }
 

@@ -39,16 +39,15 @@ impl Worker {
     fn next_job(ruby: &Ruby, rb_self: &Self, timeout_seconds: f64) -> Result<Option<Value>, Error> {
         let handle = rb_self.handle.clone();
         let timeout = Duration::from_secs_f64(timeout_seconds.max(0.0));
-        let Some(mut job) = gvl::run(async move { handle.next_job(timeout).await })? else {
+        let Some(job) = gvl::run(async move { handle.next_job(timeout).await })? else {
             return Ok(None);
         };
-        // The rows are the claim's text, handed over as they came.
-        let task = std::mem::take(&mut job.task);
-        let step = std::mem::take(&mut job.step);
+        // The rows are the claim's text, handed over as they came (a job
+        // serializes without them).
         let hash = RHash::from_value(to_ruby(ruby, &job)?)
             .ok_or_else(|| Error::new(ruby.exception_type_error(), "a job converts to a Hash"))?;
-        hash.aset(ruby.to_symbol("task"), ruby.str_new(task.as_str()))?;
-        hash.aset(ruby.to_symbol("step"), ruby.str_new(step.as_str()))?;
+        hash.aset(ruby.to_symbol("task"), ruby.str_new(job.task.as_str()))?;
+        hash.aset(ruby.to_symbol("step"), ruby.str_new(job.step.as_str()))?;
         Ok(Some(hash.as_value()))
     }
 
